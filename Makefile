@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv from the lock when missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export WATTFLOW_HOME ?= $(CURDIR)/.wattflow
+
+.PHONY: venv demo test test-fast bench lock up down clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || { $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade; $(BIN)/python -m pip install --quiet "$$(grep "^uv==" requirements.lock)"; }
+	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m wattflow.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not e2e and not spark"
+
+bench: $(STAMP)
+	mkdir -p bench/results
+	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
+
+# Regenerate the lock after changing pyproject.toml; commit both.
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --no-annotate --no-header -o requirements.lock
+
+clean:
+	rm -rf $(WATTFLOW_HOME)

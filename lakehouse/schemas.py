@@ -1,0 +1,285 @@
+"""Table contracts, declared once. Both engines and every stage read them from here.
+
+A contract is a pyarrow schema plus the key that makes every write an idempotent upsert and the
+partition columns. Timestamps are UTC, microseconds (Delta's `timestamp` type).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableContract:
+    layer: str
+    name: str
+    schema: pa.Schema
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+    # Columns that never take part in "did this row change?": bookkeeping that differs on a re-run.
+    volatile: tuple[str, ...] = field(default=("ingested_at", "batch_id"))
+
+    @property
+    def path(self) -> str:
+        """Relative location under the lakehouse root: ``<layer>/<table>``."""
+        return f"{self.layer}/{self.name}"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        return tuple(
+            c for c in self.schema.names if c not in self.keys and c not in self.volatile and c not in self.partition_by
+        )
+
+
+SENSOR_READINGS = TableContract(
+    layer="bronze",
+    name="sensor_readings",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("sensor_id", pa.string()),
+            ("metric", pa.string()),
+            ("ts", UTC_TS),
+            ("value", pa.float64()),
+            ("unit", pa.string()),
+            ("source", pa.string()),
+            ("batch_id", pa.string()),
+            ("ingested_at", UTC_TS),
+            ("date", pa.date32()),
+        ]
+    ),
+    keys=("building_id", "sensor_id", "metric", "ts"),
+    partition_by=("date",),
+    description="Raw sensor readings as received, one row per sensor, metric and timestamp.",
+)
+
+WEATHER = TableContract(
+    layer="bronze",
+    name="weather",
+    schema=pa.schema(
+        [
+            ("site_id", pa.string()),
+            ("kind", pa.string()),  # observation | forecast
+            ("issued_at", UTC_TS),  # observations: equal to ts
+            ("ts", UTC_TS),
+            ("temperature_c", pa.float64()),
+            ("relative_humidity_pct", pa.float64()),
+            ("dew_point_c", pa.float64()),
+            ("wind_speed_ms", pa.float64()),
+            ("cloud_cover_pct", pa.float64()),
+            ("solar_radiation_wm2", pa.float64()),
+            ("source", pa.string()),
+            ("batch_id", pa.string()),
+            ("ingested_at", UTC_TS),
+            ("date", pa.date32()),
+        ]
+    ),
+    keys=("site_id", "kind", "issued_at", "ts"),
+    partition_by=("date",),
+    description="Weather observations and forecasts per site; forecasts keep their issue time.",
+)
+
+QUARANTINE_READINGS = TableContract(
+    layer="quarantine",
+    name="sensor_readings",
+    schema=pa.schema(
+        [
+            ("record_id", pa.string()),  # stable hash of the raw record, so a re-run does not double it
+            ("source", pa.string()),
+            ("raw", pa.string()),  # the record as received (JSON text)
+            ("building_id", pa.string()),
+            ("sensor_id", pa.string()),
+            ("metric", pa.string()),
+            ("ts", UTC_TS),
+            ("check_name", pa.string()),
+            ("reason", pa.string()),
+            ("batch_id", pa.string()),
+            ("ingested_at", UTC_TS),
+        ]
+    ),
+    keys=("record_id", "check_name"),
+    description="Rejected sensor records as received, with the check that rejected them and why.",
+)
+
+QUARANTINE_WEATHER = TableContract(
+    layer="quarantine",
+    name="weather",
+    schema=pa.schema(
+        [
+            ("record_id", pa.string()),
+            ("source", pa.string()),
+            ("raw", pa.string()),
+            ("site_id", pa.string()),
+            ("kind", pa.string()),
+            ("issued_at", UTC_TS),
+            ("ts", UTC_TS),
+            ("check_name", pa.string()),
+            ("reason", pa.string()),
+            ("batch_id", pa.string()),
+            ("ingested_at", UTC_TS),
+        ]
+    ),
+    keys=("record_id", "check_name"),
+    description="Rejected weather records as received, with the check that rejected them and why.",
+)
+
+BUILDINGS = TableContract(
+    layer="reference",
+    name="buildings",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("name", pa.string()),
+            ("site_id", pa.string()),
+            ("timezone", pa.string()),
+            ("country", pa.string()),
+            ("use_type", pa.string()),
+            ("floor_area_m2", pa.float64()),
+            ("latitude", pa.float64()),
+            ("longitude", pa.float64()),
+            ("grid_emission_factor_kg_per_kwh", pa.float64()),
+            ("tariff_per_kwh", pa.float64()),
+            ("currency", pa.string()),
+            ("sensors_json", pa.string()),  # [{sensor_id, metric, unit, offset, scale}]
+        ]
+    ),
+    keys=("building_id",),
+    volatile=(),
+    description="Building and sensor metadata, mirrored from the registry file.",
+)
+
+BUILDING_HOURLY = TableContract(
+    layer="silver",
+    name="building_hourly",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("ts", UTC_TS),  # start of the hour, UTC
+            ("energy_kwh", pa.float64()),
+            ("indoor_temperature_c", pa.float64()),
+            ("indoor_humidity_pct", pa.float64()),
+            ("occupancy", pa.float64()),
+            ("co2_ppm", pa.float64()),
+            ("outdoor_temperature_c", pa.float64()),
+            ("outdoor_humidity_pct", pa.float64()),
+            ("solar_radiation_wm2", pa.float64()),
+            ("wind_speed_ms", pa.float64()),
+            ("n_readings", pa.int32()),
+            ("expected_readings", pa.int32()),
+            ("imputed", pa.bool_()),
+            ("gap", pa.bool_()),
+            ("outlier", pa.bool_()),
+            ("quality_flags", pa.string()),
+            ("date", pa.date32()),
+        ]
+    ),
+    keys=("building_id", "ts"),
+    partition_by=("date",),
+    volatile=(),
+    description="One row per building and UTC hour: energy, indoor and outdoor conditions, quality flags.",
+)
+
+FORECASTS = TableContract(
+    layer="gold",
+    name="forecasts",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("issued_at", UTC_TS),
+            ("ts", UTC_TS),
+            ("horizon_h", pa.int32()),
+            ("yhat", pa.float64()),
+            ("yhat_p10", pa.float64()),
+            ("yhat_p50", pa.float64()),
+            ("yhat_p90", pa.float64()),
+            ("model_name", pa.string()),
+            ("model_version", pa.string()),
+            ("is_fallback", pa.bool_()),
+            ("date", pa.date32()),
+        ]
+    ),
+    keys=("building_id", "issued_at", "ts", "model_name"),
+    partition_by=("date",),
+    volatile=(),
+    description="Served forecasts: one row per building, issue time and target hour.",
+)
+
+QUALITY_RESULTS = TableContract(
+    layer="monitoring",
+    name="quality_results",
+    schema=pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("suite", pa.string()),
+            ("batch", pa.string()),
+            ("expectation", pa.string()),
+            ("success", pa.bool_()),
+            ("observed_value", pa.string()),
+            ("threshold", pa.string()),
+            ("unexpected_count", pa.int64()),
+            ("element_count", pa.int64()),
+            ("policy", pa.string()),
+            ("validated_at", UTC_TS),
+        ]
+    ),
+    keys=("suite", "batch", "expectation"),
+    volatile=("run_id", "validated_at"),
+    description="Great Expectations results: one row per suite, batch and expectation.",
+)
+
+MONITORING_DECISIONS = TableContract(
+    layer="monitoring",
+    name="decisions",
+    schema=pa.schema(
+        [
+            ("as_of", UTC_TS),
+            ("model_name", pa.string()),
+            ("model_version", pa.string()),
+            ("decision", pa.string()),  # retrain | hold
+            ("reasons", pa.string()),  # JSON list
+            ("figures", pa.string()),  # JSON object
+            ("report_uri", pa.string()),
+            ("decided_at", UTC_TS),
+        ]
+    ),
+    keys=("as_of", "model_name"),
+    volatile=("decided_at",),
+    description="Each monitoring pass: the decision, its reasons and figures, and where the reports are.",
+)
+
+CONTRACTS: dict[str, TableContract] = {
+    c.qualified_name: c
+    for c in [
+        SENSOR_READINGS,
+        WEATHER,
+        QUARANTINE_READINGS,
+        QUARANTINE_WEATHER,
+        BUILDINGS,
+        BUILDING_HOURLY,
+        FORECASTS,
+        QUALITY_RESULTS,
+        MONITORING_DECISIONS,
+    ]
+}
+
+
+def register(contract: TableContract) -> TableContract:
+    """Add a contract declared by a later stage (gold features, drift reports, anomalies)."""
+    CONTRACTS[contract.qualified_name] = contract
+    return contract
+
+
+def contract(name: str) -> TableContract:
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known: {', '.join(sorted(CONTRACTS))}") from None

@@ -1,0 +1,83 @@
+"""The upsert core shared by both engines: conform, de-duplicate, diff."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from lakehouse.delta_rs import DeltaRsEngine
+from lakehouse.engine import SchemaMismatch, conform, dedupe_last, diff_against
+from lakehouse.schemas import SENSOR_READINGS
+
+T0 = dt.datetime(2024, 3, 30, 23, 0, tzinfo=dt.timezone.utc)
+
+
+def readings(values: list[float], start: dt.datetime = T0, building: str = "b1", batch: str = "batch-1") -> pa.Table:
+    n = len(values)
+    return pa.table(
+        {
+            "building_id": [building] * n,
+            "sensor_id": ["meter"] * n,
+            "metric": ["energy"] * n,
+            "ts": pa.array([start + dt.timedelta(minutes=15 * i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+            "value": values,
+            "unit": ["kWh"] * n,
+            "source": ["test"] * n,
+            "batch_id": [batch] * n,
+            "ingested_at": pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def test_conform_derives_utc_date_partition() -> None:
+    table = conform(SENSOR_READINGS, readings([1.0] * 8))
+    assert table.schema == SENSOR_READINGS.schema
+    # 23:00 UTC on 30 March plus 4 readings crosses midnight UTC: two dates.
+    assert [d.isoformat() for d in table.column("date").to_pylist()][::4] == ["2024-03-30", "2024-03-31"]
+
+
+def test_conform_names_the_missing_column() -> None:
+    with pytest.raises(SchemaMismatch, match="unit"):
+        conform(SENSOR_READINGS, readings([1.0]).drop(["unit"]))
+
+
+def test_dedupe_keeps_last_reading_per_key() -> None:
+    batch = conform(SENSOR_READINGS, pa.concat_tables([readings([1.0, 2.0, 3.0]), readings([9.0, 8.0])]))
+    result = dedupe_last(SENSOR_READINGS, batch)
+    assert result.column("value").to_pylist() == [3.0, 9.0, 8.0] or sorted(result.column("value").to_pylist()) == [3.0, 8.0, 9.0]
+    assert result.num_rows == 3
+    assert dict(zip(result.column("ts").to_pylist(), result.column("value").to_pylist()))[T0] == 9.0
+
+
+def test_diff_splits_new_changed_unchanged_ignoring_bookkeeping() -> None:
+    existing = conform(SENSOR_READINGS, readings([1.0, 2.0, 3.0], batch="old"))
+    batch = conform(SENSOR_READINGS, readings([1.0, 2.5, 3.0, 4.0], batch="new"))
+    delta = diff_against(SENSOR_READINGS, batch, existing)
+    assert delta.unchanged == 2
+    assert delta.updates.column("value").to_pylist() == [2.5]
+    assert delta.inserts.column("value").to_pylist() == [4.0]
+
+
+def test_delta_rs_upsert_is_idempotent_and_merges_overlaps(tmp_path) -> None:
+    engine = DeltaRsEngine(str(tmp_path))
+    first = engine.upsert(SENSOR_READINGS, readings([float(i) for i in range(96)]))
+    assert (first.version, first.rows_inserted) == (0, 96)
+    again = engine.upsert(SENSOR_READINGS, readings([float(i) for i in range(96)], batch="rerun"))
+    assert (again.version, again.rows_inserted, again.rows_updated, again.rows_unchanged) == (0, 0, 0, 96)
+    before = engine.read(SENSOR_READINGS).sort_by([("ts", "ascending")])
+    # An overlapping interval: 48 known readings (one corrected) and 48 new ones.
+    overlap = [float(i) for i in range(48, 144)]
+    overlap[0] = -1.0
+    merged = engine.upsert(SENSOR_READINGS, readings(overlap, start=T0, building="b1").slice(0, 0))
+    assert merged.version == 0
+    shifted = readings(overlap, start=T0 + dt.timedelta(hours=12))
+    merged = engine.upsert(SENSOR_READINGS, shifted)
+    assert (merged.version, merged.rows_inserted, merged.rows_updated, merged.rows_unchanged) == (1, 48, 1, 47)
+    after = engine.read(SENSOR_READINGS).sort_by([("ts", "ascending")])
+    assert after.num_rows == 144
+    assert after.column("value").to_pylist()[48] == -1.0
+    assert before.num_rows == 96
+    # Reads pin a version.
+    assert engine.read(SENSOR_READINGS, version=0).num_rows == 96

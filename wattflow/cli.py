@@ -1,0 +1,19 @@
+"""The `wattflow` command. Heavy libraries are imported inside commands so that `--help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+
+from wattflow.cli_groups import app
+
+# Each module attaches its commands to the groups in wattflow.cli_groups.
+COMMAND_MODULES = [
+    "lakehouse.commands",
+]
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
+
+
+if __name__ == "__main__":
+    app()

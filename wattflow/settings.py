@@ -1,0 +1,178 @@
+"""The one settings object. Every path, URL and policy number lives here.
+
+Environment variables use the prefix ``WATTFLOW_`` and ``__`` between nested sections, e.g.
+``WATTFLOW_HOME=/srv/wattflow`` or ``WATTFLOW_QUALITY__STUCK_RUN_LENGTH=12``; a ``.env`` file in the
+working directory is read too.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LakehouseSettings(BaseModel):
+    engine: Literal["delta_rs", "spark"] = "delta_rs"
+    # A URI root for tables; empty means $WATTFLOW_HOME/lakehouse. "s3://bucket/prefix" works for both engines.
+    root_uri: str = ""
+    # delta-rs object-store options (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), passed through as given.
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: int = 4
+    delta_spark_package: str = "io.delta:delta-spark_2.13:4.4.1"
+    # Folder with the resolved delta-spark jars; empty means $WATTFLOW_HOME/cache/jars.
+    spark_jars_dir: str = ""
+    vacuum_retention_hours: int = 168
+
+
+class SimulatorSettings(BaseModel):
+    seed: int = 42
+    interval_minutes: int = 15
+    weather_forecast_issue_hour_utc: int = 6
+
+
+class QualitySettings(BaseModel):
+    stuck_run_length: int = 12
+    spike_mad_threshold: float = 8.0
+    max_future_skew_h: float = 24.0
+    short_gap_max_h: int = 2
+    # expectation name -> "reject" | "warn" | "fail"; anything unnamed uses default_policy.
+    policies: dict[str, Literal["reject", "warn", "fail"]] = Field(default_factory=dict)
+    default_policy: Literal["reject", "warn", "fail"] = "reject"
+
+
+class MqttSettings(BaseModel):
+    broker: str = "127.0.0.1:1883"
+    topic: str = "sites/+/buildings/+/sensors/#"
+    client_id: str = "wattflow-ingest"
+    qos: int = 1
+    batch_max_readings: int = 5000
+    batch_max_age_s: float = 1.0
+    username: str = ""
+    password: str = ""
+
+
+class InfluxSettings(BaseModel):
+    url: str = ""
+    token: str = ""
+    org: str = "wattflow"
+    bucket: str = "sensors"
+    forecast_bucket: str = "forecasts"
+    page_size: int = 50_000
+
+
+class WeatherSettings(BaseModel):
+    archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
+    forecast_url: str = "https://api.open-meteo.com/v1/forecast"
+    timeout_s: float = 20.0
+    max_retries: int = 4
+
+
+class ModelSettings(BaseModel):
+    model_name: str = "building_energy_lstm"
+    experiment: str = "wattflow-forecasting"
+    lookback_h: int = 168
+    horizon_h: int = 24
+    epochs: int = 30
+    batch_size: int = 64
+    units: int = 64
+    layers: int = 1
+    dropout: float = 0.1
+    learning_rate: float = 1e-3
+    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    promotion_margin: float = 0.02
+    max_cv_rmse: float = 0.30
+    max_abs_nmbe: float = 0.10
+    tuning_trials: int = 20
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    poll_wait_s: float = 2.0
+    deadline_s: float = 5.0
+
+
+class MonitorSettings(BaseModel):
+    drift_share_threshold: float = 0.5
+    drift_consecutive_checks: int = 3
+    cv_rmse_threshold: float = 0.25
+    relative_degradation: float = 0.25
+    accuracy_window_days: int = 7
+    cooldown_days: int = 7
+    min_new_hours: int = 24 * 7
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    home: Path = Path(".wattflow")
+    buildings_file: Path = Path("config/buildings.yaml")
+    mlflow_tracking_uri: str = ""
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    lakehouse: LakehouseSettings = Field(default_factory=LakehouseSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    weather: WeatherSettings = Field(default_factory=WeatherSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+
+    # Everything local lives under `home`; these derive from it so one variable moves it all.
+    @property
+    def lakehouse_uri(self) -> str:
+        return self.lakehouse.root_uri.rstrip("/") or str((self.home / "lakehouse").resolve())
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return (self.home / "mlflow" / "artifacts").resolve()
+
+    @property
+    def airflow_home(self) -> Path:
+        return (self.home / "airflow").resolve()
+
+    @property
+    def model_base_path(self) -> Path:
+        return (self.home / "models").resolve()
+
+    @property
+    def reports_dir(self) -> Path:
+        return (self.home / "reports").resolve()
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return (self.home / "data_docs").resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.home / "cache").resolve()
+
+    @property
+    def spark_jars_dir(self) -> Path:
+        return Path(self.lakehouse.spark_jars_dir) if self.lakehouse.spark_jars_dir else self.cache_dir / "jars"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change WATTFLOW_* variables)."""
+    get_settings.cache_clear()

@@ -188,6 +188,56 @@ BUILDING_HOURLY = TableContract(
     description="One row per building and UTC hour: energy, indoor and outdoor conditions, quality flags.",
 )
 
+FEATURES = TableContract(
+    layer="gold",
+    name="features",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("ts", UTC_TS),
+            ("energy_kwh", pa.float64()),  # the target; null where silver has a gap
+            ("energy_valid", pa.bool_()),  # usable as a training target and for metrics
+            ("hour_of_day", pa.int8()),  # local time of the building
+            ("day_of_week", pa.int8()),  # 0 = Monday, local
+            ("month", pa.int8()),
+            ("season", pa.int8()),  # 0 winter, 1 spring, 2 summer, 3 autumn (meteorological, by hemisphere)
+            ("is_weekend", pa.bool_()),
+            ("is_holiday", pa.bool_()),  # public holiday in the building's country
+            ("hour_sin", pa.float64()),
+            ("hour_cos", pa.float64()),
+            ("dow_sin", pa.float64()),
+            ("dow_cos", pa.float64()),
+            ("temperature", pa.float64()),  # observed outdoor temperature, degC
+            ("humidity", pa.float64()),  # observed outdoor relative humidity, %
+            ("solar_radiation", pa.float64()),  # observed, W/m2
+            ("indoor_temperature", pa.float64()),
+            ("occupancy", pa.float64()),
+            ("heating_degree_hours", pa.float64()),
+            ("cooling_degree_hours", pa.float64()),
+            ("temp_humidity_interaction", pa.float64()),
+            ("occupancy_time_interaction", pa.float64()),
+            ("lagged_energy", pa.float64()),  # energy 24 h before
+            ("lagged_energy_168h", pa.float64()),  # energy one week before
+            ("rolling_avg_energy", pa.float64()),  # mean of the 24 h before this hour (excludes it)
+            ("rolling_avg_energy_168h", pa.float64()),
+            ("temperature_std", pa.float64()),  # standardized with the catalogue's parameters
+            ("humidity_std", pa.float64()),
+            ("occupancy_std", pa.float64()),
+            # Day-ahead weather forecast for this hour, issued before the forecast origin (local midnight
+            # of the hour's day): the only weather the model may see for hours it forecasts.
+            ("forecast_temperature", pa.float64()),
+            ("forecast_humidity", pa.float64()),
+            ("forecast_solar_radiation", pa.float64()),
+            ("forecast_issued_at", UTC_TS),
+            ("date", pa.date32()),
+        ]
+    ),
+    keys=("building_id", "ts"),
+    partition_by=("date",),
+    volatile=(),
+    description="Model features per building and hour: calendar, weather, lags, rolling windows, forecasts.",
+)
+
 FORECASTS = TableContract(
     layer="gold",
     name="forecasts",
@@ -265,6 +315,7 @@ CONTRACTS: dict[str, TableContract] = {
         QUARANTINE_WEATHER,
         BUILDINGS,
         BUILDING_HOURLY,
+        FEATURES,
         FORECASTS,
         QUALITY_RESULTS,
         MONITORING_DECISIONS,

@@ -57,6 +57,26 @@ class MqttSettings(BaseModel):
     password: str = ""
 
 
+class RegistrySettings(BaseModel):
+    # Placeholders for a building first seen in a meter export (`wattflow ingest file`); the CLI lists
+    # which fields were guessed so they get edited in the registry file.
+    new_building_floor_area_m2: float = 100.0
+    new_building_grid_emission_factor_kg_per_kwh: float = 0.0
+    new_building_tariff_per_kwh: float = 0.0
+    new_building_currency: str = "EUR"
+
+
+class ScreenSettings(BaseModel):
+    """Source-side plausibility checks before bronze (a stream record failing one goes to quarantine)."""
+
+    # Energy per reading above floor area x this is taken as a unit error (Wh sent as kWh is 1000x).
+    max_energy_kwh_per_m2: float = 0.5
+    indoor_temperature_c: tuple[float, float] = (-30.0, 60.0)
+    indoor_humidity_pct: tuple[float, float] = (0.0, 100.0)
+    co2_ppm: tuple[float, float] = (0.0, 10_000.0)
+    occupancy: tuple[float, float] = (0.0, 100_000.0)
+
+
 class InfluxSettings(BaseModel):
     url: str = ""
     token: str = ""
@@ -123,6 +143,8 @@ class Settings(BaseSettings):
     lakehouse: LakehouseSettings = Field(default_factory=LakehouseSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    screen: ScreenSettings = Field(default_factory=ScreenSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     weather: WeatherSettings = Field(default_factory=WeatherSettings)

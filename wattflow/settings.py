@@ -129,6 +129,21 @@ class MonitorSettings(BaseModel):
     min_new_hours: int = 24 * 7
 
 
+class AirflowSettings(BaseModel):
+    # Metadata DB as a SQLAlchemy URL; empty means SQLite under $WATTFLOW_HOME/airflow. Production sets
+    # postgresql+psycopg2://user:pass@host/airflow (from the environment, never a committed file).
+    database_url: str = ""
+    executor: str = "LocalExecutor"
+    # Empty means the repository's dags/ and plugins/ folders.
+    dags_folder: str = ""
+    plugins_folder: str = ""
+    load_examples: bool = False
+    dags_are_paused_at_creation: bool = False
+    # Celery (the compose/Helm deployments): broker and result backend URLs; unused by other executors.
+    celery_broker_url: str = ""
+    celery_result_backend: str = ""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -137,6 +152,10 @@ class Settings(BaseSettings):
     home: Path = Path(".wattflow")
     buildings_file: Path = Path("config/buildings.yaml")
     mlflow_tracking_uri: str = ""
+    # Where runs store artifacts when the tracking URI is a database (SQLite/PostgreSQL): empty means
+    # mlflow_artifacts_dir; "s3://bucket/prefix" uses boto3 (MLFLOW_S3_ENDPOINT_URL and AWS_* from the
+    # environment). Against a tracking server (http://...) the server's --artifacts-destination decides.
+    mlflow_artifact_location: str = ""
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -151,6 +170,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
     @property
@@ -164,6 +184,10 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts_dir(self) -> Path:
         return (self.home / "mlflow" / "artifacts").resolve()
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return self.mlflow_artifact_location.rstrip("/") or self.mlflow_artifacts_dir.as_uri()
 
     @property
     def airflow_home(self) -> Path:

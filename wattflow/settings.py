@@ -22,10 +22,23 @@ class LakehouseSettings(BaseModel):
     # delta-rs object-store options (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), passed through as given.
     storage_options: dict[str, str] = Field(default_factory=dict)
     spark_master: str = "local[2]"
+    spark_app_name: str = "wattflow"
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 4
-    delta_spark_package: str = "io.delta:delta-spark_2.13:4.4.1"
-    # Folder with the resolved delta-spark jars; empty means $WATTFLOW_HOME/cache/jars.
+    # Rows per Arrow batch between Python and the JVM (createDataFrame / toArrow).
+    spark_arrow_batch_rows: int = 100_000
+    spark_ui_enabled: bool = False
+    spark_log_level: str = "WARN"
+    # Any further Spark properties, passed through as given (e.g. {"spark.executor.memory": "8g"}).
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    # The JVM side of delta-spark, built for Spark 4.2 / Scala 2.13. The pip delta-spark is 4.4.1 but
+    # Maven Central has no 4.4.1 jars; 4.4.0 is the newest published and speaks the same Python API.
+    delta_spark_package: str = "io.delta:delta-spark_4.2_2.13:4.4.0"
+    # S3A for s3:// roots; empty means hadoop-aws of exactly the Hadoop version PySpark ships.
+    hadoop_aws_package: str = ""
+    spark_extra_packages: list[str] = Field(default_factory=list)
+    # Folder with the resolved Spark jars; empty means $WATTFLOW_HOME/cache/jars. Point several homes
+    # (tests, CI) at one shared folder, e.g. ~/.cache/wattflow/jars, to download the jars once.
     spark_jars_dir: str = ""
     vacuum_retention_hours: int = 168
 

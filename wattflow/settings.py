@@ -122,6 +122,16 @@ class ModelSettings(BaseModel):
     max_cv_rmse: float = 0.30
     max_abs_nmbe: float = 0.10
     tuning_trials: int = 20
+    # Epoch cap per Optuna trial; pruning stops weak trials earlier.
+    tuning_max_epochs: int = 15
+    early_stopping_patience: int = 5
+    # Training origins every N hours from local midnight (more examples); backtests always use midnight.
+    train_origin_stride_h: int = 6
+    validation_fraction: float = 0.15
+    # ASHRAE Guideline 14 degrees of freedom p in (n - p); 1 as in its hourly calibration criteria.
+    ashrae_p: int = 1
+    # Days after the training cut used to backtest a new model against the champion and the baselines.
+    backtest_days: int = 28
 
 
 class ServingSettings(BaseModel):

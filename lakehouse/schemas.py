@@ -306,6 +306,87 @@ MONITORING_DECISIONS = TableContract(
     description="Each monitoring pass: the decision, its reasons and figures, and where the reports are.",
 )
 
+DRIFT_REPORTS = TableContract(
+    layer="monitoring",
+    name="drift_reports",
+    schema=pa.schema(
+        [
+            ("as_of", UTC_TS),
+            ("model_name", pa.string()),
+            ("report_kind", pa.string()),  # input_drift | residual_drift | accuracy
+            ("model_version", pa.string()),
+            ("window_start", UTC_TS),
+            ("window_end", UTC_TS),
+            ("n_reference", pa.int64()),
+            ("n_current", pa.int64()),
+            ("drift_share", pa.float64()),  # share of drifted columns (buildings for residuals); null for accuracy
+            ("drift_detected", pa.bool_()),
+            ("summary", pa.string()),  # JSON: per-column scores or accuracy metrics
+            ("html_uri", pa.string()),
+            ("json_uri", pa.string()),
+            ("mlflow_run_id", pa.string()),
+            ("created_at", UTC_TS),
+        ]
+    ),
+    keys=("as_of", "model_name", "report_kind"),
+    volatile=("mlflow_run_id", "created_at"),
+    description="Evidently drift and accuracy reports: one row per pass and report, with its files and MLflow run.",
+)
+
+ANOMALIES = TableContract(
+    layer="monitoring",
+    name="anomalies",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("kind", pa.string()),  # after_hours_load | weekend_spike | stuck_meter | high_consumption | low_consumption
+            ("start", UTC_TS),  # first anomalous hour, inclusive
+            ("end", UTC_TS),  # exclusive
+            ("hours", pa.int32()),
+            ("energy_kwh", pa.float64()),
+            ("expected_kwh", pa.float64()),
+            ("excess_kwh", pa.float64()),  # measured minus expected; negative for under-consumption
+            ("excess_ratio", pa.float64()),
+            ("expected_source", pa.string()),  # forecast_p50 | hour_of_week_median
+            ("score", pa.float64()),  # the largest band exceedance (in band widths) or robust z
+            ("severity", pa.string()),  # low | medium | high
+            ("cost", pa.float64()),
+            ("currency", pa.string()),
+            ("co2_kg", pa.float64()),
+            ("recommendation", pa.string()),
+            ("detected_at", UTC_TS),
+        ]
+    ),
+    keys=("building_id", "kind", "start"),
+    volatile=("detected_at",),
+    description="Consumption anomalies per building and span, with excess energy, cost, kgCO2e and advice.",
+)
+
+RETRAIN_OUTCOMES = TableContract(
+    layer="monitoring",
+    name="retrain_outcomes",
+    schema=pa.schema(
+        [
+            ("model_name", pa.string()),
+            ("new_version", pa.string()),
+            ("old_version", pa.string()),
+            ("drift_start", UTC_TS),
+            ("period_start", UTC_TS),
+            ("period_end", UTC_TS),
+            ("n_hours", pa.int64()),
+            ("old_mae", pa.float64()),
+            ("new_mae", pa.float64()),
+            ("improvement", pa.float64()),  # 1 - new_mae / old_mae
+            ("improved", pa.bool_()),
+            ("details", pa.string()),  # JSON: per-building MAE of both models
+            ("evaluated_at", UTC_TS),
+        ]
+    ),
+    keys=("model_name", "new_version", "old_version", "drift_start"),
+    volatile=("evaluated_at",),
+    description="After a retrain: did the new champion beat the old one on the drifted period?",
+)
+
 CONTRACTS: dict[str, TableContract] = {
     c.qualified_name: c
     for c in [
@@ -319,6 +400,9 @@ CONTRACTS: dict[str, TableContract] = {
         FORECASTS,
         QUALITY_RESULTS,
         MONITORING_DECISIONS,
+        DRIFT_REPORTS,
+        ANOMALIES,
+        RETRAIN_OUTCOMES,
     ]
 }
 

@@ -142,14 +142,61 @@ class ServingSettings(BaseModel):
     deadline_s: float = 5.0
 
 
+class AnomalySettings(BaseModel):
+    # Hours outside the forecast p10-p90 band by more than this share of the band's width are anomalous.
+    band_margin: float = 0.25
+    # Without a forecast: robust z-score (median/MAD of the same hour of the week) beyond this.
+    z_threshold: float = 3.5
+    baseline_weeks: int = 4
+    # After-hours window in the building's local time; start > end wraps midnight.
+    after_hours_start_h: int = 22
+    after_hours_end_h: int = 6
+    # After-hours load this share above the weekday median of the same hour is waste even inside the band.
+    after_hours_ratio: float = 0.2
+    weekend_ratio: float = 0.3
+    # Identical hourly energy for this many hours in a row (and above zero) is a stuck meter.
+    stuck_hours: int = 6
+    # Flagged hours this close together form one anomaly.
+    merge_gap_h: int = 1
+    # Excess relative to the expected energy of the span: at or above -> medium / high.
+    severity_medium: float = 0.25
+    severity_high: float = 0.5
+    min_excess_kwh: float = 0.5
+
+
 class MonitorSettings(BaseModel):
+    experiment: str = "wattflow-monitoring"
+    # Windows: the current window is judged against a reference that ends where it starts.
+    drift_window_days: int = 7
+    drift_reference_days: int = 28
+    # Evidently stattest for numerical columns; magnitude tests (wasserstein) are robust to the
+    # autocorrelation of hourly series, which makes p-value tests (ks) flag everything.
+    drift_method: str = "wasserstein"
+    input_drift_threshold: float = 0.1
+    # Residual shift, in reference standard deviations (normed Wasserstein), that counts as drift.
+    residual_drift_threshold: float = 0.5
+    residual_drift_min_buildings: int = 1
+    # Which drift may trigger a retrain: model residuals (season-proof), seasonality-matched inputs, or either.
+    drift_trigger: Literal["residuals", "inputs", "either"] = "residuals"
     drift_share_threshold: float = 0.5
     drift_consecutive_checks: int = 3
+    # Seasonality-aware reference: reference rows of the same building, hour of the week and outdoor
+    # temperature bin as each current row, drawn with replacement.
+    temperature_bin_c: float = 4.0
+    matched_draws: int = 3
+    min_coverage: float = 0.5
+    min_reference_hours: int = 72
+    # Accuracy: judged on the last accuracy_window_days of served (non-fallback) forecasts.
     cv_rmse_threshold: float = 0.25
+    nmbe_threshold: float = 0.10
     relative_degradation: float = 0.25
     accuracy_window_days: int = 7
+    min_accuracy_hours: int = 72
     cooldown_days: int = 7
     min_new_hours: int = 24 * 7
+    # A retrain helped when the new champion's MAE on the drifted period is lower by at least this share.
+    retrain_min_improvement: float = 0.0
+    anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
 
 
 class AirflowSettings(BaseModel):

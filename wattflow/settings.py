@@ -47,6 +47,14 @@ class SimulatorSettings(BaseModel):
     seed: int = 42
     interval_minutes: int = 15
     weather_forecast_issue_hour_utc: int = 6
+    # The simulated "world" that the orchestrated sensor source replays interval by interval: a fixed
+    # portfolio over a fixed span, so that re-running any interval lands exactly the same readings.
+    world_buildings: int = 3
+    world_start: str = "2024-01-01"
+    world_end: str = "2024-04-01"
+    world_faults: bool = False
+    # Drift events as the CLI writes them, e.g. "retrofit:b01:2024-03-01:0.25".
+    world_drift: list[str] = Field(default_factory=list)
 
 
 class QualitySettings(BaseModel):
@@ -200,6 +208,21 @@ class MonitorSettings(BaseModel):
 
 
 class AirflowSettings(BaseModel):
+    owner: str = "wattflow"
+    # Where the hourly ingest/forecast DAGs start; catchup is safe because every step is idempotent.
+    start_date: str = "2024-01-01"
+    catchup: bool = False
+    retries: int = 2
+    retry_delay_s: int = 30
+    max_retry_delay_s: int = 600
+    task_timeout_min: int = 30
+    training_timeout_min: int = 120
+    training_pool: str = "training"
+    training_pool_slots: int = 1
+    sensor_source: Literal["simulator", "mqtt", "influx"] = "simulator"
+    weekly_retrain_cron: str = "0 3 * * 1"
+    tune_trials: int = 3
+    tune_timeout_s: int = 300
     # Metadata DB as a SQLAlchemy URL; empty means SQLite under $WATTFLOW_HOME/airflow. Production sets
     # postgresql+psycopg2://user:pass@host/airflow (from the environment, never a committed file).
     database_url: str = ""

@@ -132,6 +132,7 @@ class ModelSettings(BaseModel):
     tuning_trials: int = 20
     # Epoch cap per Optuna trial; pruning stops weak trials earlier.
     tuning_max_epochs: int = 15
+    tuning_lookbacks: list[int] = Field(default_factory=lambda: [48, 96, 168])
     early_stopping_patience: int = 5
     # Training origins every N hours from local midnight (more examples); backtests always use midnight.
     train_origin_stride_h: int = 6

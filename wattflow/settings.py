@@ -63,8 +63,69 @@ class QualitySettings(BaseModel):
     max_future_skew_h: float = 24.0
     short_gap_max_h: int = 2
     # expectation name -> "reject" | "warn" | "fail"; anything unnamed uses default_policy.
-    policies: dict[str, Literal["reject", "warn", "fail"]] = Field(default_factory=dict)
+    # Late, rolled-over and reset readings are true values (kept, flagged); a batch that is mostly
+    # rejected is broken upstream, so it stops the pipeline instead of writing a hollow silver.
+    policies: dict[str, Literal["reject", "warn", "fail"]] = Field(
+        default_factory=lambda: {
+            "late_arrival": "warn",
+            "cumulative_rollover": "warn",
+            "cumulative_reset": "warn",
+            "sensor_completeness": "warn",
+            "hourly_energy_completeness": "warn",
+            "hourly_outdoor_weather_coverage": "warn",
+            "weather_completeness": "warn",
+            "reject_share": "fail",
+            "hourly_keys_unique": "fail",
+            "features_keys_unique": "fail",
+            "forecast_issued_before_origin": "fail",
+        }
+    )
     default_policy: Literal["reject", "warn", "fail"] = "reject"
+    # Physical range per metric in its canonical unit (kWh per reading, degC, %, people, ppm).
+    physical_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "energy": (0.0, 5_000.0),
+            "energy_cumulative": (0.0, 1e12),
+            "indoor_temperature": (-10.0, 45.0),
+            "indoor_humidity": (0.0, 100.0),
+            "occupancy": (0.0, 100_000.0),
+            "co2": (250.0, 10_000.0),
+        }
+    )
+    weather_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "temperature_c": (-60.0, 60.0),
+            "relative_humidity_pct": (0.0, 100.0),
+            "dew_point_c": (-80.0, 40.0),
+            "wind_speed_ms": (0.0, 75.0),
+            "cloud_cover_pct": (0.0, 100.0),
+            "solar_radiation_wm2": (0.0, 1_400.0),
+        }
+    )
+    # Dew point above air temperature by more than this is physically impossible (sensor or unit error).
+    dew_point_tolerance_c: float = 1.0
+    spike_window: int = 7  # readings in the centred Hampel window
+    spike_metrics: list[str] = Field(default_factory=lambda: ["energy", "energy_cumulative", "indoor_temperature", "indoor_humidity", "co2"])
+    stuck_metrics: list[str] = Field(default_factory=lambda: ["energy", "energy_cumulative", "indoor_temperature", "indoor_humidity", "co2"])
+    # A reading this many times the sensor's own median is a Wh-for-kWh mix-up (the true factor is 1000).
+    unit_mixup_ratio: float = 100.0
+    # An indoor temperature this far above the sensor's median, that fits it once read as degF, is degF.
+    fahrenheit_min_excess_c: float = 20.0
+    fahrenheit_match_c: float = 10.0
+    # A register drop from above this share of its capacity (next power of ten) is a rollover, else a reset.
+    rollover_fraction: float = 0.9
+    dst_window_h: float = 6.0  # hours around a DST switch inspected for missing or doubled slots
+    min_completeness: float = 0.9  # share of expected readings per sensor and day (warn below)
+    max_reject_share: float = 0.05  # share of a batch's readings rejected before the batch fails
+    curate_margin_h: int = 24  # read this much before `start` so sequence checks see context
+
+
+class FeatureSettings(BaseModel):
+    heating_base_c: float = 15.5
+    cooling_base_c: float = 22.0
+    working_hours: tuple[int, int] = (8, 18)  # local hours [start, end) on working days
+    rolling_min_share: float = 0.5  # a trailing mean needs at least this share of its window
+    margin_h: int = 192  # read before `start`: the 168 h lag and window, plus a day
 
 
 class MqttSettings(BaseModel):
@@ -256,6 +317,7 @@ class Settings(BaseSettings):
     lakehouse: LakehouseSettings = Field(default_factory=LakehouseSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     screen: ScreenSettings = Field(default_factory=ScreenSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -173,8 +173,15 @@ BUILDING_HOURLY = TableContract(
             ("outdoor_humidity_pct", pa.float64()),
             ("solar_radiation_wm2", pa.float64()),
             ("wind_speed_ms", pa.float64()),
-            ("n_readings", pa.int32()),
+            # Day-ahead forecast for this hour: the latest issued before the hour's forecast origin
+            # (local midnight of its day), so gold never sees a forecast issued after the origin.
+            ("forecast_temperature_c", pa.float64()),
+            ("forecast_humidity_pct", pa.float64()),
+            ("forecast_solar_radiation_wm2", pa.float64()),
+            ("forecast_issued_at", UTC_TS),
+            ("n_readings", pa.int32()),  # energy readings that passed the checks
             ("expected_readings", pa.int32()),
+            ("n_rejected", pa.int32()),  # readings of the hour (any metric) sent to quarantine
             ("imputed", pa.bool_()),
             ("gap", pa.bool_()),
             ("outlier", pa.bool_()),
@@ -203,6 +210,7 @@ FEATURES = TableContract(
             ("season", pa.int8()),  # 0 winter, 1 spring, 2 summer, 3 autumn (meteorological, by hemisphere)
             ("is_weekend", pa.bool_()),
             ("is_holiday", pa.bool_()),  # public holiday in the building's country
+            ("is_working_hour", pa.bool_()),  # working day (not weekend/holiday) within settings.features.working_hours
             ("hour_sin", pa.float64()),
             ("hour_cos", pa.float64()),
             ("dow_sin", pa.float64()),

@@ -9,6 +9,7 @@ from wattflow.cli_groups import app
 # Each module attaches its commands to the groups in wattflow.cli_groups.
 COMMAND_MODULES = [
     "lakehouse.commands",
+    "lakehouse.simulator.commands",
 ]
 
 for _module in COMMAND_MODULES:

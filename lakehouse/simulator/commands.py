@@ -54,9 +54,15 @@ def simulate(
 
 
 def print_summary(summary) -> None:
-    out = Table("table", "version", "rows in table", "landed", "quarantined", title="Simulated portfolio landed")
+    out = Table(title="Simulated portfolio landed")
+    out.add_column("table", no_wrap=True)
+    for header in ("version", "rows", "valid", "written", "quarantined"):
+        out.add_column(header, justify="right", no_wrap=True)
     for row in summary.rows:
-        out.add_row(row.table, "-" if row.version is None else str(row.version), f"{row.total_rows:,}", f"{row.landed:,}", f"{row.quarantined:,}")
+        out.add_row(
+            row.table, "-" if row.version is None else str(row.version), f"{row.total_rows:,}",
+            f"{row.landed:,}", f"{row.written:,}", f"{row.quarantined:,}",
+        )
     console.print(out)
     if summary.reasons:
         console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.reasons.items())))

@@ -18,7 +18,8 @@ class TableRow:
     table: str
     version: int | None
     total_rows: int
-    landed: int
+    landed: int  # passed validation in this run
+    written: int  # inserted or updated in this run (0 on a re-run)
     quarantined: int
 
 
@@ -83,13 +84,25 @@ def run_simulation(
         reasons.update(r.reasons)
     if landing.weather:
         reasons.update(landing.weather.reasons)
+    def written(*results) -> int:
+        return sum(r.rows_inserted + r.rows_updated for r in results if r is not None)
+
     weather = landing.weather
     rows = [
-        TableRow(BUILDINGS.qualified_name, engine.version(BUILDINGS), total(BUILDINGS), len(portfolio.registry), 0),
-        TableRow(SENSOR_READINGS.qualified_name, engine.version(SENSOR_READINGS), total(SENSOR_READINGS), landing.readings_landed, 0),
-        TableRow(QUARANTINE_READINGS.qualified_name, engine.version(QUARANTINE_READINGS), total(QUARANTINE_READINGS), 0, landing.readings_quarantined),
-        TableRow(WEATHER.qualified_name, engine.version(WEATHER), total(WEATHER), weather.landed if weather else 0, 0),
-        TableRow(QUARANTINE_WEATHER.qualified_name, engine.version(QUARANTINE_WEATHER), total(QUARANTINE_WEATHER), 0, weather.quarantined if weather else 0),
+        TableRow(BUILDINGS.qualified_name, engine.version(BUILDINGS), total(BUILDINGS), len(portfolio.registry), written(landing.buildings), 0),
+        TableRow(
+            SENSOR_READINGS.qualified_name, engine.version(SENSOR_READINGS), total(SENSOR_READINGS),
+            landing.readings_landed, written(*(r.readings for _, r in landing.readings)), 0,
+        ),
+        TableRow(
+            QUARANTINE_READINGS.qualified_name, engine.version(QUARANTINE_READINGS), total(QUARANTINE_READINGS),
+            0, written(*(r.quarantine for _, r in landing.readings)), landing.readings_quarantined,
+        ),
+        TableRow(WEATHER.qualified_name, engine.version(WEATHER), total(WEATHER), weather.landed if weather else 0, written(weather and weather.readings), 0),
+        TableRow(
+            QUARANTINE_WEATHER.qualified_name, engine.version(QUARANTINE_WEATHER), total(QUARANTINE_WEATHER),
+            0, written(weather and weather.quarantine), weather.quarantined if weather else 0,
+        ),
     ]
     counts = Counter(portfolio.ground_truth.column("kind").to_pylist())
     return SimulationSummary(rows, dict(reasons), dict(counts), simulate_s, land_s)

@@ -74,7 +74,7 @@ class FaultConfig(BaseModel):
 
     future_ts: bool = True
     future_ts_count: int = Field(3, ge=0)
-    future_days: tuple[float, float] = (2.0, 30.0)
+    future_days: tuple[float, float] = (2.0, 30.0)  # stamped this long after the end of the run
 
     after_hours_waste: bool = True
     after_hours_waste_count: int = Field(1, ge=0)

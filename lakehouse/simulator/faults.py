@@ -193,13 +193,18 @@ class Injector:
         self.record("reset", s, *self._span_us(i, i + 1), value_before=before, value_after=float(s.value[i]))
 
     def future_ts(self, s: Stream) -> None:
+        """A clock gone wrong stamps a reading days after the last reading of the whole run."""
         i = self.pick_point(s)
         if i is None:
             return
         days = self.rng.uniform(*self.config.future_days)
-        shift = int(round(days * 86_400e6 / self.interval)) * self.interval
-        s.ts[i] = s.ts[i] + shift
-        self.record("future_ts", s, *self._span_us(i, i + 1), stamped_ts=_iso(int(s.ts[i])), shift_days=shift / 86_400e6)
+        grid_end = int(self.grid[-1]) + self.interval
+        stamped = grid_end + int(round(days * 86_400e6 / self.interval)) * self.interval
+        s.ts[i] = stamped
+        self.record(
+            "future_ts", s, *self._span_us(i, i + 1),
+            stamped_ts=_iso(stamped), days_after_end=round((stamped - grid_end) / 86_400e6, 4),
+        )
 
     def dst(self, s: Stream, tz: str) -> bool:
         """Around a DST switch the device stamps local wall time and the pipeline reads it as UTC."""

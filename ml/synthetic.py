@@ -59,6 +59,7 @@ def synthetic_gold_features(
                 "season": ((local.month.to_numpy() % 12) // 3).astype(np.int8),
                 "is_weekend": weekend,
                 "is_holiday": np.zeros(len(ts), bool),
+                "is_working_hour": open_hours,
                 "hour_sin": np.sin(2 * np.pi * hour / 24),
                 "hour_cos": np.cos(2 * np.pi * hour / 24),
                 "dow_sin": np.sin(2 * np.pi * dow / 7),
@@ -88,4 +89,8 @@ def synthetic_gold_features(
         frame["date"] = ts.date
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
-    return out[[c for c in FEATURES.schema.names]]
+    # Columns the contract gained after this generator was written stay null rather than break callers.
+    for column in FEATURES.schema.names:
+        if column not in out:
+            out[column] = None
+    return out[list(FEATURES.schema.names)]

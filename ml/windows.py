@@ -21,6 +21,8 @@ from ml.spec import WindowSpec
 
 # Actuals kept before each origin for the baselines (seasonal naive needs one week).
 BASELINE_MEMORY_H = 168
+# Serving: a lookback missing more than this share of its hours is refused rather than filled.
+MAX_MISSING_HISTORY_FRACTION = 0.25
 
 
 class WindowError(ValueError):
@@ -122,7 +124,7 @@ def hourly_grid(frame: pd.DataFrame, spec: WindowSpec) -> pd.DataFrame:
     actual = data[spec.target].astype("float64")
     valid_mask = np.isfinite(actual.to_numpy())
     if valid is not None:
-        valid_mask &= valid.fillna(False).astype(bool).to_numpy()
+        valid_mask &= valid.astype("boolean").fillna(False).to_numpy(dtype=bool)
     inputs = data.drop(columns=[spec.target]).astype("float64").ffill().bfill()
     inputs[spec.target] = actual.where(valid_mask).ffill().bfill()
     for column in columns:
@@ -256,14 +258,25 @@ def window_for_origin(frame: pd.DataFrame, origin: pd.Timestamp | str, spec: Win
     _require_columns(frame, ["ts", *spec.history_features, *spec.future_features])
     if frame.empty:
         raise WindowError(f"building {buildings[0]!r}: no rows between {lo} and {hi}")
-    grid = hourly_grid(frame, spec)
-    expected = pd.date_range(lo, hi - pd.Timedelta(hours=1), freq="h")
-    absent = expected.difference(grid.index)
+    present = _utc(frame["ts"])
+    future_hours = pd.date_range(origin_utc, hi - pd.Timedelta(hours=1), freq="h")
+    history_hours = pd.date_range(lo, origin_utc - pd.Timedelta(hours=1), freq="h")
+    absent = future_hours.difference(present)
     if len(absent):
         raise WindowError(
-            f"building {buildings[0]!r}: origin {origin_utc} lacks {len(absent)} hour(s) of features, first {absent[0]}"
+            f"building {buildings[0]!r}: origin {origin_utc} lacks {len(absent)} forecast hour(s) of features, first {absent[0]}"
         )
-    windows = _windows_from_grid(str(buildings[0]), grid.reindex(expected), pd.DatetimeIndex([origin_utc]), spec)
+    # History gaps are filled as in training, but a mostly empty lookback is no basis for a forecast.
+    absent = history_hours.difference(present)
+    if len(absent) > MAX_MISSING_HISTORY_FRACTION * spec.lookback_h or history_hours[-1] in absent:
+        raise WindowError(
+            f"building {buildings[0]!r}: origin {origin_utc} lacks {len(absent)} of {spec.lookback_h} history hour(s)"
+            f" (the hour before the origin must be there), first {absent[0]}"
+        )
+    grid = hourly_grid(frame, spec)
+    expected = pd.date_range(lo, hi - pd.Timedelta(hours=1), freq="h")
+    grid = grid.reindex(expected).ffill().bfill()
+    windows = _windows_from_grid(str(buildings[0]), grid, pd.DatetimeIndex([origin_utc]), spec)
     return windows.history, windows.future
 
 

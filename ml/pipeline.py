@@ -1,0 +1,348 @@
+"""Training pipeline: a storage-free core (`train_model`) and the shells that read gold features, log to
+MLflow, register and gate (`train_and_register`), or answer an analyst's backtest (`backtest_building`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ml.spec import WindowSpec
+from wattflow.log import get_logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lakehouse.engine import TableEngine
+    from ml.backtest import BacktestResult
+    from ml.model import Forecaster, ModelParams
+    from ml.registry import PromotionDecision
+    from ml.tracking import DatasetRef
+    from ml.windows import Windows
+    from wattflow.settings import Settings
+
+log = get_logger(__name__)
+
+
+class NoTrainingData(ValueError):
+    """The requested buildings and period hold no complete window to learn from."""
+
+
+@dataclass
+class TrainedModel:
+    forecaster: "Forecaster"
+    spec: WindowSpec
+    params: "ModelParams"
+    train_end: pd.Timestamp | None
+    n_train_windows: int
+    n_validation_windows: int
+    best_val_loss: float
+    epochs_run: int
+    train_seconds: float
+
+    def predictor(self):
+        """This model as a backtest predictor."""
+        return (self.spec, self.forecaster.predict)
+
+
+@dataclass
+class TrainingOutcome:
+    run_id: str
+    model_name: str
+    version: str
+    decision: "PromotionDecision"
+    backtest: dict[str, Any]
+    dataset: "DatasetRef"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def spec_from_settings(settings: "Settings", **overrides: Any) -> WindowSpec:
+    values: dict[str, Any] = dict(
+        lookback_h=settings.model.lookback_h,
+        horizon_h=settings.model.horizon_h,
+        quantiles=tuple(settings.model.quantiles),
+    )
+    values.update(overrides)
+    return WindowSpec(**values)
+
+
+def training_windows(
+    frame: pd.DataFrame,
+    spec: WindowSpec,
+    timezones: Mapping[str, str] | None,
+    train_end: pd.Timestamp | None,
+    stride_h: int,
+) -> "Windows":
+    """Fully valid windows whose every hour (history and target) lies before `train_end`."""
+    from ml.windows import make_windows
+
+    if train_end is not None:
+        frame = frame[pd.to_datetime(frame["ts"], utc=True) < train_end]
+    return make_windows(frame, spec, timezones, stride_h=stride_h, only_valid=True)
+
+
+def train_model(
+    features: pd.DataFrame,
+    spec: WindowSpec,
+    params: "ModelParams",
+    *,
+    timezones: Mapping[str, str] | None = None,
+    train_end: pd.Timestamp | None = None,
+    stride_h: int = 6,
+    validation_fraction: float = 0.15,
+    callbacks: Sequence[Any] = (),
+    verbose: int = 0,
+) -> TrainedModel:
+    """Window the gold frame, fit the LSTM (early stopping on the latest origins), return it. No I/O."""
+    from ml.model import build_forecaster, fit
+    from ml.windows import chronological_split
+
+    started = time.perf_counter()
+    windows = training_windows(features, spec, timezones, train_end, stride_h)
+    if len(windows) < 4:
+        raise NoTrainingData(
+            f"{len(windows)} complete window(s) of {spec.lookback_h}+{spec.horizon_h} h before {train_end}; need at least 4"
+        )
+    train, validation = chronological_split(windows, validation_fraction)
+    forecaster = build_forecaster(spec, params, train)
+    fit(forecaster, train, validation, list(callbacks), verbose=verbose)
+    val_losses = forecaster.history.get("val_loss") or forecaster.history.get("loss") or [float("nan")]
+    return TrainedModel(
+        forecaster=forecaster,
+        spec=spec,
+        params=params,
+        train_end=train_end,
+        n_train_windows=len(train),
+        n_validation_windows=len(validation),
+        best_val_loss=float(np.nanmin(val_losses)),
+        epochs_run=len(forecaster.history.get("loss", [])),
+        train_seconds=time.perf_counter() - started,
+    )
+
+
+def default_train_end(features: pd.DataFrame, backtest_days: int) -> pd.Timestamp:
+    """UTC midnight `backtest_days` before the last feature hour: the backtest gets the days after it."""
+    last = pd.to_datetime(features["ts"], utc=True).max()
+    return (last - pd.Timedelta(days=backtest_days)).floor("D")
+
+
+# ---------------------------------------------------------------------------------------------- shell
+
+
+def read_features(
+    engine: "TableEngine",
+    buildings: Sequence[str] | None = None,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, "DatasetRef"]:
+    """Gold features pinned to the table's current Delta version, with the reference that names it."""
+    from lakehouse.schemas import FEATURES
+    from ml.tracking import DatasetRef
+
+    version = engine.version(FEATURES)
+    if version is None:
+        return pd.DataFrame(columns=FEATURES.schema.names), DatasetRef(FEATURES.qualified_name, engine.table_uri(FEATURES), None)
+    filters = []
+    if buildings:
+        filters.append(("building_id", "in", list(buildings)))
+    if start is not None:
+        filters.append(("date", ">=", str(pd.Timestamp(start).date())))
+    if end is not None:
+        filters.append(("date", "<=", str(pd.Timestamp(end).date())))
+    frame = engine.read(FEATURES, version=version, filters=filters or None).to_pandas()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    if start is not None:
+        frame = frame[frame["ts"] >= pd.Timestamp(start, tz="UTC") if pd.Timestamp(start).tz is None else pd.Timestamp(start)]
+    if end is not None:
+        frame = frame[frame["ts"] < (pd.Timestamp(end, tz="UTC") if pd.Timestamp(end).tz is None else pd.Timestamp(end))]
+    frame = frame.sort_values(["building_id", "ts"]).reset_index(drop=True)
+    ref = DatasetRef(
+        table=FEATURES.qualified_name,
+        uri=engine.table_uri(FEATURES),
+        version=version,
+        start=None if frame.empty else frame["ts"].min().isoformat(),
+        end=None if frame.empty else frame["ts"].max().isoformat(),
+        buildings=tuple(sorted(frame["building_id"].unique())),
+    )
+    return frame, ref
+
+
+def building_timezones(engine: "TableEngine", settings: "Settings | None" = None) -> dict[str, str]:
+    """Timezone per building from `reference.buildings`, else the registry file; unknown buildings use UTC."""
+    from lakehouse.schemas import BUILDINGS
+
+    if engine.exists(BUILDINGS):
+        table = engine.read(BUILDINGS, columns=["building_id", "timezone"])
+        return dict(zip(table.column("building_id").to_pylist(), table.column("timezone").to_pylist()))
+    try:
+        from lakehouse.registry_file import load_registry, registry_path
+
+        registry = load_registry(registry_path(settings)) if settings is not None else None
+        return {b.building_id: b.timezone for b in registry} if registry is not None else {}
+    except Exception:  # noqa: BLE001 - no registry file: UTC origins
+        return {}
+
+
+def champion_predictor(model_name: str):
+    """The current champion as a backtest predictor, or None when there is none yet."""
+    from ml import registry
+    from ml.spec import INPUT_FUTURE, INPUT_HISTORY
+
+    version = registry.alias_version(model_name, registry.CHAMPION)
+    if version is None:
+        return None, None
+    spec = registry.window_spec_of(model_name, version)
+    keras_model = registry.load_keras(model_name, version)
+
+    def predict(windows):
+        out = keras_model.predict({INPUT_HISTORY: windows.history, INPUT_FUTURE: windows.future}, batch_size=1024, verbose=0)
+        return {name: np.asarray(out[name]) for name in spec.output_names}
+
+    return version, (spec, predict)
+
+
+def train_and_register(
+    engine: "TableEngine",
+    settings: "Settings",
+    buildings: Sequence[str] | None = None,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    tune_trials: int = 0,
+    validation_result: dict[str, Any] | None = None,
+    params: "ModelParams | None" = None,
+    spec: WindowSpec | None = None,
+) -> TrainingOutcome:
+    """Gold features → (tune) → train → backtest against the champion and baselines → MLflow → register → gate.
+
+    The model trains on data before the last `settings.model.backtest_days` days and is judged on those
+    days, beside the current champion on the very same hours.
+    """
+    import mlflow
+
+    from ml import registry, tracking
+    from ml.backtest import backtest
+    from ml.model import ModelParams
+
+    frame, ref = read_features(engine, buildings, start, end)
+    if frame.empty:
+        raise NoTrainingData(f"gold.features has no rows for buildings={list(buildings or []) or 'all'} between {start} and {end}")
+    timezones = building_timezones(engine, settings)
+    train_end = default_train_end(frame, settings.model.backtest_days)
+    params = params or ModelParams.from_settings(settings.model)
+    spec = spec or spec_from_settings(settings)
+    tracking.configure(settings)
+
+    if tune_trials:
+        from ml.tuning import tune
+
+        result = tune(frame[pd.to_datetime(frame["ts"], utc=True) < train_end], settings, n_trials=tune_trials, spec=spec, base_params=params, timezones=timezones)
+        params, spec = result.best_params(params), replace(spec, lookback_h=result.best_lookback(spec.lookback_h))
+
+    with mlflow.start_run(run_name=f"train-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M}") as run:
+        trained = train_model(
+            frame, spec, params, timezones=timezones, train_end=train_end,
+            stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction,
+        )
+        tracking.log_source()
+        tracking.log_dataset(ref, frame)
+        tracking.log_validation(validation_result)
+        tracking.log_params(trained.forecaster, {
+            "train_end": train_end.isoformat(), "n_train_windows": trained.n_train_windows,
+            "n_validation_windows": trained.n_validation_windows, "train_origin_stride_h": settings.model.train_origin_stride_h,
+            "tuning_trials": tune_trials,
+        })
+        tracking.log_epoch_metrics(trained.forecaster.history)
+        mlflow.log_metrics({"best_val_loss": trained.best_val_loss, "train_seconds": trained.train_seconds})
+
+        champion_version, champion = champion_predictor(settings.model.model_name)
+        predictors = {"model": trained.predictor()}
+        if champion is not None:
+            predictors["champion"] = champion
+        result = backtest(frame, predictors, start=train_end, timezones=timezones, ashrae_p=settings.model.ashrae_p)
+        tracking.log_backtest(result)
+        tracking.log_figures(result)
+        model_uri = tracking.log_model(trained.forecaster, _example_windows(frame, spec, timezones))
+
+        version = registry.register(model_uri, settings.model.model_name, run.info.run_id, {
+            "delta_table": ref.uri, "delta_version": str(ref.version), "window_spec": spec.to_json(),
+        })
+        decision = registry.decide_promotion(
+            result.accuracy["model"], result.accuracy.get("champion"),
+            challenger_version=version, champion_version=champion_version,
+            margin=settings.model.promotion_margin, max_cv_rmse=settings.model.max_cv_rmse,
+            max_abs_nmbe=settings.model.max_abs_nmbe,
+        )
+        registry.promote(settings.model.model_name, decision)
+        mlflow.set_tags({"wattflow.model_version": version, "wattflow.promoted": str(decision.promoted).lower(),
+                         "wattflow.gate_reason": decision.reason[:4000]})
+        log.info("model trained", version=version, promoted=decision.promoted, reason=decision.reason,
+                 cv_rmse=result.accuracy["model"].cv_rmse, run_id=run.info.run_id)
+    return TrainingOutcome(
+        run_id=run.info.run_id, model_name=settings.model.model_name, version=version, decision=decision,
+        backtest=result.summary(None), dataset=ref, params={**params.__dict__, "lookback_h": spec.lookback_h},
+    )
+
+
+def _example_windows(frame: pd.DataFrame, spec: WindowSpec, timezones: Mapping[str, str]) -> "Windows":
+    from ml.windows import make_windows
+
+    first_building = frame["building_id"].iloc[0]
+    one = frame[frame["building_id"] == first_building]
+    return make_windows(one.iloc[: spec.lookback_h + spec.horizon_h + 48], spec, timezones)
+
+
+def ensure_features(engine: "TableEngine", settings: "Settings", building_id: str) -> None:
+    """Curate silver and build gold features for a building that has readings but no features yet."""
+    import importlib
+
+    try:
+        dq = importlib.import_module("data_quality")
+    except ImportError as err:
+        raise NoTrainingData(f"building {building_id!r} has no gold features and the data_quality package is unavailable") from err
+    curate = getattr(dq, "curate", None)
+    build_features = getattr(dq, "build_features", None)
+    if curate is None or build_features is None:
+        raise NoTrainingData(f"building {building_id!r} has no gold features and data_quality offers no curate/build_features")
+    curate(engine, settings, buildings=[building_id])
+    build_features(engine, settings, buildings=[building_id])
+
+
+def backtest_building(
+    engine: "TableEngine",
+    settings: "Settings",
+    building_id: str,
+    train_end: pd.Timestamp,
+    horizon_h: int = 24,
+    trials: int = 0,
+    params: "ModelParams | None" = None,
+) -> tuple[dict[str, Any], "BacktestResult"]:
+    """Bring your own building: train on its data before `train_end`, backtest day-ahead after it.
+
+    Returns the summary object of `wattflow backtest --json` and the full result (hours, per step).
+    """
+    from ml.backtest import backtest
+    from ml.model import ModelParams
+
+    train_end = pd.Timestamp(train_end)
+    train_end = train_end.tz_localize("UTC") if train_end.tz is None else train_end.tz_convert("UTC")
+    frame, _ = read_features(engine, [building_id])
+    if frame.empty:
+        ensure_features(engine, settings, building_id)
+        frame, _ = read_features(engine, [building_id])
+    if frame.empty:
+        raise NoTrainingData(f"building {building_id!r} has no gold features, even after curating its readings")
+    timezones = building_timezones(engine, settings)
+    spec = spec_from_settings(settings, horizon_h=horizon_h)
+    params = params or ModelParams.from_settings(settings.model)
+    if trials:
+        from ml.tuning import tune
+
+        tuned = tune(frame[frame["ts"] < train_end], settings, n_trials=trials, spec=spec, base_params=params,
+                     timezones=timezones, study_name=f"backtest-{building_id}")
+        params, spec = tuned.best_params(params), replace(spec, lookback_h=tuned.best_lookback(spec.lookback_h))
+    trained = train_model(frame, spec, params, timezones=timezones, train_end=train_end,
+                          stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction)
+    result = backtest(frame, {"model": trained.predictor()}, start=train_end, timezones=timezones, ashrae_p=settings.model.ashrae_p)
+    return result.summary(building_id), result

@@ -1,0 +1,196 @@
+"""Hyper-parameter search with Optuna: TPE sampler, median pruning on validation loss, one MLflow child
+run per trial under the study's parent run, the study kept in SQLite under WATTFLOW_HOME so it resumes.
+
+Validation windows are the origins after one fixed time cut, whatever the trial's lookback, so trials
+are compared on the same days.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ml.spec import WindowSpec
+from wattflow.log import get_logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+    from ml.model import ModelParams
+    from wattflow.settings import Settings
+
+log = get_logger(__name__)
+
+UNITS = (16, 32, 64, 128)
+BATCH_SIZES = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    study_name: str
+    storage: str
+    parent_run_id: str | None
+    best_value: float
+    best: dict[str, Any]
+    n_trials: int  # in the study, all sessions together
+    n_complete: int
+    n_pruned: int
+    seconds: float
+
+    def best_params(self, base: "ModelParams") -> "ModelParams":
+        keys = ("units", "layers", "dropout", "learning_rate", "batch_size")
+        return replace(base, **{k: self.best[k] for k in keys if k in self.best})
+
+    def best_lookback(self, default: int) -> int:
+        return int(self.best.get("lookback_h", default))
+
+
+def storage_url(settings: "Settings") -> str:
+    path = (settings.home / "optuna" / "optuna.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def suggest(trial: "optuna.Trial", settings: "Settings") -> dict[str, Any]:
+    return {
+        "units": trial.suggest_categorical("units", list(UNITS)),
+        "layers": trial.suggest_int("layers", 1, 2),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", list(BATCH_SIZES)),
+        "lookback_h": trial.suggest_categorical("lookback_h", list(settings.model.tuning_lookbacks)),
+    }
+
+
+def pruning_callback(trial: "optuna.Trial"):
+    """Report validation loss each epoch; stop the fit when the median rule prunes the trial."""
+    import keras
+
+    class ReportValidationLoss(keras.callbacks.Callback):
+        pruned_at: int | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            value = (logs or {}).get("val_loss")
+            if value is None or not np.isfinite(value):
+                return
+            trial.report(float(value), epoch)
+            if trial.should_prune():
+                self.pruned_at = epoch
+                self.model.stop_training = True
+
+    return ReportValidationLoss()
+
+
+def tune(
+    features: pd.DataFrame,
+    settings: "Settings",
+    *,
+    n_trials: int,
+    timeout_s: float | None = None,
+    spec: WindowSpec | None = None,
+    base_params: "ModelParams | None" = None,
+    timezones: Mapping[str, str] | None = None,
+    study_name: str | None = None,
+    log_to_mlflow: bool = True,
+) -> TuningResult:
+    """Run `n_trials` more trials of the study (creating or resuming it) on `features` (training period only)."""
+    import mlflow
+    import optuna
+
+    from ml import tracking
+    from ml.model import ModelParams, build_forecaster, fit
+    from ml.pipeline import NoTrainingData, training_windows
+
+    started = time.perf_counter()
+    spec = spec or WindowSpec(horizon_h=settings.model.horizon_h, quantiles=tuple(settings.model.quantiles))
+    base_params = base_params or ModelParams.from_settings(settings.model)
+    study_name = study_name or f"{settings.model.model_name}-tuning"
+    storage = storage_url(settings)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=base_params.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        load_if_exists=True,
+    )
+    ts = pd.to_datetime(features["ts"], utc=True)
+    validation_cut = ts.min() + (ts.max() - ts.min()) * (1 - settings.model.validation_fraction)
+    validation_cut = validation_cut.floor("D")
+    windows_cache: dict[int, Any] = {}
+
+    def windows_for(lookback: int):
+        if lookback not in windows_cache:
+            trial_spec = replace(spec, lookback_h=lookback)
+            windows = training_windows(features, trial_spec, timezones, None, settings.model.train_origin_stride_h)
+            late = windows.origin >= validation_cut.tz_localize(None).to_datetime64()
+            windows_cache[lookback] = (trial_spec, windows.take(np.flatnonzero(~late)), windows.take(np.flatnonzero(late)))
+        return windows_cache[lookback]
+
+    parent_run_id = study.user_attrs.get("mlflow_parent_run_id") if log_to_mlflow else None
+    if log_to_mlflow:
+        tracking.configure(settings)
+        if mlflow.active_run() is not None:
+            parent = mlflow.start_run(run_name=f"tuning-{study_name}", nested=True)
+        elif parent_run_id:
+            parent = mlflow.start_run(run_id=parent_run_id)
+        else:
+            parent = mlflow.start_run(run_name=f"tuning-{study_name}")
+        parent_run_id = parent.info.run_id
+        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+        mlflow.set_tags({"wattflow.kind": "tuning", "optuna.study": study_name, "optuna.storage": storage})
+
+    def objective(trial: "optuna.Trial") -> float:
+        chosen = suggest(trial, settings)
+        trial_spec, train, validation = windows_for(chosen["lookback_h"])
+        if len(train) < 4 or len(validation) < 1:
+            raise NoTrainingData(f"lookback {chosen['lookback_h']} h leaves {len(train)} training / {len(validation)} validation windows")
+        params = replace(
+            base_params, **{k: v for k, v in chosen.items() if k != "lookback_h"},
+            epochs=settings.model.tuning_max_epochs, patience=min(base_params.patience, 3),
+        )
+        callback = pruning_callback(trial)
+        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True) if log_to_mlflow else None
+        try:
+            forecaster = build_forecaster(trial_spec, params, train)
+            fit(forecaster, train, validation, [callback])
+            val_losses = forecaster.history.get("val_loss", [float("nan")])
+            value = float(np.nanmin(val_losses))
+            if log_to_mlflow:
+                mlflow.log_params({**chosen, "trial": trial.number, "epochs_cap": params.epochs})
+                tracking.log_epoch_metrics(forecaster.history)
+                mlflow.log_metrics({"best_val_loss": value, "epochs_run": len(val_losses)})
+                mlflow.set_tag("optuna.state", "pruned" if callback.pruned_at is not None else "complete")
+        finally:
+            if run is not None:
+                mlflow.end_run()
+        if callback.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at epoch {callback.pruned_at}")
+        return value
+
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout_s, gc_after_trial=True, catch=(NoTrainingData,))
+        states = [t.state for t in study.trials]
+        complete = sum(s == optuna.trial.TrialState.COMPLETE for s in states)
+        if complete == 0:
+            raise NoTrainingData(f"study {study_name!r}: no trial completed ({len(states)} tried)")
+        result = TuningResult(
+            study_name=study_name, storage=storage, parent_run_id=parent_run_id,
+            best_value=float(study.best_value), best=dict(study.best_params), n_trials=len(states),
+            n_complete=complete, n_pruned=sum(s == optuna.trial.TrialState.PRUNED for s in states),
+            seconds=time.perf_counter() - started,
+        )
+        if log_to_mlflow:
+            # Params are immutable and a resumed study may find a new best: tags can move.
+            mlflow.set_tags({f"best.{k}": str(v) for k, v in result.best.items()})
+            mlflow.log_metrics({"best_val_loss": result.best_value, "n_trials": result.n_trials, "n_pruned": result.n_pruned})
+        log.info("tuning done", study=study_name, best=result.best, best_val_loss=result.best_value, trials=result.n_trials)
+        return result
+    finally:
+        if log_to_mlflow:
+            mlflow.end_run()

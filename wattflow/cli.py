@@ -10,6 +10,7 @@ from wattflow.cli_groups import app
 COMMAND_MODULES = [
     "lakehouse.commands",
     "lakehouse.simulator.commands",
+    "ml.commands",
 ]
 
 for _module in COMMAND_MODULES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import date, timedelta
 from typing import Optional
 
@@ -11,7 +12,8 @@ from rich.table import Table
 
 from wattflow.cli_groups import ingest_app
 
-console = Console()
+# Piped output (make demo, CI logs) would otherwise be cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _default_start() -> str:

@@ -150,8 +150,22 @@ def parse_timestamps(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.n
             return arr.cast(UTC_US), np.zeros(n, dtype=bool)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
+        try:  # fast path: no value carries an offset, all are UTC wall time
+            return arr.cast(pa.timestamp("us")).cast(UTC_US), np.zeros(n, dtype=bool)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
         text = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        # Offset-carrying and offset-less text are parsed apart: in one mixed call pandas reads the
+        # offset-less values in the offset of their neighbours instead of UTC.
+        has_offset = text.str.contains(r"(?:Z|[+-]\d\d(?::?\d\d)?)\s*$", regex=True, na=False).to_numpy()
+        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        if has_offset.any():
+            parsed[has_offset] = pd.to_datetime(text[has_offset], utc=True, errors="coerce", format="ISO8601")
+        if (~has_offset).any():
+            naive = pd.to_datetime(text[~has_offset], errors="coerce", format="ISO8601")
+            if getattr(naive.dt, "tz", None) is None:
+                naive = naive.dt.tz_localize("UTC")
+            parsed[~has_offset] = naive
         present = text.notna().to_numpy() & (text.astype(str).str.strip() != "").to_numpy()
         bad = parsed.isna().to_numpy() & present
         if bad.any():  # epoch numbers that arrived as text (a column mixing numbers and strings)

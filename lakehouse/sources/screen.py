@@ -43,6 +43,7 @@ class Rejected:
     raw: dict[str, Any] | str  # the record, or the payload text when it did not parse
     check_name: str
     reason: str
+    context: dict[str, Any] | None = None  # ids known from elsewhere (an MQTT topic) when raw is text
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def quarantine_table(rejected: list[Rejected], *, source: str, batch_id: str, no
     rows = []
     for r in rejected:
         raw_text = r.raw if isinstance(r.raw, str) else raw_json(r.raw)
-        fields = r.raw if isinstance(r.raw, dict) else {}
+        fields = r.raw if isinstance(r.raw, dict) else (r.context or {})
         ts, _ = parse_timestamps(pa.array([fields.get("ts")]) if fields.get("ts") is not None else pa.nulls(1, pa.string()))
         rows.append(
             {

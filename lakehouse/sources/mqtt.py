@@ -1,0 +1,359 @@
+"""MQTT sensor stream into bronze: QoS 1, a persistent session, and acknowledgement only after the commit.
+
+Delivery contract. The client connects with a fixed client id and ``clean_session=False``, so the broker
+keeps the subscription and every unacknowledged QoS 1 message while we are away (a crash, a broker
+restart). Messages are acknowledged by hand (paho ``manual_ack=True``) and only after the Delta commit
+that holds their readings, so a message is either in bronze or still at the broker: nothing acknowledged
+is lost. A message the broker delivers again (after a reconnect, its PUBACK lost) is harmless: bronze
+upserts on the reading key, and copies inside one batch are dropped before landing.
+
+Payloads are JSON: one reading object or a list of them. Topic levels fill what the payload leaves out:
+``sites/{site}/buildings/{building_id}/sensors/{sensor_id}``. A payload that is not JSON, an item that is
+not an object, or a reading that fails a check goes to quarantine with its reason; it is acknowledged
+with its batch and never blocks the stream.
+
+Broker settings that matter (Mosquitto): ``max_queued_messages`` (default 1000) silently drops QoS 1
+messages beyond it for an offline or slow client: set it to 0 or a size that covers the longest outage.
+``max_inflight_messages`` (default 20) bounds how many unacknowledged messages we hold, so a batch larger
+than inflight x readings-per-message fills by age, not by count.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from lakehouse.bronze import LandingResult
+from lakehouse.sources.screen import Rejected, land_source_readings
+from wattflow.log import get_logger
+
+log = get_logger(__name__)
+
+
+def parse_broker(broker: str) -> tuple[str, int]:
+    host, sep, port = broker.rpartition(":")
+    if not sep:
+        return broker, 1883
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise ValueError(f"--broker: expected HOST:PORT, got {broker!r}") from None
+
+
+def topic_ids(topic: str) -> dict[str, str]:
+    """Ids carried by the topic: ``sites/s1/buildings/b1/sensors/m1`` -> site_id, building_id, sensor_id."""
+    levels = topic.split("/")
+    out: dict[str, str] = {}
+    for name, key in (("sites", "site_id"), ("buildings", "building_id"), ("sensors", "sensor_id")):
+        if name in levels:
+            i = levels.index(name)
+            if i + 1 < len(levels) and levels[i + 1]:
+                out[key] = "/".join(levels[i + 1 :]) if name == "sensors" else levels[i + 1]
+    return out
+
+
+def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], list[Rejected]]:
+    """Reading records from one message, ids from the topic where the payload has none; plus rejects."""
+    ids = topic_ids(topic)
+    ids.pop("site_id", None)
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = payload.decode("utf-8", "replace")
+        return [], [Rejected(json.dumps({"topic": topic, "payload": text}), "malformed_json", f"payload is not JSON: {err}", ids)]
+    items = doc if isinstance(doc, list) else [doc]
+    records, rejected = [], []
+    for item in items:
+        if not isinstance(item, dict):
+            raw = json.dumps({"topic": topic, "payload": item}, default=str)
+            rejected.append(Rejected(raw, "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids))
+            continue
+        records.append({**ids, **item} if ids.keys() - item.keys() else item)
+    return records, rejected
+
+
+@dataclass
+class _Message:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    generation: int
+    received_at: float
+
+
+@dataclass
+class Batch:
+    """One committed micro-batch: what was landed and which messages it acknowledged."""
+
+    messages: int
+    readings: int
+    redelivered: int
+    result: LandingResult
+    opened_at: float
+    committed_at: float
+    message_keys: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class StreamStats:
+    messages: int = 0
+    readings: int = 0  # reading records received (landed + quarantined)
+    landed: int = 0
+    quarantined: int = 0
+    redelivered: int = 0  # copies of a message already in the open batch, dropped
+    batches: int = 0
+    reconnects: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class MqttIngest:
+    """Consume a topic into bronze until `max_readings`, `idle_timeout` or `stop()`.
+
+    Run `run()` in the calling thread; paho's network loop runs in its own thread and only enqueues.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker: str,
+        topic: str,
+        client_id: str,
+        engine: Any,
+        registry_loader: Callable[[], Any],
+        qos: int = 1,
+        batch_max_readings: int = 5000,
+        batch_max_age_s: float = 1.0,
+        username: str = "",
+        password: str = "",
+        source: str | None = None,
+        on_commit: Callable[[Batch], None] | None = None,
+        settings: Any | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.host, self.port = parse_broker(broker)
+        self.topic, self.qos = topic, qos
+        self.engine = engine
+        self.registry_loader = registry_loader
+        self.batch_max_readings = batch_max_readings
+        self.batch_max_age_s = batch_max_age_s
+        self.source = source or f"mqtt:{self.host}:{self.port}"
+        self.on_commit = on_commit
+        self.settings = settings
+        self.stats = StreamStats()
+        self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if username:
+            self.client.username_pw_set(username, password or None)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=8)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # paho's thread ---------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("mqtt connect refused", reason=str(reason_code))
+            return
+        with self._lock:
+            self._generation += 1
+            if self._generation > 1:
+                self.stats.reconnects += 1
+        client.subscribe(self.topic, qos=self.qos)
+        self._connected.set()
+        log.info("mqtt connected", broker=f"{self.host}:{self.port}", session_present=flags.session_present,
+                 generation=self._generation)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("mqtt disconnected; reconnecting", reason=str(reason_code))
+
+    def _on_message(self, client, userdata, message) -> None:
+        self._inbox.put(_Message(message.mid, message.qos, message.topic, message.payload, self._generation, time.time()))
+
+    # the consuming thread --------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, max_readings: int | None = None, idle_timeout: float | None = None, connect_timeout: float = 30.0) -> StreamStats:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        try:
+            if not self._connected.wait(connect_timeout):
+                raise ConnectionError(f"no connection to the MQTT broker at {self.host}:{self.port} within {connect_timeout:g} s")
+            self._consume(max_readings, idle_timeout)
+        finally:
+            self._stop.set()
+            self.client.disconnect()
+            self.client.loop_stop()
+        return self.stats
+
+    def _consume(self, max_readings: int | None, idle_timeout: float | None) -> None:
+        pending: list[_Message] = []
+        records: list[dict[str, Any]] = []
+        rejected: list[Rejected] = []
+        seen: set[tuple[str, bytes]] = set()
+        redelivered = 0
+        opened_at = 0.0
+        last_message = time.monotonic()
+        while True:
+            n_buffered = len(records) + len(rejected)
+            timeout = 0.2
+            if pending:
+                timeout = max(0.0, min(timeout, opened_at + self.batch_max_age_s - time.time()))
+            try:
+                first = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+            msg = first
+            # Drain what is already waiting: after a slow commit, the backlog forms full batches
+            # instead of one batch per message whose age already ran out.
+            while msg is not None:
+                last_message = time.monotonic()
+                if not pending:
+                    opened_at = msg.received_at
+                pending.append(msg)
+                key = (msg.topic, msg.payload)
+                if key in seen:
+                    redelivered += 1
+                else:
+                    seen.add(key)
+                    got, bad = decode_payload(msg.topic, msg.payload)
+                    records.extend(got)
+                    rejected.extend(bad)
+                n_buffered = len(records) + len(rejected)
+                if n_buffered >= self.batch_max_readings:
+                    break
+                try:
+                    msg = self._inbox.get_nowait()
+                except queue.Empty:
+                    msg = None
+            due = pending and (
+                n_buffered >= self.batch_max_readings
+                or time.time() - opened_at >= self.batch_max_age_s
+                or self._stop.is_set()
+                or (max_readings is not None and self.stats.readings + n_buffered >= max_readings)
+            )
+            if due:
+                self._commit(pending, records, rejected, redelivered, opened_at)
+                pending, records, rejected, seen, redelivered = [], [], [], set(), 0
+            if not pending:
+                if self._stop.is_set():
+                    return
+                if max_readings is not None and self.stats.readings >= max_readings:
+                    return
+                if idle_timeout is not None and time.monotonic() - last_message >= idle_timeout:
+                    return
+
+    def _commit(self, pending: list[_Message], records, rejected, redelivered: int, opened_at: float) -> None:
+        result = land_source_readings(
+            records,
+            source=self.source,
+            registry=self.registry_loader(),
+            engine=self.engine,
+            pre_rejected=rejected,
+            batch_id=f"{self.source}-{uuid.uuid4().hex[:12]}",
+            now=datetime.now(timezone.utc),
+            settings=self.settings,
+        )
+        committed_at = time.time()
+        # Acknowledge only now that the rows are committed. A message received on an earlier connection is
+        # not acknowledged: the broker redelivers it on this one, and that copy gets acknowledged instead.
+        current = self._generation
+        for m in pending:
+            if m.qos > 0 and m.generation == current:
+                self.client.ack(m.mid, m.qos)
+        s = self.stats
+        s.messages += len(pending)
+        s.readings += result.received
+        s.landed += result.landed
+        s.quarantined += result.quarantined
+        s.redelivered += redelivered
+        s.batches += 1
+        for k, v in result.reasons.items():
+            s.reasons[k] = s.reasons.get(k, 0) + v
+        log.debug("mqtt batch committed", messages=len(pending), readings=result.received, landed=result.landed)
+        if self.on_commit is not None:
+            self.on_commit(
+                Batch(len(pending), result.received, redelivered, result, opened_at, committed_at,
+                      [(m.topic, m.payload) for m in pending])
+            )
+
+
+def registry_file_loader(path: Any = None) -> Callable[[], Any]:
+    """A loader that re-reads the registry file only when it changed (new buildings join a running stream)."""
+    from lakehouse.registry_file import load_registry, registry_path
+
+    target = registry_path() if path is None else path
+    state: dict[str, Any] = {"mtime": None, "registry": None}
+
+    def load():
+        try:
+            mtime = target.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1
+        if state["registry"] is None or mtime != state["mtime"]:
+            state["registry"], state["mtime"] = load_registry(target), mtime
+        return state["registry"]
+
+    return load
+
+
+def ingest_mqtt(
+    *,
+    broker: str | None = None,
+    topic: str | None = None,
+    max_readings: int | None = None,
+    idle_timeout: float | None = None,
+    batch_max_readings: int | None = None,
+    batch_max_age_s: float | None = None,
+    client_id: str | None = None,
+    engine: Any | None = None,
+    registry_file: Any = None,
+    on_commit: Callable[[Batch], None] | None = None,
+    settings: Any | None = None,
+) -> StreamStats:
+    """Consume the configured topic into bronze; settings give every default (`settings.mqtt`)."""
+    from pathlib import Path
+
+    from lakehouse.engine import get_engine
+    from wattflow.settings import get_settings
+
+    settings = settings or get_settings()
+    m = settings.mqtt
+    ingest = MqttIngest(
+        broker=broker or m.broker,
+        topic=topic or m.topic,
+        client_id=client_id or m.client_id,
+        engine=engine or get_engine(settings),
+        registry_loader=registry_file_loader(Path(registry_file) if registry_file else None),
+        qos=m.qos,
+        batch_max_readings=batch_max_readings or m.batch_max_readings,
+        batch_max_age_s=batch_max_age_s or m.batch_max_age_s,
+        username=m.username,
+        password=m.password,
+        on_commit=on_commit,
+        settings=settings,
+    )
+    try:
+        return ingest.run(max_readings=max_readings, idle_timeout=idle_timeout)
+    except KeyboardInterrupt:  # Ctrl-C: the open batch is not acknowledged, so the broker keeps it
+        return ingest.stats

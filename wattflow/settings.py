@@ -173,6 +173,12 @@ class WeatherSettings(BaseModel):
     forecast_url: str = "https://api.open-meteo.com/v1/forecast"
     timeout_s: float = 20.0
     max_retries: int = 4
+    backoff_initial_s: float = 1.0  # exponential backoff between retries (5xx, 429, timeouts)
+    backoff_max_s: float = 30.0
+    # Archive (reanalysis) data younger than this may still be revised: re-fetched, not served from cache.
+    archive_final_after_days: int = 7
+    archive_max_days_per_request: int = 366
+    forecast_days: int = 7
 
 
 class ModelSettings(BaseModel):

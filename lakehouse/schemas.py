@@ -355,7 +355,7 @@ ANOMALIES = TableContract(
             ("expected_kwh", pa.float64()),
             ("excess_kwh", pa.float64()),  # measured minus expected; negative for under-consumption
             ("excess_ratio", pa.float64()),
-            ("expected_source", pa.string()),  # forecast_p50 | hour_of_week_median
+            ("expected_source", pa.string()),  # forecast_p50 | time_of_week_temperature
             ("score", pa.float64()),  # the largest band exceedance (in band widths) or robust z
             ("severity", pa.string()),  # low | medium | high
             ("cost", pa.float64()),

@@ -37,6 +37,8 @@ class LakehouseSettings(BaseModel):
     # S3A for s3:// roots; empty means hadoop-aws of exactly the Hadoop version PySpark ships.
     hadoop_aws_package: str = ""
     spark_extra_packages: list[str] = Field(default_factory=list)
+    # A MERGE names the batch's partition values literally (so Delta prunes files) up to this many.
+    spark_merge_prune_max_partition_values: int = 1000
     # Folder with the resolved Spark jars; empty means $WATTFLOW_HOME/cache/jars. Point several homes
     # (tests, CI) at one shared folder, e.g. ~/.cache/wattflow/jars, to download the jars once.
     spark_jars_dir: str = ""
@@ -230,6 +232,8 @@ class AnomalySettings(BaseModel):
     # After-hours load this share above the weekday median of the same hour is waste even inside the band.
     after_hours_ratio: float = 0.2
     weekend_ratio: float = 0.3
+    # ...and only where the hour also stands out from the baseline's noise by this many robust z-scores.
+    ratio_min_z: float = 2.0
     # Identical hourly energy for this many hours in a row (and above zero) is a stuck meter.
     stuck_hours: int = 6
     # Flagged hours this close together form one anomaly.

@@ -1,0 +1,436 @@
+"""Seasonality-aware drift and forecast accuracy, judged with Evidently 0.7.
+
+Energy is seasonal: a raw "last week against last month" comparison flags every change of season. Two
+judgements avoid that, and both are computed here on frames:
+
+* **Residual drift** (the one that may trigger a retrain by default): the served model's relative
+  residuals, (actual − p50) / the building's mean load, in the current window against the same model
+  version's residuals in the reference window, per building. A model that uses weather as an input
+  absorbs a season change, so its residuals do not move; a retrofit, a new tenant or a broken schedule
+  moves them. Both windows are whole weeks, so the hour-of-week mix is the same on both sides. A new
+  model version starts with no reference of its own, so a retrain resets the judgement (no flapping).
+* **Input drift**: the model's inputs in the current window against a *matched* reference: for each
+  current row, rows of the reference window of the same building, hour of the week and outdoor
+  temperature bin, drawn with replacement. What is left is a change in how a building behaves in the
+  same conditions, not a change of conditions. Current rows without a match (a temperature the reference
+  never saw) are left out and the coverage is reported; below `min_coverage` no judgement is made.
+
+Scores come from Evidently's own stattests (the same code its `ValueDrift` metric runs), so figures
+are cheap to compute for every check; the HTML/JSON reports are built from the same frames with the
+same method and threshold when a pass is recorded. Evidently is imported inside functions: DAG files and
+the CLI import this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+# Model inputs that are judged for drift. Energy and occupancy are divided by the building's reference
+# mean so that a large building does not drown a small one in the pooled distribution.
+INPUT_DRIFT_COLUMNS: tuple[str, ...] = (
+    "energy_rel",
+    "occupancy_rel",
+    "temperature",
+    "humidity",
+    "solar_radiation",
+    "forecast_temperature",
+    "forecast_humidity",
+    "forecast_solar_radiation",
+)
+_RELATIVE = {"energy_rel": "energy_kwh", "occupancy_rel": "occupancy"}
+
+
+class DriftInputError(ValueError):
+    """A frame handed to a drift or accuracy check lacks what the check needs; the message names it."""
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    score: float
+    drifted: bool
+    n_reference: int
+    n_current: int
+
+
+@dataclass(frozen=True)
+class DriftJudgement:
+    """One drift comparison: per-column scores and whether the dataset counts as drifted."""
+
+    kind: str  # input_drift | residual_drift
+    method: str
+    threshold: float
+    columns: dict[str, ColumnDrift]
+    drift_share: float | None
+    drift_detected: bool
+    n_reference: int
+    n_current: int
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c for c, d in self.columns.items() if d.drifted]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "method": self.method,
+            "threshold": self.threshold,
+            "drift_share": self.drift_share,
+            "drift_detected": self.drift_detected,
+            "drifted_columns": self.drifted_columns,
+            "scores": {c: round(d.score, 6) for c, d in self.columns.items()},
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "note": self.note,
+            **self.extra,
+        }
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DriftInputError(f"{what}: missing column(s) {missing}; has {sorted(frame.columns)}")
+
+
+def hour_of_week(frame: pd.DataFrame) -> np.ndarray:
+    """Local hour of the week (0 = Monday 00:00): gold features carry local day_of_week and hour_of_day."""
+    if "day_of_week" in frame.columns and "hour_of_day" in frame.columns:
+        return frame["day_of_week"].to_numpy(np.int64) * 24 + frame["hour_of_day"].to_numpy(np.int64)
+    _require(frame, ["ts"], "hour_of_week")
+    ts = pd.DatetimeIndex(frame["ts"])
+    return np.asarray(ts.dayofweek * 24 + ts.hour, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------- stattests
+def column_drift(
+    reference: pd.Series, current: pd.Series, *, method: str, threshold: float, column: str | None = None
+) -> ColumnDrift:
+    """Evidently's stattest on one numerical column (nulls and infinities dropped, as `ValueDrift` does)."""
+    ref = reference.replace([np.inf, -np.inf], np.nan).dropna().astype(float)
+    cur = current.replace([np.inf, -np.inf], np.nan).dropna().astype(float)
+    name = column or str(reference.name)
+    if len(ref) < 2 or len(cur) < 2:
+        return ColumnDrift(name, float("nan"), False, len(ref), len(cur))
+    if ref.nunique() <= 1 and cur.nunique() <= 1:
+        same = bool(np.isclose(ref.iloc[0], cur.iloc[0]))
+        return ColumnDrift(name, 0.0 if same else float("inf"), not same, len(ref), len(cur))
+    if method == "wasserstein":
+        # Evidently's own formula (wasserstein_distance_norm.py), without importing the whole library
+        # (tens of seconds) on every check; a test pins it to Evidently's result.
+        from scipy import stats
+
+        score = float(stats.wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001))
+        return ColumnDrift(name, score, bool(score >= threshold), len(ref), len(cur))
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    test = get_stattest(ref, cur, ColumnType.Numerical, method)
+    result = test(ref, cur, ColumnType.Numerical, threshold)
+    return ColumnDrift(name, float(result.drift_score), bool(result.drifted), len(ref), len(cur))
+
+
+# --------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class MatchedSample:
+    reference: pd.DataFrame
+    current: pd.DataFrame  # the current rows that found a match
+    coverage: float  # share of current rows with at least one reference row in their stratum
+
+
+def with_relative_columns(frame: pd.DataFrame, scale: pd.DataFrame) -> pd.DataFrame:
+    """Add energy_rel / occupancy_rel: the value over the building's reference mean."""
+    out = frame.copy()
+    for rel, source in _RELATIVE.items():
+        if source in out.columns and source in scale.columns:
+            denominator = out["building_id"].map(scale[source]).replace(0.0, np.nan)
+            out[rel] = out[source] / denominator
+    return out
+
+
+def matched_reference(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    temperature_bin_c: float,
+    draws: int,
+    seed: int = 0,
+    temperature_column: str = "temperature",
+) -> MatchedSample:
+    """For each current row, `draws` reference rows of its building, hour of the week and temperature bin.
+
+    Sampling with replacement gives the reference exactly the current window's mix of buildings, hours
+    and temperatures, so what differs is behaviour under the same conditions.
+    """
+    for name, frame in (("reference", reference), ("current", current)):
+        _require(frame, ["building_id", temperature_column], f"matched_reference {name}")
+    if reference.empty or current.empty:
+        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0)
+
+    def strata(frame: pd.DataFrame) -> pd.DataFrame:
+        temp_bin = np.floor(frame[temperature_column].to_numpy(float) / temperature_bin_c)
+        return pd.DataFrame(
+            {"building_id": frame["building_id"].to_numpy(), "how": hour_of_week(frame), "bin": temp_bin}
+        )
+
+    ref_keys, cur_keys = strata(reference), strata(current)
+    ref_ok = np.isfinite(ref_keys["bin"].to_numpy())
+    combined = pd.concat([ref_keys[ref_ok], cur_keys], ignore_index=True)
+    codes = pd.MultiIndex.from_frame(combined.fillna(-1e9)).factorize()[0] if len(combined) else np.array([], int)
+    ref_codes = codes[: int(ref_ok.sum())]
+    cur_codes = codes[int(ref_ok.sum()) :].copy()
+    cur_codes[~np.isfinite(cur_keys["bin"].to_numpy())] = -1
+
+    ref_rows = np.flatnonzero(ref_ok)
+    order = np.argsort(ref_codes, kind="stable")
+    sorted_codes = ref_codes[order]
+    first = np.searchsorted(sorted_codes, cur_codes, side="left")
+    last = np.searchsorted(sorted_codes, cur_codes, side="right")
+    count = np.where(cur_codes >= 0, last - first, 0)
+    covered = count > 0
+    if not covered.any():
+        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0)
+
+    rng = np.random.default_rng(seed)
+    starts = np.repeat(first[covered], draws)
+    counts = np.repeat(count[covered], draws)
+    picks = starts + (rng.random(len(starts)) * counts).astype(np.int64)
+    matched = reference.iloc[ref_rows[order[picks]]].reset_index(drop=True)
+    return MatchedSample(matched, current.loc[covered].reset_index(drop=True), float(covered.mean()))
+
+
+def judge_input_drift(
+    reference_features: pd.DataFrame,
+    current_features: pd.DataFrame,
+    *,
+    temperature_bin_c: float,
+    draws: int,
+    min_coverage: float,
+    method: str,
+    threshold: float,
+    drift_share_threshold: float,
+    columns: Sequence[str] = INPUT_DRIFT_COLUMNS,
+    seed: int = 0,
+) -> tuple[DriftJudgement, MatchedSample]:
+    """Input drift of the current window against the seasonality-matched reference."""
+    _require(reference_features, ["building_id", "energy_kwh"], "input drift reference")
+    scale = reference_features.groupby("building_id")[[c for c in _RELATIVE.values() if c in reference_features]].mean()
+    reference = with_relative_columns(reference_features, scale)
+    current = with_relative_columns(current_features, scale)
+    sample = matched_reference(reference, current, temperature_bin_c=temperature_bin_c, draws=draws, seed=seed)
+    present = [c for c in columns if c in reference.columns and c in current.columns]
+    extra = {
+        "coverage": round(sample.coverage, 4),
+        "columns_judged": present,
+        "drift_share_threshold": drift_share_threshold,
+    }
+    if sample.coverage < min_coverage or not present:
+        note = f"coverage {sample.coverage:.0%} below {min_coverage:.0%}: no judgement" if present else "no input columns"
+        return (
+            DriftJudgement("input_drift", method, threshold, {}, None, False, len(sample.reference), len(sample.current), note, extra),
+            sample,
+        )
+    scores = {
+        c: column_drift(sample.reference[c], sample.current[c], method=method, threshold=threshold, column=c)
+        for c in present
+    }
+    judged = [d for d in scores.values() if np.isfinite(d.score)]
+    share = sum(d.drifted for d in judged) / len(judged) if judged else None
+    detected = share is not None and share >= drift_share_threshold
+    return (
+        DriftJudgement("input_drift", method, threshold, scores, share, detected, len(sample.reference), len(sample.current), "", extra),
+        sample,
+    )
+
+
+# --------------------------------------------------------------------------------------------- residuals
+def served_pairs(forecasts: pd.DataFrame, actuals: pd.DataFrame, *, model_name: str | None = None) -> pd.DataFrame:
+    """Served forecasts joined to valid actuals: per building and hour, the latest issue before the hour.
+
+    Fallback forecasts are dropped: they are not the model's work. Columns: building_id, ts, energy_kwh,
+    yhat, yhat_p10, yhat_p50, yhat_p90, model_version, issued_at, horizon_h.
+    """
+    _require(forecasts, ["building_id", "issued_at", "ts", "yhat_p50", "model_version"], "served_pairs forecasts")
+    _require(actuals, ["building_id", "ts", "energy_kwh"], "served_pairs actuals")
+    served = forecasts
+    if model_name is not None and "model_name" in served.columns:
+        served = served[served["model_name"] == model_name]
+    if "is_fallback" in served.columns:
+        served = served[~served["is_fallback"].fillna(False).astype(bool)]
+    served = served[served["issued_at"] <= served["ts"]]
+    served = served.sort_values(["building_id", "ts", "issued_at"]).drop_duplicates(["building_id", "ts"], keep="last")
+    valid = actuals
+    if "energy_valid" in valid.columns:
+        valid = valid[valid["energy_valid"].fillna(False).astype(bool)]
+    valid = valid[["building_id", "ts", "energy_kwh"]].dropna(subset=["energy_kwh"])
+    keep = [c for c in ("yhat", "yhat_p10", "yhat_p50", "yhat_p90", "model_version", "issued_at", "horizon_h") if c in served]
+    pairs = valid.merge(served[["building_id", "ts", *keep]], on=["building_id", "ts"], how="inner")
+    if "yhat" not in pairs.columns:
+        pairs["yhat"] = pairs["yhat_p50"]
+    return pairs.sort_values(["building_id", "ts"]).reset_index(drop=True)
+
+
+def with_residuals(pairs: pd.DataFrame, scale_kwh: pd.Series) -> pd.DataFrame:
+    """residual_kwh = actual − p50; residual_rel = residual_kwh / the building's mean load (`scale_kwh`)."""
+    out = pairs.copy()
+    out["residual_kwh"] = out["energy_kwh"] - out["yhat_p50"]
+    out["residual_rel"] = out["residual_kwh"] / out["building_id"].map(scale_kwh).replace(0.0, np.nan)
+    return out
+
+
+def judge_residual_drift(
+    reference_pairs: pd.DataFrame,
+    current_pairs: pd.DataFrame,
+    *,
+    method: str,
+    threshold: float,
+    min_reference_hours: int,
+    min_buildings: int,
+) -> tuple[DriftJudgement, pd.DataFrame, pd.DataFrame]:
+    """Per building: did the relative residual distribution move? Returns the judgement and wide frames.
+
+    The wide frames have one column per building (rows are hours, padded with NaN), which is what the
+    Evidently report shows: the drift share is the share of buildings whose residuals drifted.
+    """
+    scale = reference_pairs.groupby("building_id")["energy_kwh"].mean() if not reference_pairs.empty else pd.Series(dtype=float)
+    reference = with_residuals(reference_pairs, scale) if not reference_pairs.empty else reference_pairs.assign(residual_rel=[])
+    current = with_residuals(current_pairs, scale) if not current_pairs.empty else current_pairs.assign(residual_rel=[])
+    ref_counts = reference.groupby("building_id").size() if not reference.empty else pd.Series(dtype=int)
+    buildings = sorted(set(current["building_id"]) & set(ref_counts[ref_counts >= min_reference_hours].index))
+    skipped = sorted(set(current["building_id"]) - set(buildings))
+
+    def wide(frame: pd.DataFrame) -> pd.DataFrame:
+        columns = {b: frame.loc[frame["building_id"] == b, "residual_rel"].reset_index(drop=True) for b in buildings}
+        return pd.DataFrame(columns) if columns else pd.DataFrame()
+
+    ref_wide, cur_wide = wide(reference), wide(current)
+    scores = {
+        b: column_drift(ref_wide[b], cur_wide[b], method=method, threshold=threshold, column=b) for b in buildings
+    }
+    bias = {
+        b: round(float(current.loc[current["building_id"] == b, "residual_rel"].mean()), 6) for b in buildings
+    }
+    extra = {"skipped_buildings": skipped, "current_mean_residual_rel": bias, "min_buildings": min_buildings}
+    if not buildings:
+        note = f"no building has {min_reference_hours} h of reference residuals for this model version"
+        judgement = DriftJudgement(
+            "residual_drift", method, threshold, {}, None, False, len(reference), len(current), note, extra
+        )
+        return judgement, ref_wide, cur_wide
+    drifted = sum(d.drifted for d in scores.values())
+    judgement = DriftJudgement(
+        "residual_drift",
+        method,
+        threshold,
+        scores,
+        drifted / len(buildings),
+        drifted >= min_buildings,
+        int(reference["building_id"].isin(buildings).sum()),
+        int(current["building_id"].isin(buildings).sum()),
+        "",
+        extra,
+    )
+    return judgement, ref_wide, cur_wide
+
+
+# --------------------------------------------------------------------------------------------- reports
+@dataclass(frozen=True)
+class SavedReport:
+    kind: str
+    html_path: Path
+    json_path: Path
+    values: dict[str, Any]  # metric values as Evidently computed them
+
+
+def _metric_values(snapshot: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for metric in snapshot.dict().get("metrics", []):
+        config = metric.get("config", {})
+        kind = str(config.get("type", "")).rsplit(":", 1)[-1]
+        key = f"{kind}:{config['column']}" if "column" in config else kind
+        values[key] = metric.get("value")
+    return values
+
+
+def _save(snapshot: Any, folder: Path, kind: str) -> SavedReport:
+    folder.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = folder / f"{kind}.html", folder / f"{kind}.json"
+    snapshot.save_html(str(html_path))
+    snapshot.save_json(str(json_path))
+    return SavedReport(kind, html_path, json_path, _metric_values(snapshot))
+
+
+def drift_report(
+    judgement: DriftJudgement, reference: pd.DataFrame, current: pd.DataFrame, folder: Path
+) -> SavedReport | None:
+    """The Evidently DataDriftPreset report for a judgement, with the judgement's method and threshold."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = [c for c in judgement.columns if c in reference.columns and c in current.columns]
+    if not columns:
+        return None
+    definition = DataDefinition(numerical_columns=columns)
+    report = Report(
+        [DataDriftPreset(columns=columns, method=judgement.method, threshold=judgement.threshold, drift_share=_share_bar(judgement))],
+        include_tests=False,
+    )
+    snapshot = report.run(
+        Dataset.from_pandas(current[columns].astype(float), data_definition=definition),
+        Dataset.from_pandas(reference[columns].astype(float), data_definition=definition),
+    )
+    return _save(snapshot, folder, judgement.kind)
+
+
+def _share_bar(judgement: DriftJudgement) -> float:
+    # The residual judgement counts buildings, the preset counts columns: show the same bar.
+    if judgement.kind == "residual_drift" and judgement.columns:
+        return max(min(judgement.extra.get("min_buildings", 1) / len(judgement.columns), 1.0), 1e-9)
+    return float(judgement.extra.get("drift_share_threshold", 0.5))
+
+
+def accuracy_report(pairs: pd.DataFrame, folder: Path) -> SavedReport | None:
+    """Evidently RegressionPreset of served p50 forecasts against actuals (pooled over buildings)."""
+    from evidently import DataDefinition, Dataset, Regression, Report
+    from evidently.presets import RegressionPreset
+
+    if pairs.empty:
+        return None
+    frame = pd.DataFrame(
+        {"energy_kwh": pairs["energy_kwh"].astype(float), "yhat_p50": pairs["yhat_p50"].astype(float)}
+    )
+    definition = DataDefinition(
+        numerical_columns=["energy_kwh", "yhat_p50"],
+        regression=[Regression(target="energy_kwh", prediction="yhat_p50")],
+    )
+    snapshot = Report([RegressionPreset()], include_tests=False).run(
+        Dataset.from_pandas(frame, data_definition=definition), None
+    )
+    return _save(snapshot, folder, "accuracy")
+
+
+def summary_json(payload: dict[str, Any]) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, (np.floating, np.integer)):
+            return value.item()
+        if isinstance(value, (pd.Timestamp,)):
+            return value.isoformat()
+        return str(value)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(payload), sort_keys=True, default=default)

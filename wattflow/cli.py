@@ -9,8 +9,10 @@ from wattflow.cli_groups import app
 # Each module attaches its commands to the groups in wattflow.cli_groups.
 COMMAND_MODULES = [
     "lakehouse.commands",
+    "serving.commands",
     "lakehouse.simulator.commands",
     "ml.commands",
+    "ml.monitoring_commands",
 ]
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,1 @@
+"""A TensorFlow-Serving-compatible model server (gRPC and REST), started with `tensorflow_model_server`'s flags."""

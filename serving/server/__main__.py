@@ -1,0 +1,3 @@
+from serving.server.main import main
+
+main()

@@ -1,0 +1,167 @@
+"""Dynamic batching: concurrent Predict calls for the same version and signature become one signature call.
+
+The semantics follow TF Serving's BatchingSession over a SharedBatchScheduler: a batch is formed when it is
+full (`max_batch_size` windows) or when its oldest task has waited `batch_timeout_micros` and a batch thread
+is free; a queue holding more than `max_enqueued_batches` batches rejects with UNAVAILABLE; a task larger than
+`max_batch_size` is rejected with INVALID_ARGUMENT. Every input is concatenated along dimension 0 and every
+output split back by the sizes the tasks sent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+import numpy as np
+
+from serving.server.config import BatchingParameters
+from serving.server.errors import ServingError, internal, invalid_argument, unavailable
+
+Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class _Task:
+    inputs: dict[str, np.ndarray]
+    size: int
+    run: Run
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, np.ndarray] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Queue:
+    tasks: deque = field(default_factory=deque)
+    size: int = 0
+
+
+class BatchScheduler:
+    def __init__(self, params: BatchingParameters, on_batch: Callable[[int], None] | None = None) -> None:
+        self.params = params
+        self._timeout_s = params.batch_timeout_micros / 1e6
+        self._queues: dict[Hashable, _Queue] = {}
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._on_batch = on_batch
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True) for i in range(params.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
+        size = _batch_size(inputs)
+        if size > self.params.max_batch_size:
+            raise invalid_argument(
+                f"Task size {size} is larger than maximum input batch size {self.params.max_batch_size}"
+            )
+        task = _Task(inputs=inputs, size=size, run=run, enqueued=time.monotonic())
+        with self._cv:
+            queue = self._queues.setdefault(key, _Queue())
+            pending_batches = -(-(queue.size + size) // self.params.max_batch_size)
+            if pending_batches > self.params.max_enqueued_batches:
+                raise unavailable("The batch scheduling queue to which this task was submitted is full")
+            queue.tasks.append(task)
+            queue.size += size
+            self._cv.notify()
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+
+    def _take(self) -> list[_Task] | None:
+        """Wait for a batch that is full or whose oldest task timed out; None when stopping."""
+        with self._cv:
+            while True:
+                if self._stopping:
+                    return None
+                now = time.monotonic()
+                wait = None
+                for key, queue in self._queues.items():
+                    if not queue.tasks:
+                        continue
+                    due = queue.tasks[0].enqueued + self._timeout_s
+                    if queue.size >= self.params.max_batch_size or now >= due:
+                        return self._pop(key, queue)
+                    wait = due - now if wait is None else min(wait, due - now)
+                self._cv.wait(wait)
+
+    def _pop(self, key: Hashable, queue: _Queue) -> list[_Task]:
+        batch, total = [], 0
+        while queue.tasks and total + queue.tasks[0].size <= self.params.max_batch_size:
+            task = queue.tasks.popleft()
+            batch.append(task)
+            total += task.size
+        queue.size -= total
+        if not queue.tasks:
+            del self._queues[key]
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # every waiting request gets the error, none hangs
+                for task in batch:
+                    task.error = exc if isinstance(exc, ServingError) else internal(exc)
+            finally:
+                for task in batch:
+                    task.done.set()
+
+    def _run_batch(self, batch: list[_Task]) -> None:
+        if len(batch) == 1:
+            batch[0].outputs = batch[0].run(batch[0].inputs)
+            self._record(batch[0].size)
+            return
+        names = batch[0].inputs.keys()
+        merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
+        total = sum(task.size for task in batch)
+        padded = self._padded_size(total)
+        if padded > total:
+            merged = {name: _pad(array, padded) for name, array in merged.items()}
+        outputs = batch[0].run(merged)
+        self._record(padded)
+        offset = 0
+        for task in batch:
+            task.outputs = {name: array[offset : offset + task.size] for name, array in outputs.items()}
+            offset += task.size
+
+    def _padded_size(self, size: int) -> int:
+        for allowed in self.params.allowed_batch_sizes:
+            if allowed >= size:
+                return allowed
+        return size
+
+    def _record(self, size: int) -> None:
+        if self._on_batch is not None:
+            self._on_batch(size)
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+    """TF Serving pads a batch up to an allowed size by repeating the first row."""
+    extra = np.repeat(array[:1], size - array.shape[0], axis=0)
+    return np.concatenate([array, extra])
+
+
+def _batch_size(inputs: dict[str, np.ndarray]) -> int:
+    sizes = set()
+    for array in inputs.values():
+        if array.ndim == 0:
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
+        sizes.add(array.shape[0])
+    if len(sizes) != 1:
+        raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
+    return sizes.pop()

@@ -1,0 +1,181 @@
+"""The API semantics shared by the gRPC and REST front ends: resolve a model spec, check, run, answer.
+
+Each handler takes and returns the stock `tensorflow_serving.apis` messages (REST converts JSON to the same
+calls), so both entry points give the same codes and messages.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    predict_pb2,
+)
+
+from serving.server.batching import BatchScheduler
+from serving.server.config import validate_model_server_config
+from serving.server.errors import ServingError, error_code_number, invalid_argument, unimplemented
+from serving.server.manager import ModelManager
+from serving.server.metrics import ServingMetrics
+from serving.server.servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    Servable,
+    Signature,
+    read_warmup_requests,
+)
+from serving.server.tensors import ndarray_to_proto, proto_to_ndarray
+
+
+class ServingCore:
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics, batcher: BatchScheduler | None,
+                 *, warmup_iterations: int = 1) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.batcher = batcher
+        self.warmup_iterations = warmup_iterations
+
+    # ---- model spec --------------------------------------------------------------------------------
+    def resolve(self, model_spec) -> Servable:
+        version = model_spec.version.value if model_spec.HasField("version") else None
+        return self.manager.resolve(model_spec.name, version, model_spec.version_label)
+
+    # ---- predict -----------------------------------------------------------------------------------
+    def run_signature(self, servable: Servable, signature_name: str, inputs: dict[str, np.ndarray],
+                      output_filter) -> tuple[Signature, list[str], dict[str, np.ndarray]]:
+        signature = servable.signature(signature_name)
+        signature.check_inputs(inputs)
+        wanted = signature.check_outputs(output_filter)
+        started = time.perf_counter()
+        if self.batcher is not None:
+            key = (servable.model_name, servable.version, id(servable), signature.name)
+            outputs = self.batcher.run(key, inputs, signature)
+        else:
+            outputs = signature(inputs)
+        self.metrics.runtime_latency.observe(
+            servable.model_name, "Predict", "TF2", value=(time.perf_counter() - started) * 1e6
+        )
+        return signature, wanted, outputs
+
+    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        servable = self.resolve(request.model_spec)
+        inputs = {name: proto_to_ndarray(tensor, name) for name, tensor in request.inputs.items()}
+        signature, wanted, outputs = self.run_signature(
+            servable, request.model_spec.signature_name, inputs, request.output_filter
+        )
+        response = predict_pb2.PredictResponse()
+        spec = response.model_spec
+        spec.name = request.model_spec.name
+        spec.version.value = servable.version
+        spec.signature_name = signature.name
+        for name in wanted:
+            response.outputs[name].CopyFrom(ndarray_to_proto(outputs[name]))
+        return response
+
+    # ---- metadata and status -----------------------------------------------------------------------
+    def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        if not request.metadata_field:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        servable = self.resolve(request.model_spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = servable.version
+        packed = any_pb2.Any()
+        packed.Pack(servable.signature_def_map)
+        response.metadata["signature_def"].CopyFrom(packed)
+        return response
+
+    def get_model_status(self, request: get_model_status_pb2.GetModelStatusRequest):
+        spec = request.model_spec
+        if not spec.name:
+            raise invalid_argument("Missing ModelSpec")
+        version = spec.version.value if spec.HasField("version") else None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number, state, error in self.manager.version_status(spec.name, version, spec.version_label):
+            status = response.model_version_status.add(version=number, state=state)
+            status.status.SetInParent()
+            if error is not None:
+                status.status.error_code = error_code_number(error.code)
+                status.status.error_message = error.message
+        return response
+
+    def reload_config(self, request: model_management_pb2.ReloadConfigRequest):
+        validate_model_server_config(request.config)
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            self.manager.apply_config(request.config, strict_labels=True)
+        except ServingError as exc:
+            response.status.error_code = error_code_number(exc.code)
+            response.status.error_message = exc.message
+            raise _WithResponse(exc, response) from exc
+        return response
+
+    # ---- classify / regress / multi-inference ---------------------------------------------------------
+    def check_classify(self, model_spec) -> None:
+        self.resolve(model_spec).signature_def(model_spec.signature_name, CLASSIFY_METHOD, "classification")
+
+    def check_regress(self, model_spec) -> None:
+        self.resolve(model_spec).signature_def(model_spec.signature_name, REGRESS_METHOD, "regression")
+
+    def check_multi_inference(self, request) -> None:
+        if not request.tasks:
+            raise invalid_argument("MultiInferenceRequest must specify at least one task")
+        model_name = request.tasks[0].model_spec.name
+        seen: set[str] = set()
+        for task in request.tasks:
+            if task.model_spec.name != model_name:
+                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if name in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+            seen.add(name)
+            if task.method_name == CLASSIFY_METHOD:
+                self.check_classify(task.model_spec)
+            elif task.method_name == REGRESS_METHOD:
+                self.check_regress(task.model_spec)
+            else:
+                raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
+
+    # ---- warmup ------------------------------------------------------------------------------------
+    def warmup(self, servable: Servable) -> None:
+        """Replay `assets.extra/tf_serving_warmup_requests` against the version before it turns AVAILABLE."""
+        started = time.perf_counter()
+        status = "OK"
+        try:
+            logs = read_warmup_requests(servable.path)
+            for _ in range(max(1, self.warmup_iterations)):
+                for log in logs:
+                    kind = log.WhichOneof("log_type")
+                    if kind != "predict_log":
+                        raise invalid_argument(f"Unsupported log_type for warmup: {kind}")
+                    request = log.predict_log.request
+                    inputs = {name: proto_to_ndarray(t, name) for name, t in request.inputs.items()}
+                    signature = servable.signature(request.model_spec.signature_name)
+                    signature.check_inputs(inputs)
+                    signature(inputs)
+        except ServingError as exc:
+            status = exc.code.name
+            raise
+        finally:
+            self.metrics.model_warmup_latency.observe(
+                str(servable.path), status, value=(time.perf_counter() - started) * 1e6
+            )
+
+
+class _WithResponse(ServingError):
+    """A reload failure that also carries the ReloadConfigResponse TF Serving fills in."""
+
+    def __init__(self, error: ServingError, response) -> None:
+        super().__init__(error.code, error.message)
+        self.response = response

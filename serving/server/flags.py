@@ -1,0 +1,96 @@
+"""`tensorflow_model_server`'s command line, so that scripts written for it start this server unchanged.
+
+TF Serving parses flags with its own `--name=value` parser; booleans accept `--flag`, `--flag=true|false|1|0`.
+Flags it has that do not change behaviour here are accepted and ignored, so a copied command line still starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "t"):
+        return True
+    if lowered in ("false", "0", "no", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+@dataclass
+class ServerOptions:
+    port: int = 8500
+    grpc_socket_path: str = ""
+    rest_api_port: int = 0
+    rest_api_num_threads: int = 16
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    enable_batching: bool = False
+    allow_version_labels_for_unavailable_models: bool = False
+    batching_parameters_file: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    model_name: str = "default"
+    model_base_path: str = ""
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    file_system_poll_wait_seconds: int = 1
+    monitoring_config_file: str = ""
+    grpc_max_threads: int = 0
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 1
+    grpc_channel_arguments: str = ""
+    # Not TF Serving flags: the largest request body either API accepts, and the host to bind.
+    max_request_bytes: int = 64 * 1024 * 1024
+    host: str = "0.0.0.0"
+
+
+_IGNORED = (
+    "tensorflow_session_parallelism",
+    "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism",
+    "per_process_gpu_memory_fraction",
+    "saved_model_tags",
+    "flush_filesystem_caches",
+    "enable_signature_method_name_check",
+    "xla_cpu_compilation_enabled",
+    "ssl_config_file",
+    "platform_config_file",
+    "use_tflite_model",
+    "skip_initialize_tpu",
+    "remove_unused_fields_from_bundle_metagraph",
+    "prefer_tflite_model",
+    "use_alts_credentials",
+    "enable_profiler",
+    "thread_pool_factory_config_file",
+)
+
+
+def build_parser(prog: str = "tensorflow_model_server") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="TensorFlow Serving compatible model server.", allow_abbrev=False
+    )
+    defaults = ServerOptions()
+    for spec in fields(ServerOptions):
+        value = getattr(defaults, spec.name)
+        flag = f"--{spec.name}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, type=_bool, nargs="?", const=True, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    for name in _IGNORED:
+        parser.add_argument(f"--{name}", default=None, nargs="?", const="true", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_flags(argv: list[str] | None = None, prog: str = "tensorflow_model_server") -> ServerOptions:
+    namespace = build_parser(prog).parse_args(argv)
+    options = ServerOptions(**{spec.name: getattr(namespace, spec.name) for spec in fields(ServerOptions)})
+    if not options.model_config_file and not options.model_base_path:
+        raise SystemExit(
+            "Both server_model_base_path and model_config_file are empty! --model_base_path or "
+            "--model_config_file must be given."
+        )
+    return options

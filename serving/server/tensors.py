@@ -1,0 +1,107 @@
+"""TensorProto and JSON <-> numpy without per-element Python work on the hot path.
+
+Requests built with `tf.make_tensor_proto` carry `tensor_content` (raw little-endian bytes): those become a
+numpy view with no copy. Responses are written as `tensor_content` too (TF Serving's `kAsProtoContent`
+serialization), which every stock client reads with `tf.make_ndarray`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving.server.errors import invalid_argument
+
+_NUMPY_BY_DTYPE = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_INT16: np.int16,
+    types_pb2.DT_INT8: np.int8,
+    types_pb2.DT_UINT8: np.uint8,
+    types_pb2.DT_UINT16: np.uint16,
+    types_pb2.DT_UINT32: np.uint32,
+    types_pb2.DT_UINT64: np.uint64,
+    types_pb2.DT_BOOL: np.bool_,
+    types_pb2.DT_HALF: np.float16,
+}
+_DTYPE_BY_NUMPY = {np.dtype(v): k for k, v in _NUMPY_BY_DTYPE.items()}
+# The repeated field a TensorProto uses for each dtype when not sent as tensor_content.
+_VALUE_FIELD = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+}
+
+
+def dtype_name(dtype_enum: int) -> str:
+    """TF's short name, as in its error messages ("float", "double", "int32")."""
+    name = types_pb2.DataType.Name(dtype_enum)
+    return {"DT_FLOAT": "float", "DT_DOUBLE": "double", "DT_HALF": "half"}.get(name, name[3:].lower())
+
+
+def numpy_dtype(dtype_enum: int) -> np.dtype:
+    try:
+        return np.dtype(_NUMPY_BY_DTYPE[dtype_enum])
+    except KeyError:
+        raise invalid_argument(f"Unsupported tensor dtype {types_pb2.DataType.Name(dtype_enum)}") from None
+
+
+def proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
+    if proto.tensor_shape.unknown_rank:
+        raise invalid_argument(f"Input tensor {name} has an unknown rank")
+    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    dtype = numpy_dtype(proto.dtype)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if proto.tensor_content:
+        if len(proto.tensor_content) != count * dtype.itemsize:
+            raise invalid_argument(f"Unable to parse tensor proto for input {name}: content size does not match shape {list(shape)}")
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    if proto.dtype == types_pb2.DT_HALF:
+        values = np.asarray(proto.half_val, dtype=np.uint16).view(np.float16)
+    else:
+        values = np.asarray(getattr(proto, _VALUE_FIELD[proto.dtype]), dtype=dtype)
+    if values.size == count:
+        return values.reshape(shape)
+    # TensorProto allows one value standing for every element, or a prefix padded with the last value.
+    if 0 < values.size < count:
+        padded = np.empty(count, dtype=dtype)
+        padded[: values.size] = values
+        padded[values.size :] = values[-1]
+        return padded.reshape(shape)
+    if values.size == 0 and count == 0:
+        return values.reshape(shape)
+    raise invalid_argument(f"Unable to parse tensor proto for input {name}: {values.size} values for shape {list(shape)}")
+
+
+def ndarray_to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    array = np.ascontiguousarray(array)
+    try:
+        dtype = _DTYPE_BY_NUMPY[array.dtype]
+    except KeyError:
+        raise invalid_argument(f"Unsupported output dtype {array.dtype}") from None
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, tensor_content=array.tobytes())
+
+
+def json_to_ndarray(value, dtype: np.dtype, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument(f"Failed to process element: 0 key: {name} of 'instances' list. Error: {exc}") from None
+    if array.dtype == object:
+        raise invalid_argument(f"Input {name} is a ragged list; every row must have the same shape")
+    return array
+
+
+def ndarray_to_json(array: np.ndarray):
+    return array.tolist()

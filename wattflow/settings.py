@@ -107,6 +107,12 @@ class QualitySettings(BaseModel):
     # Dew point above air temperature by more than this is physically impossible (sensor or unit error).
     dew_point_tolerance_c: float = 1.0
     spike_window: int = 7  # readings in the centred Hampel window
+    # Floors on the Hampel scale: a share of the local median (smooth load curves have a tiny MAD, and a
+    # morning ramp is not a spike) and an absolute floor per metric in its canonical unit.
+    spike_relative_floor: float = 0.1
+    spike_absolute_floor: dict[str, float] = Field(
+        default_factory=lambda: {"indoor_temperature": 0.5, "indoor_humidity": 1.0, "co2": 20.0, "energy": 0.0}
+    )
     spike_metrics: list[str] = Field(default_factory=lambda: ["energy", "energy_cumulative", "indoor_temperature", "indoor_humidity", "co2"])
     stuck_metrics: list[str] = Field(default_factory=lambda: ["energy", "energy_cumulative", "indoor_temperature", "indoor_humidity", "co2"])
     # A reading this many times the sensor's own median is a Wh-for-kWh mix-up (the true factor is 1000).

@@ -224,6 +224,14 @@ class ServingSettings(BaseModel):
     rest_port: int = 8501
     poll_wait_s: float = 2.0
     deadline_s: float = 5.0
+    # Client: attempts on UNAVAILABLE / DEADLINE_EXCEEDED before falling back to the seasonal-naive forecast.
+    retries: int = 3
+    retry_backoff_s: float = 0.2
+    # Export: warmup requests are built from this many recent gold-feature windows (looked up this many days back).
+    warmup_windows: int = 8
+    warmup_days: int = 21
+    # Largest request body either API accepts.
+    max_request_bytes: int = 64 * 1024 * 1024
 
 
 class AnomalySettings(BaseModel):

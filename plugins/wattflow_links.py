@@ -1,0 +1,48 @@
+"""Airflow plugin: links from task instances to the MLflow run, the Data Docs page and the drift report.
+
+A task publishes the target as an XCom (`mlflow_run_url`, `data_docs_url`, `drift_report_url`); the link
+shows on every task and resolves to that XCom, so no custom operator is needed for it.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+
+class _XComLink(BaseOperatorLink):
+    xcom_key = ""
+
+    def get_link(self, operator, *, ti_key) -> str:  # type: ignore[override]
+        from airflow.models.xcom import XComModel
+
+        try:
+            value = XComModel.get_many(
+                key=self.xcom_key, dag_ids=ti_key.dag_id, task_ids=ti_key.task_id, run_id=ti_key.run_id, map_indexes=ti_key.map_index
+            ).first()
+        except Exception:  # a link must never break the task page
+            return ""
+        if value is None:
+            return ""
+        url = XComModel.deserialize_value(value)
+        return str(url or "")
+
+
+class MlflowRunLink(_XComLink):
+    name = "MLflow run"
+    xcom_key = "mlflow_run_url"
+
+
+class DataDocsLink(_XComLink):
+    name = "Data Docs"
+    xcom_key = "data_docs_url"
+
+
+class DriftReportLink(_XComLink):
+    name = "Drift report"
+    xcom_key = "drift_report_url"
+
+
+class WattflowLinksPlugin(AirflowPlugin):
+    name = "wattflow_links"
+    global_operator_extra_links = [MlflowRunLink(), DataDocsLink(), DriftReportLink()]

@@ -173,7 +173,18 @@ class InfluxSettings(BaseModel):
     org: str = "wattflow"
     bucket: str = "sensors"
     forecast_bucket: str = "forecasts"
-    page_size: int = 50_000
+    page_size: int = 50_000  # rows per series per request (Flux limit/offset)
+    page_window_h: int = 24  # the [start, stop) window is read in time windows of this length
+    timeout_s: float = 60.0
+    # How readings are laid out: metric = measurement name ("energy", ...) with the value in one field,
+    # or one measurement (`measurement`) with one field per metric.
+    metric_from: Literal["measurement", "field"] = "measurement"
+    measurement: str = "building_sensors"
+    value_field: str = "value"
+    building_tag: str = "building_id"
+    sensor_tag: str = "sensor_id"
+    unit_tag: str = "unit"
+    forecast_measurement: str = "energy_forecast"
 
 
 class WeatherSettings(BaseModel):

@@ -37,20 +37,36 @@ def simulate(
     ground_truth: Optional[str] = typer.Option(None, help="Also write the injected faults/drift to this Parquet file."),
 ) -> None:
     """Simulate a building portfolio and land registry, readings and weather in the lakehouse."""
-    from lakehouse.simulator.commands_core import run_simulation
+    from pydantic import ValidationError
 
+    from lakehouse.simulator.commands_core import run_simulation
+    from lakehouse.simulator.config import parse_drift
+
+    start = start or _default_start()
+    end = end or date.today().isoformat()
+    # Bad dates and drift specs are the user's to fix: name them, no traceback.
+    for hint, value in (("--start", start), ("--end", end)):
+        try:
+            date.fromisoformat(value[:10])
+        except ValueError as err:
+            raise typer.BadParameter(f"{value!r}: {err}", param_hint=hint) from None
+    for spec in drift or []:
+        try:
+            parse_drift(spec)
+        except (ValueError, ValidationError) as err:
+            raise typer.BadParameter(f"{spec!r}: {err}", param_hint="--drift") from None
     try:
         summary = run_simulation(
             buildings=buildings,
-            start=start or _default_start(),
-            end=end or date.today().isoformat(),
+            start=start,
+            end=end,
             faults=faults,
             drift=list(drift or []),
             seed=seed,
             interval_minutes=interval_minutes,
             ground_truth_path=ground_truth,
         )
-    except (ValueError, KeyError) as err:
+    except KeyError as err:  # a drift event names a building or site that is not simulated
         raise typer.BadParameter(str(err.args[0] if err.args else err)) from None
     print_summary(summary)
 

@@ -123,14 +123,20 @@ class LinearForecaster:
     residual_sd: dict[str, float]
 
     @classmethod
-    def fit(cls, features: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp) -> "LinearForecaster":
+    def fit(
+        cls, features: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp, recent_days: int = 0, recent_weight: float = 1.0
+    ) -> "LinearForecaster":
+        """Least squares on [start, end); the last `recent_days` weigh `recent_weight` times more (a retrain
+        after a change must learn the new regime from the few days it has seen of it)."""
         train = features[(features["ts"] < end) & features["energy_valid"]]
         if start is not None:
             train = train[train["ts"] >= start]
         coefficients, sd = {}, {}
         for building_id, g in train.groupby("building_id"):
             x, y = _design(g), g["energy_kwh"].to_numpy(float)
-            beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+            recent = (g["ts"] >= end - pd.Timedelta(days=recent_days)).to_numpy() if recent_days else np.zeros(len(g), bool)
+            w = np.sqrt(np.where(recent, recent_weight, 1.0))
+            beta, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
             coefficients[str(building_id)] = beta
             sd[str(building_id)] = float(np.std(y - x @ beta))
         return cls(coefficients, sd)

@@ -144,7 +144,7 @@ def expected_energy(frame: pd.DataFrame, history: pd.DataFrame, settings: Anomal
     width = (out["yhat_p90"] - out["yhat_p10"]).clip(lower=1e-6)
     above = (energy - out["yhat_p90"]) / width
     below = (out["yhat_p10"] - energy) / width
-    band_score = np.where(energy >= out["yhat_p50"], above, -below)
+    band_score = np.where(above > 0, above, np.where(below > 0, -below, 0.0))
     spread = np.maximum(np.nan_to_num(spread, nan=0.0), np.maximum(0.02 * np.nan_to_num(np.abs(baseline)), 1e-3))
     z = (energy - baseline) / spread
     out["expected_kwh"] = np.where(has_forecast, out["yhat_p50"], baseline)

@@ -9,6 +9,8 @@ from wattflow.cli_groups import app
 # Each module attaches its commands to the groups in wattflow.cli_groups.
 COMMAND_MODULES = [
     "lakehouse.commands",
+    "lakehouse.registry_commands",
+    "lakehouse.sources.commands",
     "serving.commands",
     "lakehouse.simulator.commands",
     "ml.commands",

@@ -256,7 +256,8 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
     s_codes, s_val, s_metric = codes[seq], value_c[seq], metric[seq]
     median_by_code = _group_median(np.where(s_val > 0, s_val, np.nan), s_codes, n_groups)
     baseline = median_by_code[s_codes] if len(seq) else np.zeros(0)
-    is_energy = (s_metric == "energy") | (s_metric == "energy_cumulative")
+    # Interval meters only: a register's level says nothing about its unit (it may just have wrapped).
+    is_energy = s_metric == "energy"
     with np.errstate(invalid="ignore", divide="ignore"):
         mixup = is_energy & (baseline > 0) & (s_val > quality.unit_mixup_ratio * baseline)
     flags["unit_mixup_wh_kwh"][seq[mixup]] = True

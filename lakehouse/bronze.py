@@ -127,6 +127,14 @@ def _reject_table(
     return pa.table({c: data[c] for c in contract_fields if c in data})
 
 
+def _factorise(arr: pa.Array) -> tuple[list[str | None], np.ndarray]:
+    """Distinct values (null included) and each row's index into them, in one hash pass."""
+    encoded = pc.dictionary_encode(arr, null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
 def _field_reason(name: str, what: str):
     return lambda raw: f"field {name!r}: {what} {_show(raw.get(name))}"
 
@@ -141,12 +149,17 @@ def validate_readings(records: Records, registry: BuildingRegistry) -> Validated
     n = table.num_rows
     rej = _Rejections(n)
 
+    # Ids are checked per distinct value (a few dozen), then mapped back to millions of rows by code.
     ids = {c: text_values(column_or_nulls(table, c)) for c in ("building_id", "sensor_id", "metric")}
+    codes = {c: _factorise(arr) for c, arr in ids.items()}
     for name in READING_FIELDS:
-        col = ids[name] if name in ids else column_or_nulls(table, name)
-        rej.add("missing_field", null_mask(col), lambda raw, name=name: f"missing field {name!r}")
-        if rej.bad.all():
-            break
+        if name in codes:
+            uniques, code = codes[name]
+            blank = np.array([v is None or not v.strip() for v in uniques], dtype=bool)
+            missing = blank[code] if blank.any() else np.zeros(n, dtype=bool)
+        else:
+            missing = null_mask(column_or_nulls(table, name))
+        rej.add("missing_field", missing, lambda raw, name=name: f"missing field {name!r}")
 
     ts, ts_bad = parse_timestamps(column_or_nulls(table, "ts"))
     rej.add("unparseable_timestamp", ts_bad, _field_reason("ts", "unparseable timestamp"))
@@ -154,41 +167,21 @@ def validate_readings(records: Records, registry: BuildingRegistry) -> Validated
     rej.add("non_numeric_value", non_numeric, _field_reason("value", "non-numeric value"))
     rej.add("non_finite_value", non_finite, _field_reason("value", "non-finite value"))
 
-    # Registry lookup on dictionary codes: a few dozen distinct ids, millions of rows.
     flat = [(b, s) for b in registry.buildings for s in b.sensors]
-    b_arr, s_arr, m_arr = ids["building_id"], ids["sensor_id"], ids["metric"]
-    b_uniques = pc.unique(b_arr)
-    s_uniques = pc.unique(s_arr)
-    b_codes = pc.index_in(b_arr, value_set=b_uniques).to_numpy(zero_copy_only=False)
-    s_codes = pc.index_in(s_arr, value_set=s_uniques).to_numpy(zero_copy_only=False)
+    (b_list, b_codes), (s_list, s_codes), (m_list, m_codes) = codes["building_id"], codes["sensor_id"], codes["metric"]
     b_known = {b.building_id for b in registry.buildings}
-    b_is_known = np.array([v in b_known for v in b_uniques.to_pylist()] + [False], dtype=bool)
-    # Null codes (missing ids) point at the extra last slot, already rejected as missing_field.
-    b_codes = np.nan_to_num(b_codes, nan=len(b_uniques)).astype(np.int64)
-    s_codes = np.nan_to_num(s_codes, nan=len(s_uniques)).astype(np.int64)
+    b_is_known = np.array([v in b_known for v in b_list], dtype=bool)
     rej.add("unknown_building", ~b_is_known[b_codes], _field_reason("building_id", "unknown building"))
 
     pair_index = {(b.building_id, s.sensor_id): i for i, (b, s) in enumerate(flat)}
-    b_list, s_list = b_uniques.to_pylist(), s_uniques.to_pylist()
-    if (len(b_list) + 1) * (len(s_list) + 1) <= 4_000_000:
-        lookup = np.full((len(b_list) + 1, len(s_list) + 1), -1, dtype=np.int64)
-        for bi, bv in enumerate(b_list):
-            for si, sv in enumerate(s_list):
-                lookup[bi, si] = pair_index.get((bv, sv), -1)
-        sensor_idx = lookup[b_codes, s_codes]
+    if len(b_list) * len(s_list) <= 4_000_000:
+        lookup = np.array([[pair_index.get((bv, sv), -1) for sv in s_list] for bv in b_list], dtype=np.int64)
+        sensor_idx = lookup.reshape(len(b_list), len(s_list))[b_codes, s_codes]
     else:  # many distinct ids (a garbage batch): factorise the pairs instead of a dense table
-        pair = b_codes * (len(s_list) + 1) + s_codes
+        pair = b_codes * len(s_list) + s_codes
         uniq, inverse = np.unique(pair, return_inverse=True)
         per_pair = np.array(
-            [
-                pair_index.get(
-                    (b_list[p // (len(s_list) + 1)] if p // (len(s_list) + 1) < len(b_list) else None,
-                     s_list[p % (len(s_list) + 1)] if p % (len(s_list) + 1) < len(s_list) else None),
-                    -1,
-                )
-                for p in uniq
-            ],
-            dtype=np.int64,
+            [pair_index.get((b_list[p // len(s_list)], s_list[p % len(s_list)]), -1) for p in uniq], dtype=np.int64
         )
         sensor_idx = per_pair[inverse]
     rej.add(
@@ -201,9 +194,8 @@ def validate_readings(records: Records, registry: BuildingRegistry) -> Validated
     if flat:
         metric_names = sorted({s.metric for _, s in flat})
         sensor_metric = np.array([metric_names.index(s.metric) for _, s in flat], dtype=np.int64)
-        m_codes = pc.index_in(m_arr, value_set=pa.array(metric_names)).to_numpy(zero_copy_only=False)
-        m_codes = np.nan_to_num(m_codes, nan=-1).astype(np.int64)
-        mismatch = (sensor_idx >= 0) & (m_codes != sensor_metric[safe_idx])
+        unique_metric = np.array([metric_names.index(m) if m in metric_names else -1 for m in m_list], dtype=np.int64)
+        mismatch = (sensor_idx >= 0) & (unique_metric[m_codes] != sensor_metric[safe_idx])
         rej.add(
             "metric_mismatch",
             mismatch,
@@ -213,6 +205,7 @@ def validate_readings(records: Records, registry: BuildingRegistry) -> Validated
                 f"{_show(registry.sensor(str(raw.get('building_id')), str(raw.get('sensor_id'))).metric)}"
             ),
         )
+    b_arr, s_arr, m_arr = ids["building_id"], ids["sensor_id"], ids["metric"]
 
     good_mask = ~rej.bad
     n_good = int(good_mask.sum())
@@ -314,10 +307,18 @@ def dew_point_c(temperature_c: np.ndarray, relative_humidity_pct: np.ndarray) ->
         return b * gamma / (a - gamma)
 
 
+def constant_text(value: str, n: int) -> pa.Array:
+    """A string column holding one value n times, built from buffers (a cast would copy row by row)."""
+    data = value.encode()
+    if (n + 1) * len(data) >= 2**31 - 1:
+        return pa.array([value], pa.large_string()).take(np.zeros(n, dtype=np.int64)).cast(pa.string())
+    offsets = np.arange(0, (n + 1) * len(data), max(len(data), 1), dtype=np.int32)[: n + 1] if data else np.zeros(n + 1, np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
+
+
 def _bookkeeping(table: pa.Table, source: str, batch_id: str, now: datetime) -> pa.Table:
     n = table.num_rows
-    zeros = pa.array(np.zeros(n, dtype=np.int32))
-    constant = lambda v: pa.DictionaryArray.from_arrays(zeros, pa.array([v])).cast(pa.string())  # noqa: E731
+    constant = lambda v: constant_text(v, n)  # noqa: E731
     stamp = pa.array(np.full(n, int(now.timestamp() * 1_000_000), dtype=np.int64)).cast(UTC_US)
     for name, arr in (("source", constant(source)), ("batch_id", constant(batch_id)), ("ingested_at", stamp)):
         if name in table.column_names:

@@ -1,0 +1,60 @@
+"""Real production backends for integration suites: PostgreSQL, an S3 endpoint, an MLflow server.
+
+Each server starts once per session (on a free port, in a temp dir; see tests/servers.py) and only when
+a test asks for it. Suites get a fresh database or bucket each, so they never see each other's state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import MlflowServer, PostgresServer, S3Endpoint, mlflow_server, postgres_server, s3_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL 15 cluster (Debian's binaries, run as the `postgres` account under root)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres: PostgresServer) -> Callable[[str], str]:
+    """Factory: ``postgres_database_url("airflow")`` creates an empty database and returns its
+    ``postgresql+psycopg2://`` URL (e.g. for WATTFLOW_AIRFLOW__DATABASE_URL)."""
+    return postgres.create_database
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """moto's S3 server; ``s3_endpoint.create_bucket(name)``, ``.environment()``, ``.delta_storage_options()``."""
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Endpoint) -> str:
+    """A fresh, empty bucket on the session's S3 endpoint."""
+    return s3_endpoint.create_bucket(f"wattflow-test-{secrets.token_hex(4)}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking_server(
+    postgres: PostgresServer, s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
+    """infra/mlflow/entrypoint.sh: basic auth, PostgreSQL backend and auth stores, S3 artifacts."""
+    bucket = s3_endpoint.create_bucket("wattflow-mlflow")
+    workdir: Path = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(
+        backend_store_uri=postgres.create_database("mlflow"),
+        auth_database_uri=postgres.create_database("mlflow_auth"),
+        artifacts_destination=f"s3://{bucket}/artifacts",
+        s3=s3_endpoint,
+        workdir=workdir,
+        timeout_s=240,
+    ) as server:
+        yield server

@@ -9,11 +9,13 @@ input, the validation result it passed, the git commit and the WindowSpec.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -233,15 +235,43 @@ def log_model(forecaster: "Forecaster", example_windows: Any) -> str:
     inputs = {INPUT_HISTORY: example.history, INPUT_FUTURE: example.future}
     outputs = forecaster.predict(example)
     signature = infer_signature(inputs, outputs)
-    info = mlflow.keras.log_model(
-        forecaster.serving_model, name=MODEL_ARTIFACT, signature=signature, input_example=inputs,
-    )
+    with _keras_example_dir_fix():
+        info = mlflow.keras.log_model(
+            forecaster.serving_model, name=MODEL_ARTIFACT, signature=signature, input_example=inputs,
+            # Stated, not inferred: inference re-imports TensorFlow in a subprocess (a minute on a busy box).
+            pip_requirements=_pip_requirements(),
+        )
     with tempfile.TemporaryDirectory() as tmp:
         export_saved_model(forecaster, Path(tmp) / SAVED_MODEL_ARTIFACT)
         mlflow.log_artifacts(str(Path(tmp) / SAVED_MODEL_ARTIFACT), SAVED_MODEL_ARTIFACT)
     mlflow.set_tag(TAG_WINDOW_SPEC, forecaster.spec.to_json())
     mlflow.log_dict(json.loads(forecaster.spec.to_json()), "window_spec.json")
     return info.model_uri
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "tensorflow", "keras", "numpy", "pandas")]
+
+
+@contextmanager
+def _keras_example_dir_fix() -> Iterator[None]:
+    """MLflow 3.17's `mlflow.keras.save_model` writes the input example before creating the model folder
+    (FileNotFoundError on input_example.json); create the folder first, then let MLflow go on as usual."""
+    import mlflow.keras.save as keras_save
+
+    original = keras_save._save_example
+
+    def save_example(mlflow_model: Any, input_example: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        os.makedirs(path, exist_ok=True)
+        return original(mlflow_model, input_example, path, *args, **kwargs)
+
+    keras_save._save_example = save_example
+    try:
+        yield
+    finally:
+        keras_save._save_example = original
 
 
 def log_validation(validation_result: dict[str, Any] | None) -> None:

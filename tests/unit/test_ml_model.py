@@ -1,0 +1,79 @@
+"""The LSTM learns a periodic building, beats persistence, and exports the serving contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.backtest import backtest
+from ml.model import ModelParams, export_saved_model
+from ml.pipeline import train_model
+from ml.spec import INPUT_FUTURE, INPUT_HISTORY, WindowSpec
+from ml.synthetic import synthetic_gold_features
+
+SPEC = WindowSpec(lookback_h=48, horizon_h=24)
+PARAMS = ModelParams(units=32, layers=1, dropout=0.0, learning_rate=5e-3, batch_size=32, epochs=12, patience=4)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return synthetic_gold_features(days=84, noise_kwh=1.5, invalid_fraction=0.01)
+
+
+@pytest.fixture(scope="module")
+def trained(frame: pd.DataFrame):
+    train_end = pd.Timestamp("2024-03-11", tz="UTC")  # 10 weeks to learn from, 2 to backtest
+    return train_model(frame, SPEC, PARAMS, train_end=train_end, stride_h=6)
+
+
+def test_lstm_beats_persistence_on_a_periodic_building(frame: pd.DataFrame, trained) -> None:
+    result = backtest(frame, {"model": trained.predictor()}, start=trained.train_end)
+    model, persistence = result.accuracy["model"], result.accuracy["persistence_24h"]
+    assert result.n_hours >= 13 * 24 - 10  # two weeks of origins, a few invalid hours out
+    assert model.mae < 0.8 * persistence.mae, (model, persistence)
+    assert model.cv_rmse < 0.2
+    # The model saw nothing from the backtest period: every training window ends before train_end.
+    assert trained.n_train_windows + trained.n_validation_windows <= (70 - 2) * 4
+    # All three forecasts are scored on the very same hours.
+    assert result.accuracy["model"].n_hours == result.accuracy["seasonal_naive_168h"].n_hours == result.n_hours
+
+
+def test_quantiles_are_ordered_on_average(frame: pd.DataFrame, trained) -> None:
+    from ml.windows import make_windows
+
+    windows = make_windows(frame, SPEC, start=trained.train_end)
+    out = trained.forecaster.predict(windows)
+    assert set(out) == {"p10", "p50", "p90"}
+    assert (out["p10"].mean() < out["p50"].mean() < out["p90"].mean())
+
+
+def test_saved_model_signature_and_values(tmp_path: Path, frame: pd.DataFrame, trained) -> None:
+    import tensorflow as tf
+
+    from ml.windows import make_windows
+
+    path = export_saved_model(trained.forecaster, tmp_path / "1")
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    assert set(inputs) == {INPUT_HISTORY, INPUT_FUTURE}
+    assert inputs[INPUT_HISTORY].shape.as_list() == [None, 48, len(SPEC.history_features)]
+    assert inputs[INPUT_FUTURE].shape.as_list() == [None, 24, len(SPEC.future_features)]
+    assert inputs[INPUT_HISTORY].dtype == tf.float32
+    assert set(signature.structured_outputs) == {"p10", "p50", "p90"}
+    windows = make_windows(frame, SPEC, start=trained.train_end).take(slice(0, 3))
+    served = signature(history=tf.constant(windows.history), future=tf.constant(windows.future))
+    # Raw feature values in, kWh out: the scaling lives inside the exported model.
+    np.testing.assert_allclose(served["p50"].numpy(), trained.forecaster.predict(windows)["p50"], rtol=1e-4, atol=1e-3)
+    assert 20 < float(served["p50"].numpy().mean()) < 120
+
+
+def test_point_model_exports_p50_only(tmp_path: Path, frame: pd.DataFrame) -> None:
+    import tensorflow as tf
+
+    spec = WindowSpec(lookback_h=24, horizon_h=24, quantiles=())
+    point = train_model(frame.iloc[: 24 * 20], spec, ModelParams(units=8, epochs=1, batch_size=16), stride_h=24)
+    signature = tf.saved_model.load(str(export_saved_model(point.forecaster, tmp_path / "1"))).signatures["serving_default"]
+    assert set(signature.structured_outputs) == {"p50"}

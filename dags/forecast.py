@@ -18,7 +18,9 @@ ASSETS = assets()
     max_active_runs=2,
     default_args=default_args(),
     params={
-        "issued_at": Param(None, type=["null", "string"], description="Forecast origin (ISO, UTC); default: run's interval end."),
+        "start": Param(None, type=["null", "string"], description="First forecast origin (ISO, UTC); default: the run's interval end."),
+        "end": Param(None, type=["null", "string"], description="Origins up to this time (exclusive), one per `every_h` hours."),
+        "every_h": Param(24, type="integer", minimum=1, description="Hours between origins when start/end are given."),
         "buildings": Param([], type="array", description="Limit to these building ids."),
     },
     tags=["wattflow", "serving", "forecast"],
@@ -32,11 +34,18 @@ flagged as such). Writes `gold.forecasts` (and InfluxDB when configured). Idempo
 def forecast():
     @task(outlets=[ASSETS["gold_forecasts"]])
     def forecast_buildings(**context) -> dict:
+        import datetime as dt
+
         from wattflow import pipeline
         from wattflow.assets import _utc
 
-        issued_at = context["params"].get("issued_at") or context["data_interval_end"]
-        return pipeline.forecast(_utc(issued_at), buildings=buildings_from_context(context))
+        params = context["params"]
+        if params.get("start") and params.get("end"):
+            first, last, step = _utc(params["start"]), _utc(params["end"]), dt.timedelta(hours=int(params["every_h"]))
+            origins = [first + i * step for i in range(int((last - first) / step) + (1 if (last - first) % step else 0))]
+        else:
+            origins = [_utc(context["data_interval_end"])]
+        return pipeline.forecast(origins, buildings=buildings_from_context(context))
 
     forecast_buildings()
 

@@ -342,6 +342,8 @@ class Settings(BaseSettings):
     home: Path = Path(".wattflow")
     buildings_file: Path = Path("config/buildings.yaml")
     mlflow_tracking_uri: str = ""
+    # Where people open MLflow (`make up` serves it there); task links and the demo summary point at it.
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
     # Where runs store artifacts when the tracking URI is a database (SQLite/PostgreSQL): empty means
     # mlflow_artifacts_dir; "s3://bucket/prefix" uses boto3 (MLFLOW_S3_ENDPOINT_URL and AWS_* from the
     # environment). Against a tracking server (http://...) the server's --artifacts-destination decides.

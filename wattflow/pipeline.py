@@ -1,0 +1,448 @@
+"""The steps the DAGs call, one function per task: plain, typed, callable without Airflow.
+
+Each step resolves the settings, the table engine and the building registry, calls the stage's own
+functions (lakehouse, data_quality, ml, serving) and returns a small JSON-able summary that Airflow keeps
+as the task's XCom. Heavy libraries are imported inside the steps: DAG files import this module lazily
+inside tasks only, but the CLI and tests import it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from functools import lru_cache
+from typing import Any, Sequence
+
+from wattflow.log import get_logger
+from wattflow.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+class DeploymentFailed(RuntimeError):
+    """The new version never became AVAILABLE or failed its canary request; the message says which."""
+
+
+# -- shared plumbing ----------------------------------------------------------------------------------
+
+
+def _engine(settings: Settings | None = None):
+    from lakehouse.engine import get_engine
+
+    return get_engine(settings or get_settings())
+
+
+def registry(settings: Settings | None = None):
+    """The building registry as the lakehouse holds it (`reference.buildings`), else the simulated world's."""
+    from lakehouse.buildings import BuildingRegistry
+    from lakehouse.schemas import BUILDINGS
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    if engine.version(BUILDINGS) is not None:
+        table = engine.read(BUILDINGS)
+        if table.num_rows:
+            return BuildingRegistry.from_arrow(table)
+    return simulated_world(settings).registry
+
+
+def _world_key(settings: Settings) -> tuple:
+    sim = settings.simulator
+    return (sim.world_buildings, sim.world_start, sim.world_end, sim.seed, sim.interval_minutes,
+            sim.world_faults, tuple(sim.world_drift), sim.weather_forecast_issue_hour_utc)
+
+
+@lru_cache(maxsize=2)
+def _simulate(key: tuple):
+    from lakehouse.simulator import simulate_portfolio
+    from lakehouse.simulator.config import FaultConfig, parse_drift
+
+    n, start, end, seed, interval, faults, drift, issue_hour = key
+    return simulate_portfolio(
+        n, start, end, seed=seed, interval_minutes=interval, faults=FaultConfig() if faults else None,
+        drift=[parse_drift(d) for d in drift], forecast_issue_hour_utc=issue_hour,
+    )
+
+
+def simulated_world(settings: Settings | None = None):
+    """The simulated portfolio the `simulator` source replays. Deterministic: the same settings give the
+    same readings for any interval, which is what makes re-runs and backfills change nothing."""
+    return _simulate(_world_key(settings or get_settings()))
+
+
+def _in_window(table, column: str, start: dt.datetime, end: dt.datetime):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = pc.cast(table.column(column), pa.timestamp("us", tz="UTC"))
+    mask = pc.and_(pc.greater_equal(ts, pa.scalar(start, pa.timestamp("us", tz="UTC"))),
+                   pc.less(ts, pa.scalar(end, pa.timestamp("us", tz="UTC"))))
+    return table.filter(mask)
+
+
+def _summary(obj: Any) -> dict[str, Any]:
+    """A JSON-able view of a result dataclass for XCom."""
+    if dataclasses.is_dataclass(obj):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _summary(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_summary(v) for v in obj]  # type: ignore[return-value]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj  # type: ignore[return-value]
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()  # type: ignore[return-value]
+    return str(obj)  # type: ignore[return-value]
+
+
+# -- ingest -------------------------------------------------------------------------------------------
+
+
+def ingest_sensors(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[str] | None = None,
+                   settings: Settings | None = None) -> dict[str, Any]:
+    """Land the readings of [start, end) from the configured source into bronze (idempotent)."""
+    import pyarrow.compute as pc
+
+    from lakehouse.bronze import land_readings
+    from lakehouse.schemas import BUILDINGS
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    source = settings.airflow.sensor_source
+    if source == "influx":
+        from lakehouse.sources.influx import ingest_influx
+
+        pulled = ingest_influx(start, end, building_ids=list(buildings) if buildings else None, engine=engine,
+                               registry=registry(settings))
+        return {"source": source, **_summary(pulled)}
+    if source == "mqtt":
+        from lakehouse.sources.mqtt import ingest_mqtt
+
+        # The stream's persistent session queued what arrived since the last run: drain it, then stop.
+        stats = ingest_mqtt(idle_timeout=settings.mqtt.batch_max_age_s * 5, engine=engine, settings=settings)
+        return {"source": source, **_summary(stats)}
+    world = simulated_world(settings)
+    engine.upsert(BUILDINGS, world.registry.to_arrow())
+    readings = _in_window(world.readings, "ts", start, end)
+    if buildings:
+        readings = readings.filter(pc.is_in(readings.column("building_id"), value_set=__import__("pyarrow").array(list(buildings))))
+    landed = land_readings(readings, source="simulator", registry=world.registry, engine=engine,
+                           batch_id=f"sim-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}")
+    log.info("ingested sensor readings", start=start.isoformat(), end=end.isoformat(), landed=landed.landed,
+             quarantined=landed.quarantined)
+    return {"source": source, "start": start.isoformat(), "end": end.isoformat(), "received": landed.received,
+            "landed": landed.landed, "quarantined": landed.quarantined,
+            "version": landed.readings.version if landed.readings else None}
+
+
+def ingest_weather(start: dt.datetime, end: dt.datetime, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Land weather observations of [start, end) and the forecasts issued in it into bronze."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from lakehouse.bronze import land_weather
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    weather = simulated_world(settings).weather
+    observations = _in_window(weather.filter(pc.equal(weather.column("kind"), "observation")), "ts", start, end)
+    forecasts = _in_window(weather.filter(pc.equal(weather.column("kind"), "forecast")), "issued_at", start, end)
+    landed = land_weather(pa.concat_tables([observations, forecasts]), source="simulator", engine=engine,
+                          batch_id=f"sim-weather-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}")
+    return {"start": start.isoformat(), "end": end.isoformat(), "landed": landed.landed,
+            "quarantined": landed.quarantined, "version": landed.readings.version if landed.readings else None}
+
+
+# -- curate -------------------------------------------------------------------------------------------
+
+
+def curate(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[str] | None = None,
+           settings: Settings | None = None) -> dict[str, Any]:
+    """Bronze [start, end) → GE checkpoints → silver hourly (+ quarantine by policy)."""
+    from lakehouse import curation
+
+    settings = settings or get_settings()
+    result = curation.curate(_engine(settings), registry(settings), start, end, settings,
+                             building_ids=list(buildings) if buildings else None)
+    docs = result.data_docs
+    return {"start": start.isoformat(), "end": end.isoformat(), "hours": result.hours, "rejected": result.rejected,
+            "silver_version": result.silver_version, "silver_changed": result.silver_changed,
+            "failed_expectations": [r.expectation for r in result.results if not r.success],
+            "data_docs_url": (docs if docs is None or "://" in docs else f"file://{docs}")}
+
+
+def build_features(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[str] | None = None,
+                   settings: Settings | None = None) -> dict[str, Any]:
+    """Silver [start, end) → gold features (idempotent per interval)."""
+    from lakehouse import curation
+
+    settings = settings or get_settings()
+    result = curation.build_features(_engine(settings), registry(settings), start, end, settings)
+    return {"start": start.isoformat(), "end": end.isoformat(), "rows": result.rows,
+            "gold_version": result.gold_version, "gold_changed": result.gold_changed}
+
+
+# -- train --------------------------------------------------------------------------------------------
+
+
+def _mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    import mlflow
+
+    from ml import tracking
+
+    tracking.configure(settings)
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    base = settings.mlflow_ui_url.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def tune(trials: int, timeout_s: float, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Bounded Optuna search on the training period; returns the best parameters (none when trials=0)."""
+    import pandas as pd
+
+    from ml.model import ModelParams
+    from ml.pipeline import building_timezones, default_train_end, read_features, spec_from_settings
+    from ml.tuning import tune as run_study
+
+    settings = settings or get_settings()
+    if trials <= 0:
+        return {"best_params": None, "trials": 0}
+    engine = _engine(settings)
+    frame, _ = read_features(engine)
+    train_end = default_train_end(frame, settings.model.backtest_days)
+    base = ModelParams.from_settings(settings.model)
+    result = run_study(frame[pd.to_datetime(frame["ts"], utc=True) < train_end], settings, n_trials=trials,
+                       timeout_s=timeout_s, spec=spec_from_settings(settings), base_params=base,
+                       timezones=building_timezones(engine, settings))
+    best = result.best_params(base)
+    return {"best_params": {**dataclasses.asdict(best), "lookback_h": result.best_lookback(settings.model.lookback_h)},
+            "best_value": result.best_value, "trials": result.n_trials, "pruned": result.n_pruned,
+            "mlflow_run_url": _mlflow_run_url(settings, result.parent_run_id)}
+
+
+def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled",
+          settings: Settings | None = None) -> dict[str, Any]:
+    """Train on gold features, backtest against champion and baselines, register, gate.
+
+    When monitoring requested the retrain and the challenger was promoted, also checks that the new
+    champion beats the old one on the drifted period and records that outcome.
+    """
+    from ml.model import ModelParams
+    from ml.pipeline import spec_from_settings, train_and_register
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    params, spec = None, None
+    if best_params:
+        values = dict(best_params)
+        lookback = int(values.pop("lookback_h", settings.model.lookback_h))
+        params, spec = ModelParams(**values), spec_from_settings(settings, lookback_h=lookback)
+    outcome = train_and_register(engine, settings, params=params, spec=spec)
+    decision = outcome.decision
+    summary = {
+        "run_id": outcome.run_id, "model_name": outcome.model_name, "version": int(outcome.version),
+        "promoted": bool(decision.promoted), "reason": decision.reason, "trigger": reason,
+        "delta_table": outcome.dataset.uri, "delta_version": outcome.dataset.version,
+        "metrics": _summary(outcome.backtest), "mlflow_run_url": _mlflow_run_url(settings, outcome.run_id),
+    }
+    if decision.promoted and reason.startswith("retrain requested"):
+        summary["retrain_outcome"] = _evaluate_retrain(settings, engine)
+    return summary
+
+
+def _evaluate_retrain(settings: Settings, engine) -> dict[str, Any] | None:
+    from ml.monitoring import evaluate_retrain
+    from lakehouse.schemas import MONITORING_DECISIONS
+
+    decisions = engine.read(MONITORING_DECISIONS).to_pandas()
+    retrains = decisions[decisions["decision"] == "retrain"].sort_values("as_of")
+    if retrains.empty:
+        return None
+    # The drifted period starts where the policy began to see it: the first check of the run that led here.
+    drift_start = _drift_start(decisions, retrains.iloc[-1]["as_of"])
+    outcome = evaluate_retrain(engine, settings, drift_start)
+    return _summary(outcome)
+
+
+def _drift_start(decisions, retrain_as_of):
+    import json
+
+    import pandas as pd
+
+    holds = decisions[(decisions["as_of"] <= retrain_as_of)].sort_values("as_of")
+    start = retrain_as_of - pd.Timedelta(days=get_settings().monitor.accuracy_window_days)
+    for _, row in holds.iloc[::-1].iterrows():
+        reasons = json.loads(row["reasons"] or "[]")
+        if row["decision"] == "hold" and not any("drift" in r or "degrad" in r for r in reasons):
+            break
+        start = row["as_of"] - pd.Timedelta(days=get_settings().monitor.accuracy_window_days)
+    return start
+
+
+# -- deploy -------------------------------------------------------------------------------------------
+
+
+def _server_target(settings: Settings) -> str:
+    return f"{settings.serving.host}:{settings.serving.grpc_port}"
+
+
+def _write_labels(settings: Settings, model_name: str, labels: dict[str, int], versions: set[int]) -> None:
+    from serving.export import model_config, read_model_config, write_model_config
+
+    config_path = settings.model_base_path / "models.config"
+    existing = read_model_config(config_path)
+    write_model_config(config_path, model_config(existing, model_name, settings.model_base_path / model_name,
+                                                 sorted(versions), labels))
+
+
+def _labels(settings: Settings, model_name: str) -> dict[str, int]:
+    from serving.export import _current_labels, read_model_config
+
+    return _current_labels(read_model_config(settings.model_base_path / "models.config"), model_name)
+
+
+def deploy_export(version: int | None = None, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Export the champion (or `version`) into the model base path and label it `canary`; `stable`
+    stays where it is until the canary request passed."""
+    from serving.export import export_version
+
+    settings = settings or get_settings()
+    target, version_dir, warmups, existed = export_version(settings, version)
+    previous = _labels(settings, target.model_name)
+    stable = previous.get("stable")
+    labels = {"canary": target.version, **({"stable": stable} if stable is not None else {})}
+    _write_labels(settings, target.model_name, labels, {target.version, *previous.values()})
+    return {"model_name": target.model_name, "version": target.version, "version_dir": str(version_dir),
+            "warmup_records": warmups, "previous_stable": stable}
+
+
+def wait_until_available(exported: dict[str, Any], *, timeout_s: float = 180.0,
+                         settings: Settings | None = None) -> dict[str, Any]:
+    from serving.client import ForecastClient
+
+    settings = settings or get_settings()
+    with ForecastClient(_server_target(settings), model_name=exported["model_name"]) as client:
+        status = client.wait_until_available(int(exported["version"]), timeout_s)
+    return {"version": exported["version"], "state": str(getattr(status, "state", status))}
+
+
+def canary_request(exported: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """One real forecast through gRPC on the `canary` label; a fallback or a failure fails the deployment."""
+    settings = settings or get_settings()
+    building_id = registry(settings).building_ids()[0]
+    frame = _forecast_frame(settings, building_id)
+    if frame is None:
+        raise DeploymentFailed(f"no gold features for {building_id}: cannot build a canary window")
+    history, future, origin = frame
+    from serving.client import ForecastClient
+
+    with ForecastClient(_server_target(settings), model_name=exported["model_name"], version_label="canary") as client:
+        result = client.forecast(building_id, history, future, origin=origin)
+    if bool(result["is_fallback"].any()):
+        raise DeploymentFailed(f"canary request fell back: {result['fallback_reason'].iloc[0]}")
+    served = int(result["model_version"].iloc[0])
+    if served != int(exported["version"]):
+        raise DeploymentFailed(f"canary label served version {served}, expected {exported['version']}")
+    return {"version": served, "building_id": building_id, "p50_first_hours": result["p50"].head(3).round(3).tolist()}
+
+
+def promote_stable(exported: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    version = int(exported["version"])
+    _write_labels(settings, exported["model_name"], {"stable": version}, {version})
+    return {"stable": version}
+
+
+def rollback_stable(exported: dict[str, Any], *, settings: Settings | None = None) -> int | None:
+    settings = settings or get_settings()
+    previous = exported.get("previous_stable")
+    if previous is None:
+        return None
+    _write_labels(settings, exported["model_name"], {"stable": int(previous)}, {int(previous)})
+    return int(previous)
+
+
+# -- forecast -----------------------------------------------------------------------------------------
+
+
+def _forecast_frame(settings: Settings, building_id: str, origin: dt.datetime | None = None):
+    """(history, weather forecast, origin) from gold features for one building; None without data."""
+    import pandas as pd
+
+    from ml.pipeline import read_features
+
+    lookback = settings.model.lookback_h + 48
+    if origin is None:
+        frame, _ = read_features(_engine(settings), [building_id])
+        if frame.empty:
+            return None
+        origin = (frame["ts"].max() - pd.Timedelta(hours=settings.model.horizon_h - 1)).floor("D").to_pydatetime()
+    start = pd.Timestamp(origin) - pd.Timedelta(hours=lookback)
+    end = pd.Timestamp(origin) + pd.Timedelta(hours=settings.model.horizon_h)
+    frame, _ = read_features(_engine(settings), [building_id], start, end)
+    if frame.empty:
+        return None
+    history = frame[frame["ts"] < pd.Timestamp(origin)]
+    future = frame[frame["ts"] >= pd.Timestamp(origin)]
+    return history, future, pd.Timestamp(origin)
+
+
+def forecast(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None = None,
+             settings: Settings | None = None) -> dict[str, Any]:
+    """Day-ahead forecasts from each origin for each building over gRPC, into `gold.forecasts`."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from lakehouse.schemas import FORECASTS
+    from serving.client import ForecastClient
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    building_ids = list(buildings) if buildings else registry(settings).building_ids()
+    rows = []
+    with ForecastClient(_server_target(settings), model_name=settings.model.model_name) as client:
+        for origin in origins:
+            for building_id in building_ids:
+                frame = _forecast_frame(settings, building_id, origin)
+                if frame is None:
+                    continue
+                history, future, origin_ts = frame
+                result = client.forecast(building_id, history, future, origin=origin_ts)
+                result["issued_at"] = origin_ts
+                rows.append(result)
+    if not rows:
+        return {"rows": 0, "origins": [o.isoformat() for o in origins]}
+    out = pd.concat(rows, ignore_index=True)
+    out["horizon_h"] = ((out["ts"] - out["issued_at"]) / pd.Timedelta(hours=1)).astype("int32") + 1
+    out = out.rename(columns={"p10": "yhat_p10", "p50": "yhat_p50", "p90": "yhat_p90"})
+    out["model_name"] = settings.model.model_name
+    out["model_version"] = out["model_version"].astype("string").fillna("fallback")
+    written = engine.upsert(FORECASTS, pa.Table.from_pandas(out[[c for c in FORECASTS.schema.names if c != "date"]],
+                                                          preserve_index=False))
+    if settings.influx.url:
+        from lakehouse.sources.influx import InfluxSource
+
+        with InfluxSource(settings) as influx:
+            influx.write_forecasts(out)
+    return {"rows": int(len(out)), "fallbacks": int(out["is_fallback"].sum()), "version": written.version,
+            "origins": [pd.Timestamp(o).isoformat() for o in origins],
+            "served_versions": sorted(set(out["model_version"].astype(str)))}
+
+
+# -- monitor ------------------------------------------------------------------------------------------
+
+
+def monitor(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str, Any]:
+    """One monitoring pass; `retrain_requested` is what the DAG turns into an asset event."""
+    from ml.monitoring import run_monitoring
+
+    settings = settings or get_settings()
+    outcome = run_monitoring(_engine(settings), settings, as_of)
+    report = next(iter(outcome.reports.values()), None)
+    return {"as_of": outcome.as_of.isoformat(), "model_version": outcome.model_version,
+            "decision": "retrain" if outcome.retrain_requested else "hold",
+            "retrain_requested": bool(outcome.retrain_requested), "reasons": list(outcome.decision.reasons),
+            "figures": _summary(outcome.decision.figures), "anomalies": outcome.anomalies,
+            "report_uri": f"file://{report}" if report else None}

@@ -355,9 +355,12 @@ def upsert_building(building: Building, path: str | Path | None = None) -> Build
     """
     path = Path(path) if path is not None else registry_path()
     current = load_registry(path)
-    others = [b for b in current.buildings if b.building_id != building.building_id]
-    updated = BuildingRegistry(buildings=[*others, building])
-    if path.exists() and len(others) == len(current.buildings):
+    exists = building.building_id in current.building_ids()
+    if exists:
+        updated = BuildingRegistry(buildings=[building if b.building_id == building.building_id else b for b in current.buildings])
+    else:
+        updated = BuildingRegistry(buildings=[*current.buildings, building])
+    if path.exists() and not exists:
         text = path.read_text(encoding="utf-8")
         appended = _append_site_text(text, building)
         if appended is not None:

@@ -251,12 +251,13 @@ def ingest_file(
     frame = read_table_file(path)
     _check_columns(frame, mapping)
     building, changed, guessed = ensure_registered(registry, mapping, mapping.timezone, **building_fields)
+    timezone = mapping.timezone or building.timezone
+    site_id = mapping.site_id or building.site_id
+    # Convert before touching the registry: a file that fails (a DST gap) leaves no half-registered building.
+    records = file_records(frame, mapping, timezone, site_id)
     if changed:
         registry = upsert_building(building, registry_file)
     mirror_registry(registry, engine)
-    timezone = mapping.timezone or building.timezone
-    site_id = mapping.site_id or building.site_id
-    records = file_records(frame, mapping, timezone, site_id)
     source = f"file:{path.name}"
     readings = land_readings(records.readings, source=source, registry=registry, engine=engine, now=now)
     weather = land_weather(records.weather, source=source, engine=engine, now=now) if records.weather is not None else None

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export WATTFLOW_HOME ?= $(CURDIR)/.wattflow
 
-.PHONY: venv demo test test-fast bench lock up down clean
+.PHONY: venv demo test test-fast bench lock up down clean compose-up compose-down
 
 venv: $(STAMP)
 
@@ -36,3 +36,11 @@ lock:
 
 clean:
 	rm -rf $(WATTFLOW_HOME)
+
+# The production-shaped stack in Docker (docs/production.md): needs a filled .env (cp .env.example .env).
+compose-up:
+	test -f .env || { echo "copy .env.example to .env and fill the secrets first"; exit 1; }
+	docker compose -f docker-compose.yaml up -d --build --wait
+
+compose-down:
+	docker compose -f docker-compose.yaml down

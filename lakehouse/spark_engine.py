@@ -1,0 +1,337 @@
+"""The scale-out engine: Spark + delta-spark, local mode by default, a cluster master by configuration.
+
+Same contract as `DeltaRsEngine`: every write is an upsert on the contract's key, a re-run of the same
+data makes no new version, reads can pin a version and come back as Arrow in the contract's schema.
+The upsert is one Delta MERGE done by Spark (no rows pulled to the driver), so it scales with the
+cluster; it only updates rows whose value columns changed, so bookkeeping columns (`ingested_at`,
+`batch_id`) never make a re-run rewrite files, and Delta records no empty commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakehouse.engine import Filter, SchemaMismatch, WriteResult, conform, dedupe_last, merge_predicate
+from lakehouse.schemas import TableContract
+from lakehouse.spark_session import get_spark
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+
+class SparkEngine:
+    name = "spark"
+
+    def __init__(
+        self,
+        root_uri: str,
+        spark: "SparkSession",
+        storage_options: dict[str, str] | None = None,
+        *,
+        prune_max_partition_values: int = 1000,
+    ) -> None:
+        self.root_uri = root_uri.rstrip("/")
+        self.spark = spark
+        # Kept for parity with DeltaRsEngine; the session's S3A configuration already carries them.
+        self.storage_options = dict(storage_options or {})
+        self.prune_max_partition_values = prune_max_partition_values
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "SparkEngine":
+        return cls(
+            settings.lakehouse_uri,
+            get_spark(settings),
+            settings.lakehouse.storage_options,
+            prune_max_partition_values=settings.lakehouse.spark_merge_prune_max_partition_values,
+        )
+
+    # -- locations -----------------------------------------------------------------------------------
+
+    @property
+    def _is_local(self) -> bool:
+        return "://" not in self.root_uri or self.root_uri.startswith("file://")
+
+    def table_uri(self, contract: TableContract) -> str:
+        """The same URI delta-rs uses, so either engine opens the other's tables."""
+        return f"{self.root_uri}/{contract.path}"
+
+    def _path(self, contract: TableContract) -> str:
+        """The URI as Hadoop wants it: a scheme-less path would resolve against a cluster's default FS."""
+        uri = self.table_uri(contract)
+        if "://" not in uri:
+            return Path(uri).resolve().as_uri()
+        return uri
+
+    @staticmethod
+    def _ident(path: str) -> str:
+        return "delta.`" + path.replace("`", "``") + "`"
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def exists(self, contract: TableContract) -> bool:
+        if self._is_local:
+            return (Path(self.table_uri(contract).removeprefix("file://")) / "_delta_log").is_dir()
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(self.spark, self._path(contract)))
+
+    def version(self, contract: TableContract) -> int | None:
+        if not self.exists(contract):
+            return None
+        row = self.spark.sql(f"DESCRIBE HISTORY {self._ident(self._path(contract))} LIMIT 1").select("version").first()
+        return None if row is None else int(row["version"])
+
+    # -- conversion ----------------------------------------------------------------------------------
+
+    def _to_spark(self, contract: TableContract, batch: pa.Table) -> "DataFrame":
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        # Arrow goes to the JVM as Arrow record batches; the explicit schema keeps UTC timestamps and dates typed.
+        return self.spark.createDataFrame(batch, schema=from_arrow_schema(contract.schema))
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def upsert(self, contract: TableContract, data: pa.Table) -> WriteResult:
+        batch = dedupe_last(contract, conform(contract, data))
+        path = self._path(contract)
+        if not self.exists(contract):
+            self._create(contract, batch, path)
+            version = self.version(contract)
+            assert version is not None
+            return WriteResult(contract.qualified_name, version, batch.num_rows, 0, 0)
+        if batch.num_rows == 0:
+            return WriteResult(contract.qualified_name, self.version(contract) or 0, 0, 0, 0)
+        changes = self._changes(contract, batch, path)
+        try:
+            # One pass yields the counts and the partitions the MERGE must touch.
+            groups = changes.groupBy("__new", *contract.partition_by).count().collect()
+            inserted = sum(int(g["count"]) for g in groups if g["__new"])
+            updated = sum(int(g["count"]) for g in groups if not g["__new"])
+            touched = {c: sorted({g[c] for g in groups}) for c in contract.partition_by}
+            if inserted or updated:
+                view = f"wattflow_upsert_{uuid.uuid4().hex}"
+                changes.drop("__new").createOrReplaceTempView(view)
+                try:
+                    self.spark.sql(self._merge_sql(contract, touched, path, view))
+                finally:
+                    self.spark.catalog.dropTempView(view)
+        finally:
+            changes.unpersist()
+        version = self.version(contract)
+        assert version is not None
+        return WriteResult(contract.qualified_name, version, inserted, updated, batch.num_rows - inserted - updated)
+
+    def _changes(self, contract: TableContract, batch: pa.Table, path: str) -> "DataFrame":
+        """Batch rows that are new or whose value columns differ from the table, flagged `__new`, cached.
+
+        Delta's MERGE rewrites every file holding a key that matches, even when its update condition
+        then changes nothing; diffing first means a re-run touches no file and commits nothing, and an
+        overlapping batch rewrites only the files of rows that really changed.
+        """
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        source = self._to_spark(contract, batch).alias("s")
+        target = self.spark.read.format("delta").load(path)
+        for col in contract.partition_by:
+            values = pc.unique(batch.column(col)).to_pylist()
+            if len(values) <= self.prune_max_partition_values:
+                target = target.where(F.col(col).isin(values))
+        keys = list(dict.fromkeys([*contract.partition_by, *contract.keys]))
+        values = list(contract.value_columns)
+        target = target.select(*keys, *values, F.lit(True).alias("__present")).alias("t")
+        on = [F.col(f"s.`{k}`") == F.col(f"t.`{k}`") for k in keys]
+        joined = source.join(target, on=on, how="left")
+        is_new = F.col("t.__present").isNull()
+        same = F.lit(True)
+        for v in values:
+            same = same & F.col(f"s.`{v}`").eqNullSafe(F.col(f"t.`{v}`"))
+        changed = joined.where(is_new | ~same).select("s.*", is_new.alias("__new"))
+        return changed.persist(StorageLevel.MEMORY_AND_DISK)
+
+    def _create(self, contract: TableContract, batch: pa.Table, path: str) -> None:
+        df = self._to_spark(contract, batch)
+        if contract.partition_by:
+            # One writer per partition value: a year of daily partitions lands as ~365 files, not 365 per task.
+            df = df.repartition(*contract.partition_by)
+        view = f"wattflow_create_{uuid.uuid4().hex}"
+        df.createOrReplaceTempView(view)
+        partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in contract.partition_by)})" if contract.partition_by else ""
+        comment = f" COMMENT {_sql_string(contract.description)}" if contract.description else ""
+        try:
+            # CTAS writes schema, description and the first rows in one commit (version 0), like delta-rs.
+            self.spark.sql(f"CREATE TABLE {self._ident(path)} USING DELTA{partitioned}{comment} AS SELECT * FROM {view}")
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def _merge_sql(self, contract: TableContract, touched: dict[str, list[Any]], path: str, view: str) -> str:
+        on = [merge_predicate(contract, source="s", target="t")]
+        # A join condition alone does not prune partitions; literal partition values do.
+        for col, values in touched.items():
+            if len(values) <= self.prune_max_partition_values:
+                on.append(f"t.`{col}` IN ({', '.join(_sql_literal(v) for v in values)})")
+        clauses = []
+        values = list(contract.value_columns)
+        if values:
+            same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in values)
+            clauses.append(f"WHEN MATCHED AND NOT ({same}) THEN UPDATE SET *")
+        clauses.append("WHEN NOT MATCHED THEN INSERT *")
+        return f"MERGE INTO {self._ident(path)} AS t USING {view} AS s ON {' AND '.join(on)} " + " ".join(clauses)
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def read(
+        self,
+        contract: TableContract,
+        *,
+        version: int | None = None,
+        filters: Sequence[Filter] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        wanted = list(columns) if columns else contract.schema.names
+        unknown = [c for c in wanted if c not in contract.schema.names]
+        if unknown:
+            raise SchemaMismatch(f"{contract.qualified_name}: no column(s) {unknown}")
+        if not self.exists(contract):
+            if version is not None:
+                raise FileNotFoundError(f"{contract.qualified_name} has no version {version} at {self.table_uri(contract)}")
+            return contract.schema.empty_table().select(wanted)
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", int(version))
+        df = reader.load(self._path(contract))
+        if filters:
+            df = df.where(_filter_column(contract, filters))
+        result = df.select(*wanted).toArrow()
+        target = pa.schema([contract.schema.field(c) for c in wanted])
+        return result.select(wanted).cast(target)
+
+    # -- maintenance ---------------------------------------------------------------------------------
+
+    def history(self, contract: TableContract, limit: int | None = None) -> list[dict[str, Any]]:
+        if not self.exists(contract):
+            return []
+        sql = f"DESCRIBE HISTORY {self._ident(self._path(contract))}" + (f" LIMIT {int(limit)}" if limit else "")
+        entries = []
+        for row in self.spark.sql(sql).collect():
+            entry = row.asDict(recursive=True)
+            # delta-rs reports epoch milliseconds and numeric metrics; keep one shape for the CLI.
+            if isinstance(entry.get("timestamp"), dt.datetime):
+                ts = entry["timestamp"]
+                ts = ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+                entry["timestamp"] = int(ts.timestamp() * 1000)
+            entry["operationMetrics"] = {k: _number(v) for k, v in (entry.get("operationMetrics") or {}).items()}
+            entries.append(entry)
+        return entries
+
+    def optimize(self, contract: TableContract) -> dict[str, Any]:
+        if not self.exists(contract):
+            return {}
+        row = self.spark.sql(f"OPTIMIZE {self._ident(self._path(contract))}").first()
+        return {} if row is None or row["metrics"] is None else row["metrics"].asDict(recursive=True)
+
+    def vacuum(self, contract: TableContract, retention_hours: int, dry_run: bool = True) -> list[str]:
+        """Files no longer referenced within the retention, relative to the table root (as delta-rs lists them)."""
+        if not self.exists(contract):
+            return []
+        ident = self._ident(self._path(contract))
+        rows = self.spark.sql(f"VACUUM {ident} RETAIN {int(retention_hours)} HOURS DRY RUN").collect()
+        root = self._path(contract).rstrip("/") + "/"
+        files = sorted(_relative(r["path"], root) for r in rows)
+        if files and not dry_run:
+            self.spark.sql(f"VACUUM {ident} RETAIN {int(retention_hours)} HOURS")
+        return files
+
+
+# -- SQL helpers ---------------------------------------------------------------------------------------
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return f"TIMESTAMP'{value.astimezone(dt.timezone.utc).isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if value is None:
+        return "NULL"
+    return _sql_string(str(value))
+
+
+def _relative(path: str, root: str) -> str:
+    for prefix in (root, root.replace("file:///", "file:/")):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
+
+
+def _typed(field: pa.Field, value: Any) -> Any:
+    """delta-rs filters give partition values as strings; Spark compares typed values."""
+    if isinstance(value, str):
+        if pa.types.is_date(field.type):
+            return dt.date.fromisoformat(value)
+        if pa.types.is_timestamp(field.type):
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        if pa.types.is_integer(field.type):
+            return int(value)
+        if pa.types.is_floating(field.type):
+            return float(value)
+    return value
+
+
+def _filter_column(contract: TableContract, filters: Sequence[Filter]) -> "Column":
+    from pyspark.sql import functions as F
+
+    condition = None
+    for name, op, value in filters:
+        if name not in contract.schema.names:
+            raise SchemaMismatch(f"{contract.qualified_name}: filter on unknown column {name!r}")
+        field = contract.schema.field(name)
+        col = F.col(name)
+        op = op.strip().lower()
+        if op in ("in", "not in"):
+            values = [_typed(field, v) for v in value]
+            term = col.isin(values) if op == "in" else ~col.isin(values)
+        elif op in ("=", "=="):
+            term = col == F.lit(_typed(field, value))
+        elif op == "!=":
+            term = col != F.lit(_typed(field, value))
+        elif op == "<":
+            term = col < F.lit(_typed(field, value))
+        elif op == "<=":
+            term = col <= F.lit(_typed(field, value))
+        elif op == ">":
+            term = col > F.lit(_typed(field, value))
+        elif op == ">=":
+            term = col >= F.lit(_typed(field, value))
+        else:
+            raise ValueError(f"unsupported filter operator {op!r} on column {name!r}")
+        condition = term if condition is None else condition & term
+    assert condition is not None
+    return condition

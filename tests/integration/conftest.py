@@ -58,3 +58,26 @@ def mlflow_tracking_server(
         timeout_s=240,
     ) as server:
         yield server
+
+
+# ---------------------------------------------------------------- Spark (one session per test run)
+
+
+@pytest.fixture(scope="session")
+def spark_session(tmp_path_factory: pytest.TempPathFactory):
+    """The process's one Spark session (starting one costs ~10 s), with delta-spark and the S3A jars.
+
+    Jars resolve once into a cache shared by every run: WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR when set,
+    else ~/.cache/wattflow/jars. Engines built later from any settings join this session.
+    """
+    import os
+
+    from lakehouse.spark_session import get_spark, stop_spark
+    from wattflow.settings import LakehouseSettings, Settings
+
+    jars_dir = os.environ.get("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR") or str(Path.home() / ".cache" / "wattflow" / "jars")
+    home = tmp_path_factory.mktemp("spark-home")
+    settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir))
+    spark = get_spark(settings, with_s3=True)
+    yield spark
+    stop_spark()

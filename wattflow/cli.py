@@ -9,6 +9,7 @@ from wattflow.cli_groups import app
 # Each module attaches its commands to the groups in wattflow.cli_groups.
 COMMAND_MODULES = [
     "lakehouse.commands",
+    "data_quality.commands",
     "lakehouse.registry_commands",
     "lakehouse.sources.commands",
     "serving.commands",

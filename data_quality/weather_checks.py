@@ -11,6 +11,9 @@ HOUR_NS = 3_600 * 10**9
 def weather_check_frame(weather: pd.DataFrame, quality) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Weather rows with the derived columns the suite checks, and one boolean flag per check name."""
     df = weather.reset_index(drop=True).copy()
+    for variable in quality.weather_ranges:
+        if variable not in df:
+            df[variable] = np.nan  # a source that does not report it: nothing to check, not a failure
     n = len(df)
     kind = df["kind"].to_numpy(dtype=object)
     is_obs = kind == "observation"

@@ -286,7 +286,7 @@ class FeaturesResult:
 
 
 def _date_filters(start: pd.Timestamp, end: pd.Timestamp) -> list:
-    return [("date", ">=", str(start.date())), ("date", "<=", str(end.date()))]
+    return [("date", ">=", start.date()), ("date", "<=", end.date())]
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

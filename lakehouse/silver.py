@@ -258,5 +258,5 @@ def _attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | No
     else:
         for column in fc_columns.values():
             out[column] = np.nan
-        out["forecast_issued_at"] = pd.NaT
+        out["forecast_issued_at"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
     return out.drop(columns=["site_id"])

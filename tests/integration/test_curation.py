@@ -221,7 +221,7 @@ def uci_records():
         sensor_columns=tuple([("indoor_temperature", c) for c in temps] + [("indoor_humidity", c) for c in hums]),
         weather_columns={"temperature_c": "T_out", "relative_humidity_pct": "RH_out", "wind_speed_ms": "Windspeed",
                          "dew_point_c": "Tdewpoint"},
-        timezone="Europe/Brussels", site_id="uci-stambruges",
+        timezone="Europe/Brussels", site_id="uci-stambruges", clock="standard",  # the logger ignores DST
     )
     records = file_records(frame, mapping, "Europe/Brussels", "uci-stambruges")
     sensors = [Sensor(sensor_id=s, metric=m) for s, m, _ in mapping.sensors()]
@@ -236,16 +236,29 @@ def uci_records():
 
 def test_suites_on_the_uci_appliances_data(wattflow_home):
     from data_quality.checkpoint import build_data_docs
+    from data_quality.policy import BatchRejected
     from wattflow.settings import get_settings
 
     settings = get_settings()
     readings, weather, registry = uci_records()
-    hourly, rejects, results = readings_to_hourly(readings, registry, settings, weather=weather, batch="uci-appliances")
-    failed = [r for r in results if not r.success]
-    report = pd.DataFrame([r.as_row() for r in failed])[["suite", "expectation", "observed_value", "threshold", "policy"]]
-    print(f"\nUCI appliances: {len(readings)} readings, {len(hourly)} hours, {len(rejects)} rejected")
+    # With the default policies the house's batch is stopped: its quantised sensors (10 Wh steps, 0.1 K
+    # and 0.1 % resolution) sit on one value for hours, which the stuck-sensor rule rejects.
+    with pytest.raises(BatchRejected) as err:
+        readings_to_hourly(readings, registry, settings, weather=weather, batch="uci-appliances")
+    assert err.value.expectation == "reject_share"
+    failed = pd.DataFrame([r.as_row() for r in err.value.results if not r.success])
+    print(f"\nUCI appliances, default policies: {err.value}")
+    print(failed[["suite", "expectation", "observed_value", "threshold", "policy"]].to_string(index=False))
+    stuck = next(r for r in err.value.results if r.expectation == "stuck_sensor")
+    assert stuck.unexpected_count > 0.05 * len(readings)
+
+    # Stuck as a warning (a deliberate choice for a quantised logger): the rest of the suites pass it.
+    settings.quality.policies["stuck_sensor"] = "warn"
+    hourly, rejects, results = readings_to_hourly(readings, registry, settings, weather=weather, batch="uci-appliances-stuck-warn")
+    failed = pd.DataFrame([r.as_row() for r in results if not r.success])
+    print(f"UCI appliances, stuck_sensor=warn: {len(readings)} readings, {len(hourly)} hours, {len(rejects)} rejected")
     print(rejects["check_name"].value_counts().to_string() if len(rejects) else "no rejects")
-    print(report.to_string(index=False))
+    print(failed[["suite", "expectation", "observed_value", "threshold", "policy"]].to_string(index=False))
     print(f"silver: imputed {int(hourly['imputed'].sum())}, gap {int(hourly['gap'].sum())}, outlier {int(hourly['outlier'].sum())} hours")
     assert len(readings) == 19_735 * 19
     assert len(hourly) >= 19_735 // 6 - 2 and not hourly.duplicated(["building_id", "ts"]).any()

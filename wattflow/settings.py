@@ -73,6 +73,7 @@ class QualitySettings(BaseModel):
             "cumulative_rollover": "warn",
             "cumulative_reset": "warn",
             "sensor_completeness": "warn",
+            "missing_readings": "warn",
             "hourly_energy_completeness": "warn",
             "hourly_outdoor_weather_coverage": "warn",
             "weather_completeness": "warn",

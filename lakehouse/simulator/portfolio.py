@@ -340,36 +340,41 @@ def _pick(rng: np.random.Generator, items: list[str]) -> str:
     return items[int(rng.integers(len(items)))]
 
 
+def repeat_text(values: list[str], counts: list[int]) -> pa.Array:
+    """values[0] counts[0] times, then values[1] counts[1] times, ... built straight from buffers."""
+    encoded = [v.encode() for v in values]
+    lengths = np.repeat(np.array([len(e) for e in encoded], dtype=np.int64), counts)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = b"".join(e * c for e, c in zip(encoded, counts))
+    if offsets[-1] < 2**31 - 1:
+        return pa.Array.from_buffers(pa.string(), len(lengths), [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+    return pa.Array.from_buffers(pa.large_string(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)]).cast(pa.string())
+
+
 def _assemble_readings(registry: BuildingRegistry, streams: dict[tuple[str, str], Stream]) -> pa.Table:
-    building_ids = registry.building_ids()
-    sensor_ids = [s.sensor_id for b in registry.buildings for s in b.sensors]
-    metrics = list(METRIC_UNITS)
-    units = sorted(set(METRIC_UNITS.values()) | {s.unit for b in registry.buildings for s in b.sensors})
     unit_of = {(b.building_id, s.metric): s.unit for b in registry.buildings for s in b.sensors}
-    parts = {k: [] for k in ("b", "s", "m", "u", "ts", "value", "delivery")}
-    for (bid, metric), st in streams.items():
+    ts_parts, value_parts, delivery_parts, counts = [], [], [], []
+    building, sensor, metric, unit = [], [], [], []
+    for (bid, m), st in streams.items():
         ts = np.concatenate([st.ts[st.keep], np.asarray(st.extra_ts, dtype=np.int64)])
-        n = len(ts)
-        parts["ts"].append(ts)
-        parts["value"].append(np.concatenate([st.value[st.keep], np.asarray(st.extra_value, dtype=np.float64)]))
-        parts["delivery"].append(np.concatenate([st.delivery[st.keep], np.asarray(st.extra_delivery, dtype=np.int16)]))
-        parts["b"].append(np.full(n, building_ids.index(bid), np.int32))
-        parts["s"].append(np.full(n, sensor_ids.index(st.sensor_id), np.int32))
-        parts["m"].append(np.full(n, metrics.index(metric), np.int32))
-        parts["u"].append(np.full(n, units.index(unit_of[(bid, metric)]), np.int32))
-
-    def text(key: str, dictionary: list[str]) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(np.concatenate(parts[key]), pa.array(dictionary, pa.string())).cast(pa.string())
-
+        ts_parts.append(ts)
+        value_parts.append(np.concatenate([st.value[st.keep], np.asarray(st.extra_value, dtype=np.float64)]))
+        delivery_parts.append(np.concatenate([st.delivery[st.keep], np.asarray(st.extra_delivery, dtype=np.int16)]))
+        counts.append(len(ts))
+        building.append(bid)
+        sensor.append(st.sensor_id)
+        metric.append(m)
+        unit.append(unit_of[(bid, m)])
     return pa.table(
         {
-            "building_id": text("b", building_ids),
-            "sensor_id": text("s", sensor_ids),
-            "metric": text("m", metrics),
-            "ts": pa.array(np.concatenate(parts["ts"]), pa.int64()).cast(UTC_US),
-            "value": pa.array(np.concatenate(parts["value"]), pa.float64()),
-            "unit": text("u", units),
-            "delivery": pa.array(np.concatenate(parts["delivery"]).astype(np.int16), pa.int16()),
+            "building_id": repeat_text(building, counts),
+            "sensor_id": repeat_text(sensor, counts),
+            "metric": repeat_text(metric, counts),
+            "ts": pa.array(np.concatenate(ts_parts), pa.int64()).cast(UTC_US),
+            "value": pa.array(np.concatenate(value_parts), pa.float64()),
+            "unit": repeat_text(unit, counts),
+            "delivery": pa.array(np.concatenate(delivery_parts).astype(np.int16), pa.int16()),
         },
         schema=READINGS_SCHEMA,
     )

@@ -203,7 +203,8 @@ def _client(settings: "Settings"):
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def resolve_version(settings: "Settings", version: int | None = None, alias: str = CHAMPION) -> RegistryVersion:

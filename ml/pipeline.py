@@ -294,19 +294,26 @@ def _example_windows(frame: pd.DataFrame, spec: WindowSpec, timezones: Mapping[s
 
 
 def ensure_features(engine: "TableEngine", settings: "Settings", building_id: str) -> None:
-    """Curate silver and build gold features for a building that has readings but no features yet."""
-    import importlib
+    """Curate silver and build gold features for a building that has bronze readings but no features yet."""
+    from lakehouse.buildings import BuildingRegistry
+    from lakehouse.curation import build_features, curate
+    from lakehouse.registry_file import load_registry
+    from lakehouse.schemas import BUILDINGS, SENSOR_READINGS
 
-    try:
-        dq = importlib.import_module("data_quality")
-    except ImportError as err:
-        raise NoTrainingData(f"building {building_id!r} has no gold features and the data_quality package is unavailable") from err
-    curate = getattr(dq, "curate", None)
-    build_features = getattr(dq, "build_features", None)
-    if curate is None or build_features is None:
-        raise NoTrainingData(f"building {building_id!r} has no gold features and data_quality offers no curate/build_features")
-    curate(engine, settings, buildings=[building_id])
-    build_features(engine, settings, buildings=[building_id])
+    if not engine.exists(SENSOR_READINGS):
+        raise NoTrainingData(f"building {building_id!r} has no gold features and bronze holds no readings at all")
+    ts = engine.read(SENSOR_READINGS, filters=[("building_id", "=", building_id)], columns=["ts"]).column("ts")
+    if len(ts) == 0:
+        raise NoTrainingData(f"building {building_id!r} has neither gold features nor bronze readings; ingest its file first")
+    import pyarrow.compute as pc
+
+    start = pd.Timestamp(pc.min(ts).as_py()).floor("D")
+    end = pd.Timestamp(pc.max(ts).as_py()).floor("D") + pd.Timedelta(days=1)
+    table = engine.read(BUILDINGS) if engine.exists(BUILDINGS) else None
+    registry = BuildingRegistry.from_arrow(table) if table is not None and table.num_rows else load_registry()
+    log.info("building features missing: curating", building_id=building_id, start=str(start), end=str(end))
+    curate(engine, registry, start, end, settings, building_ids=[building_id])
+    build_features(engine, registry, start, end, settings)
 
 
 def backtest_building(

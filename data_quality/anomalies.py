@@ -188,9 +188,9 @@ def classify_hours(scored: pd.DataFrame, settings: AnomalySettings) -> pd.DataFr
         weekend = weekend | frame["is_holiday"].fillna(False).astype(bool)
     stuck = stuck_runs(frame, settings.stuck_hours)
     # A ratio alone is noisy where loads are small: it needs the hour to stand out too (above the
-    # forecast's p90, or `ratio_min_z` robust z-scores above the baseline).
+    # forecast's p90 by `ratio_min_band` widths, or `ratio_min_z` robust z-scores above the baseline).
     from_forecast = frame["expected_source"] == "forecast_p50"
-    supported = np.where(from_forecast, frame["score"] > 0, frame["score"] > settings.ratio_min_z)
+    supported = np.where(from_forecast, frame["score"] > settings.ratio_min_band, frame["score"] > settings.ratio_min_z)
     band = frame["band_anomalous"]
     after_hours = night & over & (band | ((ratio > settings.after_hours_ratio) & supported))
     weekend_spike = weekend.to_numpy() & over & (band | ((ratio > settings.weekend_ratio) & supported))

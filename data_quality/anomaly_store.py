@@ -36,7 +36,7 @@ def read_window(engine: Any, contract: Any, start: pd.Timestamp, end: pd.Timesta
     """Rows of a ts-keyed table in [start, end), pruned on the date partition first."""
     if not engine.exists(contract):
         return pd.DataFrame(columns=columns or contract.schema.names)
-    filters = [("date", ">=", str(start.date())), ("date", "<=", str(end.date()))]
+    filters = [("date", ">=", start.date()), ("date", "<=", end.date())]
     if building_ids:
         filters.append(("building_id", "in", list(building_ids)))
     available = [c for c in (columns or contract.schema.names) if c in contract.schema.names]

@@ -130,7 +130,9 @@ def log_to_mlflow(settings: Any, outcome_tags: dict[str, str], metrics: dict[str
     query = f"tags.`{TAG_AS_OF}` = '{outcome_tags[TAG_AS_OF]}' and tags.`{TAG_MODEL}` = '{outcome_tags[TAG_MODEL]}'"
     existing = client.search_runs([experiment_id], filter_string=query, max_results=1)
     run_id = existing[0].info.run_id if existing else None
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=f"monitor-{outcome_tags[TAG_AS_OF]}") as run:
+    mlflow.set_experiment(experiment_id=experiment_id)
+    started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f"monitor-{outcome_tags[TAG_AS_OF]}")
+    with started as run:
         mlflow.set_tags(outcome_tags)
         finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
         if finite:

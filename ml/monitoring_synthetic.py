@@ -138,7 +138,8 @@ class LinearForecaster:
             w = np.sqrt(np.where(recent, recent_weight, 1.0))
             beta, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
             coefficients[str(building_id)] = beta
-            sd[str(building_id)] = float(np.std(y - x @ beta))
+            # in-sample residuals understate the forecast error: correct for the parameters fitted
+            sd[str(building_id)] = float(np.std(y - x @ beta) * np.sqrt(len(y) / max(len(y) - x.shape[1], 1)))
         return cls(coefficients, sd)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -247,8 +247,9 @@ class ServingSettings(BaseModel):
 
 
 class AnomalySettings(BaseModel):
-    # Hours outside the forecast p10-p90 band by more than this share of the band's width are anomalous.
-    band_margin: float = 0.25
+    # Hours outside the forecast p10-p90 band by more than this many band widths are anomalous. A
+    # calibrated band has 10% of hours above p90 by construction; one width beyond it is ~3.8 sigma.
+    band_margin: float = 1.0
     # Without a forecast: robust z-score (median/MAD of the same hour of the week) beyond this.
     z_threshold: float = 3.5
     baseline_weeks: int = 4
@@ -260,6 +261,8 @@ class AnomalySettings(BaseModel):
     weekend_ratio: float = 0.3
     # ...and only where the hour also stands out from the baseline's noise by this many robust z-scores.
     ratio_min_z: float = 2.0
+    # ...or, against a forecast, this many band widths above p90.
+    ratio_min_band: float = 0.5
     # Identical hourly energy for this many hours in a row (and above zero) is a stuck meter.
     stuck_hours: int = 6
     # Flagged hours this close together form one anomaly.

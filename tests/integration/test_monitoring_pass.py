@@ -1,0 +1,98 @@
+"""One monitoring pass end to end on Delta tables, Evidently files and a real MLflow tracking store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from lakehouse.engine import get_engine
+from lakehouse.schemas import ANOMALIES, DRIFT_REPORTS, FEATURES, FORECASTS, MONITORING_DECISIONS
+from ml.monitoring import run_monitoring
+from ml.monitoring_synthetic import AfterHoursWaste, LinearForecaster, Retrofit, portfolio_features, served_forecasts
+
+pytestmark = pytest.mark.integration
+
+START = pd.Timestamp("2025-01-06", tz="UTC")
+
+
+def as_contract(frame: pd.DataFrame, contract) -> pa.Table:
+    """Fill the contract's columns this synthetic frame does not have with nulls."""
+    columns = {}
+    for field in contract.schema:
+        if field.name in frame.columns:
+            columns[field.name] = pa.array(frame[field.name].tolist() if field.name != "ts" else frame[field.name], type=field.type, from_pandas=True)
+        elif field.name == "date":
+            continue
+        else:
+            columns[field.name] = pa.nulls(len(frame), type=field.type)
+    return pa.table(columns)
+
+
+class _Meta:
+    def __init__(self, building_id):
+        self.building_id, self.tariff_per_kwh, self.currency = building_id, 0.2, "EUR"
+        self.grid_emission_factor_kg_per_kwh, self.timezone = 0.4, "UTC"
+
+
+def test_a_pass_writes_reports_runs_decisions_and_anomalies_and_a_rerun_changes_nothing(settings, monkeypatch):
+    import mlflow
+
+    buildings = ("b1", "b2", "b3")
+    waste = AfterHoursWaste("b3", START + pd.Timedelta(days=47, hours=23), 5, 40.0)
+    features = portfolio_features(buildings, str(START.date()), 50, seed=9, retrofits=(Retrofit("b2", START + pd.Timedelta(days=35)),),
+                                  waste=(waste,))
+    model = LinearForecaster.fit(features, None, START + pd.Timedelta(days=14))
+    forecasts = served_forecasts(features, model, start=START + pd.Timedelta(days=14), end=START + pd.Timedelta(days=50),
+                                 model_name=settings.model.model_name, model_version="3")
+    engine = get_engine(settings)
+    engine.upsert(FEATURES, as_contract(features, FEATURES))
+    engine.upsert(FORECASTS, as_contract(forecasts, FORECASTS))
+    import data_quality.anomaly_store as store
+
+    monkeypatch.setattr(store, "building_metadata", lambda engine, settings: {b: _Meta(b) for b in buildings})
+
+    as_of = START + pd.Timedelta(days=49)
+    outcome = run_monitoring(engine, settings, as_of)
+    assert outcome.model_version == "3"
+    # b2's retrofit biases its forecasts: the accuracy trigger fires, with the building named
+    assert outcome.retrain_requested and outcome.decision.label == "retrain"
+    assert any(r.startswith("building b2") for r in outcome.decision.reasons)
+    for kind in ("input_drift", "residual_drift", "accuracy"):
+        html = outcome.report_dir / f"{kind}.html"
+        assert html.exists() and (outcome.report_dir / f"{kind}.json").exists()
+    assert outcome.report_dir.is_relative_to(settings.reports_dir)
+
+    reports = engine.read(DRIFT_REPORTS).to_pandas().set_index("report_kind")
+    assert sorted(reports.index) == ["accuracy", "input_drift", "residual_drift"]
+    assert (reports["mlflow_run_id"] == outcome.mlflow_run_id).all() and (reports["model_version"] == "3").all()
+    residual = json.loads(reports.loc["residual_drift", "summary"])
+    assert residual["drifted_columns"] == ["b2"] and reports.loc["residual_drift", "drift_detected"]
+    decisions = engine.read(MONITORING_DECISIONS).to_pandas()
+    assert decisions["decision"].tolist() == ["retrain"] and decisions["report_uri"].iloc[0] == str(outcome.report_dir)
+    assert json.loads(decisions["figures"].iloc[0])["check"]["building_accuracy"]["b2"]["nmbe"] < -0.1
+
+    run = mlflow.MlflowClient().get_run(outcome.mlflow_run_id)
+    assert run.data.tags["wattflow.model_version"] == "3" and run.data.tags["wattflow.decision"] == "retrain"
+    assert run.data.metrics["accuracy_hours"] == 3 * 7 * 24
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome.mlflow_run_id, "monitoring")}
+    assert "monitoring/residual_drift.html" in artifacts and "monitoring/decision.json" in artifacts
+
+    anomalies = engine.read(ANOMALIES).to_pandas()
+    night = anomalies[(anomalies["kind"] == "after_hours_load") & (anomalies["building_id"] == "b3")]
+    assert len(night) == 1 and pd.Timestamp(night["start"].iloc[0]) == waste.start and night["hours"].iloc[0] == 5
+    assert night["excess_kwh"].iloc[0] == pytest.approx(waste.excess_kwh, rel=0.1)
+    assert night["cost"].iloc[0] == pytest.approx(0.2 * night["excess_kwh"].iloc[0], abs=0.01)
+
+    versions = {c.name: engine.version(c) for c in (DRIFT_REPORTS, MONITORING_DECISIONS, ANOMALIES)}
+    again = run_monitoring(engine, settings, as_of)
+    assert again.mlflow_run_id == outcome.mlflow_run_id and again.decision.label == "retrain"
+    assert {c.name: engine.version(c) for c in (DRIFT_REPORTS, MONITORING_DECISIONS, ANOMALIES)} == versions
+
+    # the next day: the retrain decision of yesterday puts the pass in its cooldown
+    tomorrow = run_monitoring(engine, settings, as_of + pd.Timedelta(days=1), with_anomalies=False)
+    assert not tomorrow.retrain_requested and tomorrow.decision.reasons[0].startswith("cooldown: last retrain 1.0 days ago")
+    assert np.isfinite(tomorrow.decision.figures["days_since_last_retrain"])

@@ -65,6 +65,7 @@ class Validated:
 
     good: pa.Table
     rejected: pa.Table  # quarantine columns without source/batch_id/ingested_at; `raw` is JSON text
+    # record_id hashes the source with the raw text: the same text from two sources is two records.
     reasons: dict[str, int]
 
 
@@ -139,7 +140,7 @@ def _field_reason(name: str, what: str):
     return lambda raw: f"field {name!r}: {what} {_show(raw.get(name))}"
 
 
-def validate_readings(records: Records, registry: BuildingRegistry) -> Validated:
+def validate_readings(records: Records, registry: BuildingRegistry, *, source: str = "") -> Validated:
     """Split raw sensor readings into rows to land (calibrated, typed) and rejected rows with reasons.
 
     Checks, first failure wins: missing_field, unparseable_timestamp, non_numeric_value,
@@ -238,13 +239,11 @@ def validate_readings(records: Records, registry: BuildingRegistry) -> Validated
     if n_good == n:
         rejected = QUARANTINE_READINGS.schema.empty_table()
     else:
-        rejected = _reject_table(
-            QUARANTINE_READINGS.schema.names, rej, raw_rows, "", {k: ids[k] for k in ids}, ts
-        )
+        rejected = _reject_table(QUARANTINE_READINGS.schema.names, rej, raw_rows, source, dict(ids), ts)
     return Validated(good=good, rejected=rejected, reasons=reasons)
 
 
-def validate_weather(records: Records) -> Validated:
+def validate_weather(records: Records, *, source: str = "") -> Validated:
     """Split raw weather records into rows to land and rejected rows.
 
     Checks, first failure wins: missing_field (site_id, kind, ts; issued_at for forecasts),
@@ -293,7 +292,7 @@ def validate_weather(records: Records) -> Validated:
     good = pa.table({"site_id": ids["site_id"], "kind": kind, "issued_at": issued, "ts": ts, **numbers})
     if rej.bad.any():
         good = good.filter(pa.array(~rej.bad))
-        rejected = _reject_table(QUARANTINE_WEATHER.schema.names, rej, raw_rows, "", ids, ts, {"issued_at": issued})
+        rejected = _reject_table(QUARANTINE_WEATHER.schema.names, rej, raw_rows, source, ids, ts, {"issued_at": issued})
     else:
         rejected = QUARANTINE_WEATHER.schema.empty_table()
     return Validated(good=good, rejected=rejected, reasons=reasons)
@@ -327,12 +326,6 @@ def _bookkeeping(table: pa.Table, source: str, batch_id: str, now: datetime) -> 
     return table
 
 
-def _with_source_ids(rejected: pa.Table, source: str) -> pa.Table:
-    """Record ids include the source: the same raw text from two sources is two records."""
-    ids = [record_id(source, raw) for raw in rejected.column("raw").to_pylist()]
-    return rejected.set_column(rejected.column_names.index("record_id"), "record_id", pa.array(ids, pa.string()))
-
-
 def _land(
     validated: Validated,
     received: int,
@@ -353,8 +346,7 @@ def _land(
         readings = engine.upsert(target, _bookkeeping(validated.good, source, batch_id, now))
     quarantine = None
     if validated.rejected.num_rows:
-        rejected = _with_source_ids(validated.rejected, source)
-        quarantine = engine.upsert(quarantine_target, _bookkeeping(rejected, source, batch_id, now))
+        quarantine = engine.upsert(quarantine_target, _bookkeeping(validated.rejected, source, batch_id, now))
     return LandingResult(
         received=received,
         landed=validated.good.num_rows,
@@ -380,7 +372,7 @@ def land_readings(
     unit (default: the sensor's). Calibration (``raw * scale + offset``) from the registry is applied.
     Re-landing the same batch changes nothing, in either table.
     """
-    validated = validate_readings(records, registry)
+    validated = validate_readings(records, registry, source=source)
     received = validated.good.num_rows + validated.rejected.num_rows
     return _land(
         validated,
@@ -403,7 +395,7 @@ def land_weather(
     now: datetime | None = None,
 ) -> LandingResult:
     """Land weather observations and forecasts in `bronze.weather`; rejects go to `quarantine.weather`."""
-    validated = validate_weather(records)
+    validated = validate_weather(records, source=source)
     received = validated.good.num_rows + validated.rejected.num_rows
     return _land(
         validated,

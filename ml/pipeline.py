@@ -131,6 +131,11 @@ def default_train_end(features: pd.DataFrame, backtest_days: int) -> pd.Timestam
 # ---------------------------------------------------------------------------------------------- shell
 
 
+def _as_utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
 def read_features(
     engine: "TableEngine",
     buildings: Sequence[str] | None = None,
@@ -154,9 +159,9 @@ def read_features(
     frame = engine.read(FEATURES, version=version, filters=filters or None).to_pandas()
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     if start is not None:
-        frame = frame[frame["ts"] >= pd.Timestamp(start, tz="UTC") if pd.Timestamp(start).tz is None else pd.Timestamp(start)]
+        frame = frame[frame["ts"] >= _as_utc(start)]
     if end is not None:
-        frame = frame[frame["ts"] < (pd.Timestamp(end, tz="UTC") if pd.Timestamp(end).tz is None else pd.Timestamp(end))]
+        frame = frame[frame["ts"] < _as_utc(end)]
     frame = frame.sort_values(["building_id", "ts"]).reset_index(drop=True)
     ref = DatasetRef(
         table=FEATURES.qualified_name,
@@ -332,8 +337,7 @@ def backtest_building(
     from ml.backtest import backtest
     from ml.model import ModelParams
 
-    train_end = pd.Timestamp(train_end)
-    train_end = train_end.tz_localize("UTC") if train_end.tz is None else train_end.tz_convert("UTC")
+    train_end = _as_utc(train_end)
     frame, _ = read_features(engine, [building_id])
     if frame.empty:
         ensure_features(engine, settings, building_id)

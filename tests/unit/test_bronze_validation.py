@@ -157,3 +157,12 @@ def test_weather_validation():
     reasons = result.rejected.column("reason").to_pylist()
     assert "field 'wind_speed_ms': non-numeric value 'calm'" in reasons
     assert "missing field 'issued_at'" in reasons
+
+
+def test_constant_text_columns_are_valid_arrow():
+    from lakehouse.bronze import constant_text
+
+    for value, n in (("bench", 5), ("", 3), ("ünïcode-batch", 2), ("x", 0)):
+        arr = constant_text(value, n)
+        arr.validate(full=True)
+        assert arr.type == pa.string() and arr.to_pylist() == [value] * n

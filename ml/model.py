@@ -5,9 +5,11 @@ stack; its final state is repeated over the horizon, concatenated with the norma
 inputs (weather forecast, calendar) and decoded by a small LSTM running over the horizon; one Dense
 head per output name gives a standardized forecast per hour.
 
-Two models share those layers:
-- the *training* model outputs the standardized target (the loss is scale-free across buildings/trials);
-- the *serving* model appends a Rescaling (× target std + target mean) per head, so the exported
+Targets are learnt relative to each window's energy level (mean energy over its lookback, computed
+inside the model by `EnergyLevel`), then standardized. Two models share the layers:
+- the *training* model outputs the standardized relative target (the loss is scale-free across
+  buildings and trials);
+- the *serving* model appends Rescaling (× std + mean) and × level per head, so the exported
   SavedModel takes raw feature values and returns kWh. Normalization statistics are adapted on the
   training windows and live inside the model, so nothing outside it needs to scale anything.
 """
@@ -66,6 +68,43 @@ class PinballLoss(keras.losses.Loss):
         return {**super().get_config(), "quantile": self.quantile}
 
 
+# Floor of a window's energy level, so a building at zero for a week does not divide by zero.
+LEVEL_FLOOR_KWH = 1e-3
+
+
+@keras.saving.register_keras_serializable(package="wattflow")
+class EnergyLevel(keras.layers.Layer):
+    """Per-window scale: the mean energy over the lookback (floored), and the energy relative to it.
+
+    Buildings differ by orders of magnitude; predicting energy relative to the window's own level lets one
+    network serve them all (DeepAR's mean scaling), and keeps the exported model free of per-building state.
+    """
+
+    def __init__(self, energy_index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.energy_index = int(energy_index)
+
+    def call(self, history):
+        energy = history[:, :, self.energy_index]
+        level = keras.ops.maximum(keras.ops.mean(energy, axis=1, keepdims=True), LEVEL_FLOOR_KWH)
+        relative = keras.ops.expand_dims(energy / level, axis=-1)
+        return level, relative
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1), (input_shape[0], input_shape[1], 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "energy_index": self.energy_index}
+
+
+def window_level(windows: Windows, spec: WindowSpec) -> np.ndarray:
+    """The numpy twin of EnergyLevel for training targets: [n, 1]."""
+    if spec.target not in spec.history_features:
+        return np.ones((len(windows), 1), np.float32)
+    energy = windows.history[:, :, spec.history_features.index(spec.target)]
+    return np.maximum(energy.mean(axis=1, keepdims=True), LEVEL_FLOOR_KWH).astype(np.float32)
+
+
 @dataclass
 class Forecaster:
     """A trained network: the training model (standardized outputs) and the serving model (kWh)."""
@@ -102,11 +141,15 @@ def build_forecaster(spec: WindowSpec, params: ModelParams, train: Windows) -> F
     future_norm = keras.layers.Normalization(axis=-1, name="future_normalization")
     history_norm.adapt(train.history.reshape(-1, n_hist))
     future_norm.adapt(train.future.reshape(-1, n_fut))
-    target_values = train.target[train.valid]
-    target_mean = float(np.mean(target_values))
-    target_std = float(np.std(target_values)) or 1.0
+    relative_target = (train.target / window_level(train, spec))[train.valid]
+    target_mean = float(np.mean(relative_target))
+    target_std = float(np.std(relative_target)) or 1.0
 
     x = history_norm(history_in)
+    level = None
+    if spec.target in spec.history_features:
+        level, relative = EnergyLevel(spec.history_features.index(spec.target), name="energy_level")(history_in)
+        x = keras.layers.Concatenate(axis=-1, name="history_and_relative_energy")([x, relative])
     for i in range(params.layers):
         last = i == params.layers - 1
         x = keras.layers.LSTM(params.units, return_sequences=not last, dropout=params.dropout, name=f"encoder_{i}")(x)
@@ -123,7 +166,11 @@ def build_forecaster(spec: WindowSpec, params: ModelParams, train: Windows) -> F
         head = keras.layers.Dense(1, name=f"{name}_head")(y)
         z = keras.layers.Reshape((spec.horizon_h,), name=f"{name}_std")(head)
         standardized[name] = z
-        served[name] = keras.layers.Rescaling(scale=target_std, offset=target_mean, name=name)(z)
+        if level is None:
+            served[name] = keras.layers.Rescaling(scale=target_std, offset=target_mean, name=name)(z)
+        else:
+            ratio = keras.layers.Rescaling(scale=target_std, offset=target_mean, name=f"{name}_relative")(z)
+            served[name] = keras.layers.Multiply(name=name)([ratio, level])
 
     inputs = {INPUT_HISTORY: history_in, INPUT_FUTURE: future_in}
     training_model = keras.Model(inputs=inputs, outputs=standardized, name="forecaster_training")
@@ -147,12 +194,13 @@ def fit(
     from ml.windows import as_tf_dataset
 
     names = forecaster.spec.output_names
+    spec = forecaster.spec
     kwargs = dict(target_mean=forecaster.target_mean, target_std=forecaster.target_std, batch_size=forecaster.params.batch_size)
-    train_ds = as_tf_dataset(train, names, shuffle=True, seed=forecaster.params.seed, **kwargs)
+    train_ds = as_tf_dataset(train, names, shuffle=True, seed=forecaster.params.seed, level=window_level(train, spec), **kwargs)
     all_callbacks = list(callbacks or [])
     val_ds = None
     if validation is not None and len(validation):
-        val_ds = as_tf_dataset(validation, names, shuffle=False, **kwargs)
+        val_ds = as_tf_dataset(validation, names, shuffle=False, level=window_level(validation, spec), **kwargs)
         all_callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=forecaster.params.patience, restore_best_weights=True)
         )

@@ -249,5 +249,7 @@ def load_keras(model_name: str, version_or_alias: str):
     """The registered Keras serving model (inputs `history`/`future`, outputs in kWh)."""
     import mlflow
 
+    import ml.model  # noqa: F401 - registers the custom layers the saved model names
+
     ref = f"@{version_or_alias}" if not str(version_or_alias).isdigit() else f"/{version_or_alias}"
     return mlflow.keras.load_model(f"models:/{model_name}{ref}")

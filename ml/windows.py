@@ -302,13 +302,18 @@ def as_tf_dataset(
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
+    level: np.ndarray | None = None,
 ):
-    """A `tf.data.Dataset` of ({history, future}, {output: standardized target}) for `model.fit`."""
+    """A `tf.data.Dataset` of ({history, future}, {output: standardized target}) for `model.fit`.
+
+    With `level` ([n, 1]) the target is taken relative to it before standardizing.
+    """
     import tensorflow as tf
 
     from ml.spec import INPUT_FUTURE, INPUT_HISTORY
 
-    z = ((np.nan_to_num(windows.target) - target_mean) / target_std).astype(np.float32)
+    target = np.nan_to_num(windows.target) / (1.0 if level is None else level)
+    z = ((target - target_mean) / target_std).astype(np.float32)
     inputs = {INPUT_HISTORY: windows.history, INPUT_FUTURE: windows.future}
     dataset = tf.data.Dataset.from_tensor_slices((inputs, {name: z for name in output_names}))
     if shuffle:

@@ -108,33 +108,29 @@ class SparkEngine:
         if batch.num_rows == 0:
             return WriteResult(contract.qualified_name, self.version(contract) or 0, 0, 0, 0)
         changes = self._changes(contract, batch, path)
-        try:
-            # One pass yields the counts and the partitions the MERGE must touch.
-            groups = changes.groupBy("__new", *contract.partition_by).count().collect()
-            inserted = sum(int(g["count"]) for g in groups if g["__new"])
-            updated = sum(int(g["count"]) for g in groups if not g["__new"])
-            touched = {c: sorted({g[c] for g in groups}) for c in contract.partition_by}
-            if inserted or updated:
-                view = f"wattflow_upsert_{uuid.uuid4().hex}"
-                changes.drop("__new").createOrReplaceTempView(view)
-                try:
-                    self.spark.sql(self._merge_sql(contract, touched, path, view))
-                finally:
-                    self.spark.catalog.dropTempView(view)
-        finally:
-            changes.unpersist()
+        # One pass over the diff yields the counts and the partitions the MERGE must touch.
+        groups = changes.groupBy("__new", *contract.partition_by).count().collect()
+        inserted = sum(int(g["count"]) for g in groups if g["__new"])
+        updated = sum(int(g["count"]) for g in groups if not g["__new"])
+        touched = {c: sorted({g[c] for g in groups}) for c in contract.partition_by}
+        if inserted or updated:
+            view = f"wattflow_upsert_{uuid.uuid4().hex}"
+            changes.drop("__new").createOrReplaceTempView(view)
+            try:
+                self.spark.sql(self._merge_sql(contract, touched, path, view))
+            finally:
+                self.spark.catalog.dropTempView(view)
         version = self.version(contract)
         assert version is not None
         return WriteResult(contract.qualified_name, version, inserted, updated, batch.num_rows - inserted - updated)
 
     def _changes(self, contract: TableContract, batch: pa.Table, path: str) -> "DataFrame":
-        """Batch rows that are new or whose value columns differ from the table, flagged `__new`, cached.
+        """Batch rows that are new or whose value columns differ from the table, flagged `__new`.
 
         Delta's MERGE rewrites every file holding a key that matches, even when its update condition
         then changes nothing; diffing first means a re-run touches no file and commits nothing, and an
         overlapping batch rewrites only the files of rows that really changed.
         """
-        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         source = self._to_spark(contract, batch).alias("s")
@@ -153,7 +149,9 @@ class SparkEngine:
         for v in values:
             same = same & F.col(f"s.`{v}`").eqNullSafe(F.col(f"t.`{v}`"))
         changed = joined.where(is_new | ~same).select("s.*", is_new.alias("__new"))
-        return changed.persist(StorageLevel.MEMORY_AND_DISK)
+        # Computed once and kept by the executors: the counts and the MERGE both read it. Delta refuses
+        # a MERGE whose source is in Spark's cache, but a checkpoint is a plain, deterministic relation.
+        return changed.localCheckpoint(eager=True)
 
     def _create(self, contract: TableContract, batch: pa.Table, path: str) -> None:
         df = self._to_spark(contract, batch)

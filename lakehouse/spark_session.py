@@ -128,7 +128,9 @@ def session_conf(settings: Any, jars: list[Path]) -> dict[str, str]:
         conf["spark.driver.host"] = "127.0.0.1"
     if is_s3_uri(settings.lakehouse_uri):
         conf.update({f"spark.hadoop.{k}": v for k, v in s3a_hadoop_conf(settings.lakehouse.storage_options).items()})
-    conf.update(lake.spark_conf)
+    for key, value in lake.spark_conf.items():
+        # JVM flags add to the UTC default instead of replacing it.
+        conf[key] = f"{conf[key]} {value}" if key.endswith("extraJavaOptions") and key in conf else value
     return conf
 
 

@@ -77,7 +77,9 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory):
 
     jars_dir = os.environ.get("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR") or str(Path.home() / ".cache" / "wattflow" / "jars")
     home = tmp_path_factory.mktemp("spark-home")
-    settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir))
+    # A test session lives for a minute or two: C2 compilation would cost more CPU than it saves.
+    quick_jvm = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+    settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir, spark_conf=quick_jvm))
     spark = get_spark(settings, with_s3=True)
     yield spark
     stop_spark()

@@ -53,7 +53,7 @@ def test_session_conf_from_settings(tmp_path: Path) -> None:
             spark_shuffle_partitions=16,
             root_uri="s3://bucket/lake",
             storage_options={"AWS_ENDPOINT_URL": "https://s3.example.org", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
-            spark_conf={"spark.executor.memory": "8g"},
+            spark_conf={"spark.executor.memory": "8g", "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"},
         ),
     )
     conf = session_conf(settings, [Path("/cache/a.jar"), Path("/cache/b.jar")])
@@ -66,6 +66,7 @@ def test_session_conf_from_settings(tmp_path: Path) -> None:
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "https://s3.example.org"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
     assert conf["spark.executor.memory"] == "8g"
+    assert conf["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1"
     assert "spark.driver.bindAddress" not in conf  # only local mode pins the driver to loopback
     packages = spark_packages(settings)
     assert packages[0] == settings.lakehouse.delta_spark_package

@@ -146,23 +146,30 @@ def _hampel(values: np.ndarray, codes: np.ndarray, window: int) -> tuple[np.ndar
         return values - median, median
 
 
-def _canonical(metric: np.ndarray, unit: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Value in the metric's canonical unit, and a mask of unit labels that do not convert."""
+def _canonical(m_codes: np.ndarray, m_uniques, unit: pd.Series | None, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Value in the metric's canonical unit, and a mask of unit labels that do not convert.
+
+    Works on factorised codes: a batch has millions of readings but a handful of (metric, unit) pairs.
+    """
     out = np.full(len(value), np.nan)
     known = np.zeros(len(value), dtype=bool)
-    labels = pd.Series(unit, dtype=object).fillna("").astype(str).str.strip().str.lower()
-    m_codes, m_uniques = pd.factorize(pd.Series(metric, dtype=object))
-    u_codes, u_uniques = pd.factorize(labels)
-    pair = m_codes.astype(np.int64) * (len(u_uniques) + 1) + u_codes
-    for p in np.unique(pair):
-        m, u = m_uniques[p // (len(u_uniques) + 1)], u_uniques[p % (len(u_uniques) + 1)]
+    if unit is None:
+        u_codes, u_uniques = np.full(len(value), -1, dtype=np.int64), []
+    else:
+        u_codes, u_uniques = pd.factorize(unit)
+    labels = [str(u).strip().lower() for u in u_uniques] + [""]  # code -1 (missing) -> ""
+    u_codes = np.where(u_codes < 0, len(labels) - 1, u_codes).astype(np.int64)
+    pair = m_codes.astype(np.int64) * len(labels) + u_codes
+    present = np.flatnonzero(np.bincount(pair, minlength=len(m_uniques) * len(labels)))
+    for p in present:
+        m, label = m_uniques[p // len(labels)], labels[p % len(labels)]
         conversions = UNIT_CONVERSIONS.get(m)
-        key = u or CANONICAL_UNITS.get(m, "").lower()
+        key = label or CANONICAL_UNITS.get(m, "").lower()
         if conversions is None or key not in conversions:
             continue
         scale, offset = conversions[key]
         sel = pair == p
-        out[sel] = value[sel] * scale + offset
+        out[sel] = value[sel] * scale + offset if (scale, offset) != (1.0, 0.0) else value[sel]
         known[sel] = True
     return out, ~known
 
@@ -185,27 +192,46 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
     `readings` has the bronze columns (building_id, sensor_id, metric, ts, value, unit; ingested_at
     optional). It may be a raw batch with duplicate keys: a re-sent reading is flagged, not lost.
     """
-    df = readings.reset_index(drop=True).copy()
-    n = len(df)
-    ts = _ts_us(df["ts"])
-    ingested = _ts_us(df["ingested_at"]) if "ingested_at" in df and df["ingested_at"].notna().all() else None
-    building_codes, building_uniques = pd.factorize(df["building_id"], sort=True)
-    s_codes_only, s_uniques = pd.factorize(df["sensor_id"], sort=True)
+    readings = readings.reset_index(drop=True)
+    n = len(readings)
+    ts = _ts_us(readings["ts"])
+    ingested = (_ts_us(readings["ingested_at"]) if "ingested_at" in readings and readings["ingested_at"].notna().all() else None)
+    building_codes, building_uniques = pd.factorize(readings["building_id"], sort=True)
+    s_codes_only, s_uniques = pd.factorize(readings["sensor_id"], sort=True)
     sensor_codes_raw, _ = pd.factorize(building_codes.astype(np.int64) * (len(s_uniques) + 1) + s_codes_only, sort=True)
     order = np.lexsort((np.arange(n), ingested if ingested is not None else np.zeros(n, np.int64), ts, sensor_codes_raw))
-    df = df.iloc[order].reset_index(drop=True)
     ts, codes = ts[order], sensor_codes_raw[order].astype(np.int64)
     building_codes = building_codes[order]
     ingested = ingested[order] if ingested is not None else None
-    df["ts"] = pd.to_datetime(ts, unit="us", utc=True)
     n_groups = int(codes.max()) + 1 if n else 0
-    metric = df["metric"].to_numpy(dtype=object)
-    raw_value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=np.float64)
-    unit = df["unit"].to_numpy(dtype=object) if "unit" in df else np.full(n, None, dtype=object)
+    m_codes, m_uniques = pd.factorize(readings["metric"])
+    m_codes = m_codes[order]
+    m_uniques = list(m_uniques)
+
+    def code_of(*names: str) -> list[int]:
+        return [m_uniques.index(m) for m in names if m in m_uniques]
+
+    def metric_is(codes_: np.ndarray, *names: str) -> np.ndarray:
+        return np.isin(codes_, code_of(*names))
+
+    raw_value = pd.to_numeric(readings["value"], errors="coerce").to_numpy(dtype=np.float64)[order]
+    unit = readings["unit"].take(order) if "unit" in readings else None
+    df = pd.DataFrame(
+        {
+            "building_id": pd.Categorical.from_codes(building_codes, categories=pd.Index(building_uniques).astype(str)),
+            "sensor_id": pd.Categorical.from_codes(s_codes_only[order], categories=pd.Index(s_uniques).astype(str)),
+            "metric": pd.Categorical.from_codes(m_codes, categories=pd.Index(m_uniques).astype(str)),
+            "ts": pd.to_datetime(ts, unit="us", utc=True),
+            "value": raw_value,
+        }
+    )
+    for extra in ("unit", "source", "ingested_at", "batch_id"):
+        if extra in readings:
+            df[extra] = readings[extra].take(order).reset_index(drop=True)
 
     flags = {name: np.zeros(n, dtype=bool) for name in CHECK_NAMES}
     flags["value_present"] = ~np.isfinite(raw_value)
-    value_c, unit_unknown = _canonical(metric, unit, raw_value)
+    value_c, unit_unknown = _canonical(m_codes, m_uniques, unit, raw_value)
     flags["unit_known"] = unit_unknown & ~flags["value_present"]
 
     # Re-sent readings: every row but the last delivered of a (sensor, ts) slot.
@@ -223,8 +249,9 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
     step_frame = step_frame[step_frame["s"] > 0]
     interval_by_code = np.full(n_groups, 15 * 60 * 1_000_000, dtype=np.int64)
     if len(step_frame):
-        modes = step_frame.groupby("c")["s"].agg(lambda s: s.value_counts().idxmax())
-        interval_by_code[modes.index.to_numpy()] = modes.to_numpy()
+        counts = step_frame.value_counts(sort=True).reset_index()  # most frequent (sensor, step) first
+        modes = counts.drop_duplicates("c", keep="first")
+        interval_by_code[modes["c"].to_numpy()] = modes["s"].to_numpy()
     interval = interval_by_code[codes] if n else np.zeros(0, dtype=np.int64)
 
     # DST: a device stamping local wall time leaves holes and doubled slots around the switch.
@@ -253,15 +280,15 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
 
     # Magnitude against the sensor's own history (its median in this batch).
     seq = np.flatnonzero(~set_aside)
-    s_codes, s_val, s_metric = codes[seq], value_c[seq], metric[seq]
+    s_codes, s_val, s_metric = codes[seq], value_c[seq], m_codes[seq]
     median_by_code = _group_median(np.where(s_val > 0, s_val, np.nan), s_codes, n_groups)
     baseline = median_by_code[s_codes] if len(seq) else np.zeros(0)
     # Interval meters only: a register's level says nothing about its unit (it may just have wrapped).
-    is_energy = s_metric == "energy"
+    is_energy = metric_is(s_metric, "energy")
     with np.errstate(invalid="ignore", divide="ignore"):
         mixup = is_energy & (baseline > 0) & (s_val > quality.unit_mixup_ratio * baseline)
     flags["unit_mixup_wh_kwh"][seq[mixup]] = True
-    is_temp = s_metric == "indoor_temperature"
+    is_temp = metric_is(s_metric, "indoor_temperature")
     temp_median = _group_median(np.where(is_temp, s_val, np.nan), s_codes, n_groups)[s_codes] if len(seq) else np.zeros(0)
     as_celsius = (s_val - 32.0) * 5.0 / 9.0
     fahrenheit = is_temp & (s_val - temp_median > quality.fahrenheit_min_excess_c) & (np.abs(as_celsius - temp_median) < quality.fahrenheit_match_c)
@@ -270,7 +297,7 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
     lo = np.full(n, -np.inf)
     hi = np.full(n, np.inf)
     for m, (lo_m, hi_m) in quality.physical_ranges.items():
-        sel = metric == m
+        sel = metric_is(m_codes, m)
         lo[sel], hi[sel] = lo_m, hi_m
     with np.errstate(invalid="ignore"):
         out_of_range = ((value_c < lo) | (value_c > hi)) & ~set_aside
@@ -278,13 +305,13 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
 
     set_aside = set_aside | flags["unit_mixup_wh_kwh"] | flags["unit_mixup_fahrenheit"] | flags["physical_range"]
     seq = np.flatnonzero(~set_aside)
-    s_codes, s_val, s_metric = codes[seq], value_c[seq], metric[seq]
-    cumulative = s_metric == "energy_cumulative"
+    s_codes, s_val, s_metric = codes[seq], value_c[seq], m_codes[seq]
+    cumulative = metric_is(s_metric, "energy_cumulative")
 
     # Spikes. Interval sensors: Hampel filter. Registers: a reading far off the line through its
     # neighbours while the neighbours agree with each other (a wrap or reset does not come back).
     spike = np.zeros(len(seq), dtype=bool)
-    spike_metric = np.isin(s_metric, list(quality.spike_metrics))
+    spike_metric = metric_is(s_metric, *quality.spike_metrics)
     plain = spike_metric & ~cumulative
     if plain.any():
         idx = np.flatnonzero(plain)
@@ -292,7 +319,7 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
         mad = _group_median(np.abs(residual), s_codes[idx], n_groups)[s_codes[idx]]
         floor = np.zeros(len(idx))
         for m, v in quality.spike_absolute_floor.items():
-            floor[s_metric[idx] == m] = v
+            floor[metric_is(s_metric[idx], m)] = v
         # Floors keep smooth or quantised sensors from flagging their own ramps and noise.
         scale = np.maximum.reduce([np.nan_to_num(1.4826 * mad), quality.spike_relative_floor * np.abs(local), floor])
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1e-3)
@@ -313,7 +340,7 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
     flags["spike"][seq[spike]] = True
 
     # Stuck: a long run of identical values (a live sensor always moves a little).
-    stuck_metric = np.isin(s_metric, list(quality.stuck_metrics)) & ~spike
+    stuck_metric = metric_is(s_metric, *quality.stuck_metrics) & ~spike
     if stuck_metric.any():
         idx = np.flatnonzero(stuck_metric)
         runs = _run_lengths(s_val[idx], s_codes[idx])

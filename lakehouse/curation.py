@@ -86,36 +86,40 @@ def sensor_day_summary(flagged: pd.DataFrame, in_window: np.ndarray, start_us: i
 
 
 def _quarantine_rows(flagged: pd.DataFrame, rows: np.ndarray, checks: list[str], batch: str, now: pd.Timestamp) -> pd.DataFrame:
+    """Rejected readings as received (JSON), each under the first rejecting check it failed."""
     if len(rows) == 0:
-        return pd.DataFrame(columns=QUARANTINE_READINGS.schema.names)
+        return pd.DataFrame(columns=[*QUARANTINE_READINGS.schema.names, "table"])
     f = flagged.iloc[rows]
-    first_check, reasons, raws, ids = [], [], [], []
     matrix = np.column_stack([f[c].to_numpy() for c in checks])
+    first = matrix.argmax(axis=1)
+    unit = f["unit"].astype(object).where(f["unit"].notna(), None) if "unit" in f else pd.Series(None, index=f.index, dtype=object)
+    raw_frame = pd.DataFrame({
+        "building_id": f["building_id"].astype(str).to_numpy(), "metric": f["metric"].astype(str).to_numpy(),
+        "sensor_id": f["sensor_id"].astype(str).to_numpy(), "ts": f["ts"].map(pd.Timestamp.isoformat).to_numpy(),
+        "unit": unit.to_numpy(), "value": f["value"].to_numpy(),
+    })
+    raws = raw_frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
     source = f["source"].astype(str).to_numpy() if "source" in f else np.full(len(f), "unknown", dtype=object)
-    unit = f["unit"].to_numpy(dtype=object) if "unit" in f else np.full(len(f), None, dtype=object)
-    for i, rec in enumerate(zip(f["building_id"], f["sensor_id"], f["metric"], f["ts"], f["value"])):
-        failed = [checks[j] for j in np.flatnonzero(matrix[i])]
-        raw = json.dumps({"building_id": rec[0], "sensor_id": rec[1], "metric": rec[2], "ts": rec[3].isoformat(),
-                          "value": None if pd.isna(rec[4]) else float(rec[4]), "unit": unit[i]}, sort_keys=True)
-        raws.append(raw)
-        ids.append(_record_id(str(source[i]), raw))
-        first_check.append(failed[0])
+    names = np.array(checks, dtype=object)
+    reasons = []
+    for row, v, u, t in zip(matrix, raw_frame["value"].to_numpy(), raw_frame["unit"].to_numpy(), raw_frame["ts"].to_numpy()):
+        failed = names[row]
         extra = f" (also: {', '.join(failed[1:])})" if len(failed) > 1 else ""
-        reasons.append(f"{failed[0]}: expected {DESCRIPTIONS[failed[0]]}; got value {rec[4]!r} {unit[i] or ''} at {rec[3].isoformat()}{extra}")
+        reasons.append(f"{failed[0]}: expected {DESCRIPTIONS[failed[0]]}; got value {v!r} {u or ''} at {t}{extra}")
     ingested = f["ingested_at"] if "ingested_at" in f else pd.Series(now, index=f.index)
     return pd.DataFrame(
         {
-            "record_id": ids,
+            "record_id": [_record_id(str(src), raw) for src, raw in zip(source, raws)],
             "source": source,
             "raw": raws,
-            "building_id": f["building_id"].to_numpy(dtype=object),
-            "sensor_id": f["sensor_id"].to_numpy(dtype=object),
-            "metric": f["metric"].to_numpy(dtype=object),
+            "building_id": raw_frame["building_id"].to_numpy(),
+            "sensor_id": raw_frame["sensor_id"].to_numpy(),
+            "metric": raw_frame["metric"].to_numpy(),
             "ts": f["ts"].to_numpy(),
-            "check_name": first_check,
+            "check_name": names[first],
             "reason": reasons,
             "batch_id": batch,
-            "ingested_at": ingested.fillna(now).to_numpy(),
+            "ingested_at": pd.to_datetime(ingested, utc=True).fillna(now).to_numpy(),
             "table": QUARANTINE_READINGS.qualified_name,
         }
     )
@@ -323,10 +327,11 @@ def curate(engine, registry, start, end, settings, *, building_ids: list[str] | 
     read_from = start_ts - pd.Timedelta(hours=settings.quality.curate_margin_h)
     read_to = end_ts + pd.Timedelta(hours=1)
     filters = _date_filters(read_from, read_to)
-    readings = engine.read(SENSOR_READINGS, filters=filters)
+    columns = ["building_id", "sensor_id", "metric", "ts", "value", "unit", "source", "ingested_at"]
+    readings = engine.read(SENSOR_READINGS, filters=filters, columns=columns)
     if building_ids:
         readings = readings.filter(pa.compute.is_in(readings.column("building_id"), value_set=pa.array(building_ids)))
-    readings = _to_pandas(readings)
+    readings = readings.to_pandas(strings_to_categorical=True, self_destruct=True)
     readings = readings[(readings["ts"] >= read_from) & (readings["ts"] < read_to)]
     weather = _to_pandas(engine.read(WEATHER, filters=_date_filters(read_from, read_to)))
     if building_ids:

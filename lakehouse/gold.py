@@ -176,7 +176,7 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
                 "building_id": building_id,
                 "ts": h["ts"],
                 "energy_kwh": energy,
-                "energy_valid": np.isfinite(energy) & ~h["imputed"].fillna(False).to_numpy(dtype=bool) & ~h["outlier"].fillna(False).to_numpy(dtype=bool),
+                "energy_valid": np.isfinite(energy) & ~h["imputed"].astype("boolean").fillna(False).to_numpy(dtype=bool) & ~h["outlier"].astype("boolean").fillna(False).to_numpy(dtype=bool),
                 "hour_of_day": hour.astype(np.int8),
                 "day_of_week": dow.astype(np.int8),
                 "month": month.astype(np.int8),

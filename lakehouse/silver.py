@@ -68,17 +68,15 @@ def fill_gaps(energy: np.ndarray, day: np.ndarray, max_gap_h: int) -> tuple[np.n
     return energy, imputed, missing & ~fillable
 
 
-def reading_energy(frame: pd.DataFrame, kept: np.ndarray) -> pd.DataFrame:
+def reading_energy(frame: pd.DataFrame, kept: np.ndarray, ts: np.ndarray, is_interval: np.ndarray, is_register: np.ndarray) -> pd.DataFrame:
     """kWh per reading slot: interval meters as read, registers as differences of consecutive readings."""
-    metric = frame["metric"].to_numpy(dtype=object)
-    ts = frame["ts_us"].to_numpy()
     value = frame["value_c"].to_numpy()
     codes = frame["sensor_code"].to_numpy()
     interval = frame["interval_us"].to_numpy()
 
-    interval_rows = np.flatnonzero(kept & (metric == "energy"))
+    interval_rows = np.flatnonzero(kept & is_interval)
     parts = [pd.DataFrame({"row": interval_rows, "slot_us": ts[interval_rows], "kwh": value[interval_rows]})]
-    reg = np.flatnonzero(kept & (metric == "energy_cumulative"))
+    reg = np.flatnonzero(kept & is_register)
     if len(reg):
         x, t, c = value[reg], ts[reg], codes[reg]
         prev_x, prev_t = _shift_in_group(x, c), _shift_in_group(t, c)
@@ -117,10 +115,9 @@ def hourly_from_flagged(
     n_h, n_b = len(hours), len(building_ids)
     b_index = {b: i for i, b in enumerate(building_ids)}
     kept = ~rejected
-    frame = frame.copy()
-    frame["ts_us"] = frame["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
-    b_of_row = frame["building_id"].map(b_index).fillna(-1).to_numpy(dtype=np.int64)
-    hour_of_row = (frame["ts_us"].to_numpy() - start_h) // HOUR_US
+    ts_us = frame["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
+    b_of_row = pd.Categorical(frame["building_id"], categories=building_ids).codes.astype(np.int64)
+    hour_of_row = (ts_us - start_h) // HOUR_US
     in_grid = (b_of_row >= 0) & (hour_of_row >= 0) & (hour_of_row < n_h)
     key = np.where(in_grid, b_of_row * n_h + hour_of_row, 0)
     size = n_b * n_h
@@ -133,11 +130,18 @@ def hourly_from_flagged(
     uses_interval = np.array(
         [any(s.metric == "energy" for s in registry.get(b).sensors) if b in set(registry.building_ids()) else True for b in building_ids]
     )
-    slots = reading_energy(frame, kept)
-    metric = frame["metric"].to_numpy(dtype=object)
-    row_metric = metric[slots["row"].to_numpy()]
-    row_b = b_of_row[slots["row"].to_numpy()]
-    chosen = np.where(uses_interval[np.maximum(row_b, 0)], row_metric == "energy", row_metric == "energy_cumulative") & (row_b >= 0)
+    metric_cat = pd.Categorical(frame["metric"])
+    m_codes = metric_cat.codes
+    m_names = list(metric_cat.categories)
+
+    def metric_is(name: str) -> np.ndarray:
+        return m_codes == (m_names.index(name) if name in m_names else -2)
+
+    slots = reading_energy(frame, kept, ts_us, metric_is("energy"), metric_is("energy_cumulative"))
+    rows = slots["row"].to_numpy()
+    row_b = b_of_row[rows]
+    is_interval = metric_is("energy")[rows]
+    chosen = np.where(uses_interval[np.maximum(row_b, 0)], is_interval, ~is_interval) & (row_b >= 0)
     slot_hour = (slots["slot_us"].to_numpy() - start_h) // HOUR_US
     ok = chosen & (slot_hour >= 0) & (slot_hour < n_h)
     e_key = row_b[ok] * n_h + slot_hour[ok]
@@ -146,10 +150,13 @@ def hourly_from_flagged(
 
     # Expected readings per hour from each chosen meter's own reporting interval.
     default_per_hour = 60 // settings.simulator.interval_minutes
-    per_hour_by_sensor = (
-        frame.assign(per_hour=HOUR_US // frame["interval_us"].clip(lower=1))
-        .groupby(["building_id", "sensor_id", "metric"], sort=False)["per_hour"].first()
-    )
+    codes = frame["sensor_code"].to_numpy()
+    first_rows = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
+    per_hour_by_sensor = {
+        (str(b), str(s), str(m)): int(HOUR_US // max(int(i), 1))
+        for b, s, m, i in zip(frame["building_id"].to_numpy()[first_rows], frame["sensor_id"].to_numpy()[first_rows],
+                              frame["metric"].to_numpy()[first_rows], frame["interval_us"].to_numpy()[first_rows])
+    }
     expected_b = np.zeros(n_b, dtype=np.int64)
     for i, b in enumerate(building_ids):
         want = "energy" if uses_interval[i] else "energy_cumulative"
@@ -183,7 +190,7 @@ def hourly_from_flagged(
         }
     )
     for m, column in INDOOR.items():
-        sel = kept & (metric == m)
+        sel = kept & metric_is(m)
         count = per_hour(sel)
         total = per_hour(sel, frame["value_c"].to_numpy())
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -28,9 +28,7 @@ def _tiny_lstm():
     history = keras.Input(shape=(6, 2), name="history")
     hidden = keras.layers.LSTM(4)(history)
     p50 = keras.layers.Dense(3, name="p50")(hidden)
-    model = keras.Model(history, p50)
-    model.compile(optimizer="adam", loss="mse")
-    return model
+    return keras.Model(history, p50)
 
 
 def test_anonymous_requests_are_refused(mlflow_tracking_server: MlflowServer) -> None:
@@ -67,9 +65,8 @@ def test_log_register_alias_and_load_through_the_server(
     model = _tiny_lstm()
     rng = np.random.default_rng(3)
     windows = rng.normal(size=(16, 6, 2)).astype("float32")
-    targets = rng.normal(size=(16, 3)).astype("float32")
-    model.fit(windows, targets, epochs=1, verbose=0)
-    expected = model.predict(windows[:4], verbose=0)
+    # Seeded random weights are as good as trained ones for a round trip, and skip fit's tracing cost.
+    expected = np.asarray(model(windows[:4], training=False))
 
     experiment_id = mlflow.create_experiment("wattflow-backend-test")
     with mlflow.start_run(experiment_id=experiment_id) as run:

@@ -51,11 +51,14 @@ WEATHER_VALUES = (
 
 @dataclass(frozen=True)
 class LandingResult:
+    """What became of a batch. `landed` counts records that passed validation and were handed to the
+    upsert; the WriteResults say how many of them were new, changed or already there."""
+
     received: int
     landed: int
     quarantined: int
-    readings: WriteResult | None
-    quarantine: WriteResult | None
+    readings: WriteResult | None  # None when no record passed
+    quarantine: WriteResult | None  # None when no record was rejected
     reasons: dict[str, int] = field(default_factory=dict)  # check_name -> rejected records
 
 

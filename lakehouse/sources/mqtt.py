@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from lakehouse.bronze import LandingResult
+from lakehouse.parsing import to_arrow_columns
 from lakehouse.sources.screen import Rejected, land_source_readings
 from wattflow.log import get_logger
 
@@ -58,24 +63,57 @@ def topic_ids(topic: str) -> dict[str, str]:
     return out
 
 
-def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], list[Rejected]]:
-    """Reading records from one message, ids from the topic where the payload has none; plus rejects."""
+def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
+    """The reading objects of one message, the ids its topic carries, and what is not a reading."""
     ids = topic_ids(topic)
     ids.pop("site_id", None)
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         text = payload.decode("utf-8", "replace")
-        return [], [Rejected(json.dumps({"topic": topic, "payload": text}), "malformed_json", f"payload is not JSON: {err}", ids)]
+        return [], ids, [Rejected(json.dumps({"topic": topic, "payload": text}), "malformed_json", f"payload is not JSON: {err}", ids)]
     items = doc if isinstance(doc, list) else [doc]
+    if all(isinstance(item, dict) for item in items):
+        return items, ids, []
     records, rejected = [], []
     for item in items:
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            records.append(item)
+        else:
             raw = json.dumps({"topic": topic, "payload": item}, default=str)
             rejected.append(Rejected(raw, "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids))
-            continue
-        records.append({**ids, **item} if ids.keys() - item.keys() else item)
-    return records, rejected
+    return records, ids, rejected
+
+
+def records_table(chunks: list[tuple[list[dict[str, Any]], dict[str, str]]]) -> pa.Table:
+    """One Arrow table from many messages' readings, ids from the topic where a reading has none.
+
+    The common case (every reading has the same fields) is one `from_pylist`; readings with differing
+    fields or mixed value types take the general path, which keeps bad values for bronze to reject.
+    """
+    records = [r for items, _ in chunks for r in items]
+    if not records:
+        return pa.table({})
+    keys = records[0].keys()
+    table = None
+    if all(r.keys() == keys for r in records):
+        try:
+            table = pa.Table.from_pylist(records)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            table = None
+    if table is None:
+        table, _ = to_arrow_columns(records)
+    counts = [len(items) for items, _ in chunks]
+    for key in ("building_id", "sensor_id"):
+        from_topic = pa.array(np.repeat(np.array([ids.get(key) for _, ids in chunks], dtype=object), counts), pa.string())
+        if key in table.column_names:
+            given = table.column(key)
+            if not pa.types.is_string(given.type):
+                given = given.cast(pa.string()) if not pa.types.is_null(given.type) else pa.nulls(len(given), pa.string())
+            table = table.set_column(table.column_names.index(key), key, pc.coalesce(given, from_topic))
+        else:
+            table = table.append_column(key, from_topic)
+    return table
 
 
 @dataclass
@@ -207,23 +245,52 @@ class MqttIngest:
         return self.stats
 
     def _consume(self, max_readings: int | None, idle_timeout: float | None) -> None:
+        # Double buffering: one batch commits in the worker thread (Delta I/O releases the GIL) while
+        # this thread decodes the next one. The hand-over queue holds one batch, which is the back-pressure.
+        handoff: queue.Queue = queue.Queue(maxsize=1)
+        failure: list[BaseException] = []
+        worker = threading.Thread(target=self._commit_worker, args=(handoff, failure), name="mqtt-commit", daemon=True)
+        worker.start()
+        try:
+            self._read_loop(handoff, failure, max_readings, idle_timeout)
+        finally:
+            handoff.put(None)
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def _commit_worker(self, handoff: queue.Queue, failure: list[BaseException]) -> None:
+        while True:
+            batch = handoff.get()
+            if batch is None:
+                return
+            if failure:
+                continue  # after a failed commit nothing more is committed or acknowledged
+            try:
+                self._commit(*batch)
+            except BaseException as err:  # surfaced by _consume; the batch stays unacknowledged at the broker
+                failure.append(err)
+                self._stop.set()
+
+    def _read_loop(self, handoff: queue.Queue, failure: list, max_readings: int | None, idle_timeout: float | None) -> None:
         pending: list[_Message] = []
-        records: list[dict[str, Any]] = []
+        records: list[tuple[list[dict[str, Any]], dict[str, str]]] = []
+        n_records = 0
         rejected: list[Rejected] = []
         seen: set[tuple[str, bytes]] = set()
         redelivered = 0
         opened_at = 0.0
+        submitted = 0  # readings handed to the commit worker
         last_message = time.monotonic()
-        while True:
-            n_buffered = len(records) + len(rejected)
+        while not failure:
+            n_buffered = n_records + len(rejected)
             timeout = 0.2
             if pending:
                 timeout = max(0.0, min(timeout, opened_at + self.batch_max_age_s - time.time()))
             try:
-                first = self._inbox.get(timeout=timeout)
+                msg = self._inbox.get(timeout=timeout)
             except queue.Empty:
-                first = None
-            msg = first
+                msg = None
             # Drain what is already waiting: after a slow commit, the backlog forms full batches
             # instead of one batch per message whose age already ran out.
             while msg is not None:
@@ -236,10 +303,12 @@ class MqttIngest:
                     redelivered += 1
                 else:
                     seen.add(key)
-                    got, bad = decode_payload(msg.topic, msg.payload)
-                    records.extend(got)
+                    got, ids, bad = decode_payload(msg.topic, msg.payload)
+                    if got:
+                        records.append((got, ids))
+                        n_records += len(got)
                     rejected.extend(bad)
-                n_buffered = len(records) + len(rejected)
+                n_buffered = n_records + len(rejected)
                 if n_buffered >= self.batch_max_readings:
                     break
                 try:
@@ -250,22 +319,23 @@ class MqttIngest:
                 n_buffered >= self.batch_max_readings
                 or time.time() - opened_at >= self.batch_max_age_s
                 or self._stop.is_set()
-                or (max_readings is not None and self.stats.readings + n_buffered >= max_readings)
+                or (max_readings is not None and submitted + n_buffered >= max_readings)
             )
             if due:
-                self._commit(pending, records, rejected, redelivered, opened_at)
-                pending, records, rejected, seen, redelivered = [], [], [], set(), 0
+                handoff.put((pending, records_table(records), rejected, redelivered, opened_at))
+                submitted += n_buffered
+                pending, records, rejected, seen, redelivered, n_records = [], [], [], set(), 0, 0
             if not pending:
                 if self._stop.is_set():
                     return
-                if max_readings is not None and self.stats.readings >= max_readings:
+                if max_readings is not None and submitted >= max_readings:
                     return
                 if idle_timeout is not None and time.monotonic() - last_message >= idle_timeout:
                     return
 
-    def _commit(self, pending: list[_Message], records, rejected, redelivered: int, opened_at: float) -> None:
+    def _commit(self, pending: list[_Message], table: pa.Table, rejected, redelivered: int, opened_at: float) -> None:
         result = land_source_readings(
-            records,
+            table,
             source=self.source,
             registry=self.registry_loader(),
             engine=self.engine,

@@ -71,13 +71,9 @@ def screen_readings(
     unit = text_values(column_or_nulls(table, "unit"))
 
     # Per (building, sensor) facts from the registry, looked up once per distinct pair.
-    b_list, s_list = building.to_pylist(), sensor.to_pylist()
-    pairs: dict[tuple[Any, Any], int] = {}
-    pair_idx = np.empty(n, dtype=np.int64)
-    for i, key in enumerate(zip(b_list, s_list)):
-        pair_idx[i] = pairs.setdefault(key, len(pairs))
+    pair_idx, pair_keys = _pair_codes(building, sensor)
     facts = []
-    for b_id, s_id in pairs:
+    for b_id, s_id in pair_keys:
         s = registry.sensor(str(b_id), str(s_id)) if b_id is not None and s_id is not None else None
         if s is None:
             facts.append((None, None, np.nan, np.nan))
@@ -85,20 +81,18 @@ def screen_readings(
         b = registry.get(str(b_id))
         lo, hi = _bounds(s.metric, b.floor_area_m2, screen)
         facts.append((s.metric, s.unit, lo, hi))
-    known = np.array([f[0] is not None for f in facts])[pair_idx]
+    known = np.array([f[0] is not None for f in facts], dtype=bool)[pair_idx]
+    sensor_unit = pa.array(np.array([f[1] for f in facts], dtype=object)[pair_idx], pa.string())
 
     check = np.full(n, "", dtype=object)
     reasons: dict[int, str] = {}
 
     # Units: convert what converts, reject what does not. Missing unit means the sensor's unit.
-    unit_list = unit.to_pylist()
     factor = np.ones(n)
     shift = np.zeros(n)
-    sensor_units = [facts[p][1] for p in pair_idx]
-    for i in np.flatnonzero(known & ~pc.is_null(unit).to_numpy(zero_copy_only=False)):
-        sent, expected = unit_list[i], sensor_units[i]
-        if sent == expected:
-            continue
+    differs = pc.fill_null(pc.not_equal(unit, sensor_unit), False).to_numpy(zero_copy_only=False) & known
+    for i in np.flatnonzero(differs):
+        sent, expected = unit[i].as_py(), sensor_unit[i].as_py()
         conv = UNIT_CONVERSIONS.get((sent, expected))
         if conv is None:
             check[i] = "unit_mismatch"
@@ -117,7 +111,7 @@ def screen_readings(
         metric = facts[pair_idx[i]][0]
         hint = " (a Wh value sent as kWh?)" if metric and metric.startswith("energy") and converted[i] > hi[i] else ""
         reasons[i] = (
-            f"field 'value': {values[i]:g} {unit_list[i] or facts[pair_idx[i]][1]} is outside the plausible range "
+            f"field 'value': {values[i]:g} {unit[i].as_py() or facts[pair_idx[i]][1]} is outside the plausible range "
             f"[{lo[i]:g}, {hi[i]:g}] {facts[pair_idx[i]][1]} for {metric}{hint}"
         )
 
@@ -154,9 +148,9 @@ def screen_readings(
                 same = converted[i] == converted[first] or (np.isnan(converted[i]) and np.isnan(converted[first]))
                 check[i] = "duplicate" if same else "conflicting_duplicate"
                 reasons[i] = (
-                    f"duplicate of the reading for {b_list[i]}/{s_list[i]} at {ts[i].as_py().isoformat()} earlier in the batch"
+                    f"duplicate of the reading for {building[i].as_py()}/{sensor[i].as_py()} at {ts[i].as_py().isoformat()} earlier in the batch"
                     if same
-                    else f"field 'value': {values[i]:g} conflicts with {values[first]:g} for {b_list[i]}/{s_list[i]} "
+                    else f"field 'value': {values[i]:g} conflicts with {values[first]:g} for {building[i].as_py()}/{sensor[i].as_py()} "
                     f"at {ts[i].as_py().isoformat()} earlier in the batch; the first is kept"
                 )
 
@@ -171,8 +165,8 @@ def screen_readings(
             texts = old.to_pylist()
             new_values = pa.array([repr(float(converted[i])) if changed[i] else texts[i] for i in range(n)], pa.string())
         good = good.set_column(good.column_names.index("value"), "value", new_values)
-        new_units = [sensor_units[i] if changed[i] else unit_list[i] for i in range(n)]
-        good = good.set_column(good.column_names.index("unit"), "unit", pa.array(new_units, pa.string()))
+        new_units = pc.if_else(pa.array(changed), sensor_unit, unit)
+        good = good.set_column(good.column_names.index("unit"), "unit", new_units)
     rejected = []
     if bad.any():
         rows = raw_rows.take(np.flatnonzero(bad))
@@ -180,6 +174,20 @@ def screen_readings(
             rejected.append(Rejected(raw, str(check[i]), reasons[i]))
         good = good.filter(pa.array(~bad))
     return Screened(good, rejected)
+
+
+def _pair_codes(building: pa.Array, sensor: pa.Array) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
+    """A code per row for its (building_id, sensor_id) pair, and the distinct pairs (None for a missing id)."""
+    codes, uniques = [], []
+    for col in (building, sensor):
+        u = pc.unique(col).drop_null()
+        c = pc.index_in(col, value_set=u).to_numpy(zero_copy_only=False)
+        codes.append(np.nan_to_num(c.astype(np.float64), nan=-1).astype(np.int64) + 1)  # 0 = missing
+        uniques.append([None, *u.to_pylist()])
+    combined = codes[0] * len(uniques[1]) + codes[1]
+    distinct, inverse = np.unique(combined, return_inverse=True)
+    keys = [(uniques[0][v // len(uniques[1])], uniques[1][v % len(uniques[1])]) for v in distinct.tolist()]
+    return inverse.astype(np.int64), keys
 
 
 def _row_codes(key: pa.Table) -> np.ndarray:

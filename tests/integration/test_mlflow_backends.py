@@ -111,3 +111,43 @@ def test_log_register_alias_and_load_through_the_server(
             assert cur.fetchall() == [("champion", 1)]
     finally:
         conn.close()
+
+
+def test_settings_switch_tracking_to_postgresql_with_s3_artifacts(
+    postgres: PostgresServer,
+    s3_endpoint: S3Endpoint,
+    s3_bucket: str,
+    wattflow_home,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No server: the client itself writes runs to PostgreSQL and artifacts to S3 (boto3), as the ML code
+    configures MLflow from settings (ml.tracking.configure)."""
+    import mlflow
+
+    from ml.tracking import configure
+
+    database_url = postgres.create_database("mlflow_direct")
+    for key, value in s3_endpoint.environment().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("WATTFLOW_MLFLOW_TRACKING_URI", database_url)
+    monkeypatch.setenv("WATTFLOW_MLFLOW_ARTIFACT_LOCATION", f"s3://{s3_bucket}/mlflow/")
+    reset_settings()
+    settings = get_settings()
+    experiment_id = configure(settings)
+    assert mlflow.get_experiment(experiment_id).artifact_location == f"s3://{s3_bucket}/mlflow"
+
+    with mlflow.start_run() as run:
+        mlflow.log_metric("cv_rmse", 0.18)
+        mlflow.log_dict({"lookback_h": 168}, "window_spec.json")
+
+    keys = s3_endpoint.list_keys(s3_bucket, "mlflow/")
+    assert f"mlflow/{run.info.run_id}/artifacts/window_spec.json" in keys
+    conn = postgres.connect(urlsplit(database_url).path.lstrip("/"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT r.status, e.name FROM runs r JOIN experiments e USING (experiment_id) WHERE run_uuid = %s", (run.info.run_id,))
+            assert cur.fetchall() == [("FINISHED", settings.model.experiment)]
+    finally:
+        conn.close()
+    # Nothing fell back to local files.
+    assert not (wattflow_home / "mlflow").exists()

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,5 +304,3 @@ def _stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) ->
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-
-DatabaseFactory = Callable[[str], str]

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server.errors import ServingError, failed_precondition, invalid_argument, not_found
+from serving.server.policy import aspired_versions, numeric_versions
 from serving.server.servable import Servable, directory_fingerprint
 from wattflow.log import get_logger
 
@@ -53,30 +54,6 @@ class ModelView:
 
 
 Warmup = Callable[[Servable], None]
-
-
-def numeric_versions(base_path: Path) -> dict[int, Path]:
-    """TF Serving's rule: every child directory whose whole name is a non-negative integer; others are ignored."""
-    try:
-        children = list(base_path.iterdir())
-    except OSError:
-        return {}
-    found = {}
-    for child in children:
-        if child.name.isdigit() and child.is_dir():
-            found[int(child.name)] = child
-    return found
-
-
-def aspired_versions(policy: model_server_config_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy,
-                     present: list[int]) -> set[int]:
-    kind = policy.WhichOneof("policy_choice")
-    if kind == "all":
-        return set(present)
-    if kind == "specific":
-        return set(policy.specific.versions) & set(present)
-    count = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions > 0 else 1
-    return set(sorted(present)[-count:])
 
 
 class ModelManager:

@@ -1,0 +1,256 @@
+"""Serving benchmark: in-process SavedModel call vs gRPC Predict vs REST predict, then 32 concurrent clients.
+
+    .venv/bin/python bench/serving.py [--json PATH] [--seconds 10] [--iterations 200]
+
+The model is the default forecaster (lookback 168 h, horizon 24 h, LSTM 64 units) from ml.model's builder
+(untrained weights: latency does not depend on them), exported with ml.model.export_saved_model, served by
+`wattflow-model-server` subprocesses (one without batching, one with). Requests are built once and reused,
+so the figures are the serving path, not the client's protobuf building. Targets on 2 cores: gRPC p50 at
+batch 1 <= in-process p50 + 1 ms; with batching, 32 concurrent clients >= 70% of in-process batch-32 windows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def export_model(path: Path):
+    """The ML engineer's default LSTM when importable, else the serving contract model of the same size."""
+    from ml.spec import WindowSpec
+    from wattflow.settings import get_settings
+
+    model_settings = get_settings().model
+    spec = WindowSpec(lookback_h=model_settings.lookback_h, horizon_h=model_settings.horizon_h,
+                      quantiles=tuple(model_settings.quantiles))
+    try:
+        from ml.model import ModelParams, build_forecaster, export_saved_model
+        from ml.synthetic import synthetic_gold_features
+        from ml.windows import make_windows
+
+        windows = make_windows(synthetic_gold_features(("b1",), days=30), spec)
+        forecaster = build_forecaster(spec, ModelParams.from_settings(model_settings), windows)
+        export_saved_model(forecaster, path)
+        return spec, "ml.model.build_forecaster (encoder-decoder LSTM)"
+    except ImportError:
+        from serving.contract_model import export_contract_model
+
+        export_contract_model(path, spec, units=model_settings.units)
+        return spec, "serving.contract_model (LSTM encoder)"
+
+
+def inputs(spec, batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch, spec.lookback_h, len(spec.history_features))).astype(np.float32),
+            rng.normal(size=(batch, spec.horizon_h, len(spec.future_features))).astype(np.float32))
+
+
+def summarize(latencies_s: list[float], batch: int) -> dict:
+    array = np.asarray(latencies_s) * 1000
+    return {"p50_ms": float(np.median(array)), "p99_ms": float(np.percentile(array, 99)),
+            "windows_per_s": batch * len(array) / (array.sum() / 1000)}
+
+
+def timed(call, iterations: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def start_server(base: Path, model: str, batching_file: Path | None):
+    grpc_port, rest_port = free_port(), free_port()
+    argv = [str(REPO / ".venv/bin/wattflow-model-server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+            f"--model_name={model}", f"--model_base_path={base / model}", "--host=127.0.0.1"]
+    if batching_file:
+        argv += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
+    log = open(base.parent / f"server-{'batching' if batching_file else 'plain'}.log", "w")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    return process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
+
+
+def wait_ready(rest_url: str, model: str, process, timeout_s: float = 600) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if requests.get(f"{rest_url}/v1/models/{model}", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("server not ready")
+
+
+def predict_request(model: str, history, future):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["history"].CopyFrom(tf.make_tensor_proto(history))
+    request.inputs["future"].CopyFrom(tf.make_tensor_proto(future))
+    return request
+
+
+async def concurrent_clients(target: str, request, clients: int, seconds: float) -> tuple[int, int, float]:
+    """`clients` concurrent callers, each sending its next batch-1 Predict when the last one returns."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    ok = errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(3):
+            await stub.Predict(request, timeout=60)
+        stop_at = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal ok, errors
+            while time.perf_counter() < stop_at:
+                try:
+                    await stub.Predict(request, timeout=60)
+                    ok += 1
+                except grpc.RpcError:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return ok, errors, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--iterations", type=int, default=200, help="timed calls per batch-1 measurement")
+    parser.add_argument("--iterations-b32", type=int, default=60)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each 32-client run")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--batch-timeout-micros", type=int, default=2000)
+    parser.add_argument("--num-batch-threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import grpc
+    import requests
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    work = Path(tempfile.mkdtemp(prefix="wattflow-bench-serving-"))
+    model = "bench_lstm"
+    base = work / "models"
+    spec, model_source = export_model(base / model / "1")
+    batching_file = work / "batching.config"
+    batching_file.write_text(
+        f"max_batch_size {{ value: {args.max_batch_size} }}\nbatch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
+        f"num_batch_threads {{ value: {args.num_batch_threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n"
+    )
+    plain = start_server(base, model, None)
+    batched = start_server(base, model, batching_file)
+    results: dict = {"model": model_source, "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]}
+    try:
+        signature = tf.saved_model.load(str(base / model / "1")).signatures["serving_default"]
+        h1, f1 = inputs(spec, 1)
+        h32, f32 = inputs(spec, 32, seed=1)
+        b1 = summarize(timed(lambda: signature(history=h1, future=f1), args.iterations), 1)
+        b32 = summarize(timed(lambda: signature(history=h32, future=f32), args.iterations_b32), 32)
+        results["inprocess"] = _row(b1, b32)
+
+        for process, target, rest in (plain, batched):
+            wait_ready(rest, model, process)
+        _, target, rest_url = plain
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+        r1, r32 = predict_request(model, h1, f1), predict_request(model, h32, f32)
+        g1 = summarize(timed(lambda: stub.Predict(r1, timeout=60), args.iterations), 1)
+        g32 = summarize(timed(lambda: stub.Predict(r32, timeout=60), args.iterations_b32), 32)
+        results["grpc"] = _row(g1, g32)
+
+        session = requests.Session()
+        url = f"{rest_url}/v1/models/{model}:predict"
+        body1 = json.dumps({"inputs": {"history": h1.tolist(), "future": f1.tolist()}})
+        body32 = json.dumps({"inputs": {"history": h32.tolist(), "future": f32.tolist()}})
+
+        def rest_call(body: str) -> None:
+            response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+            response.raise_for_status()
+
+        s1 = summarize(timed(lambda: rest_call(body1), args.iterations), 1)
+        s32 = summarize(timed(lambda: rest_call(body32), args.iterations_b32), 32)
+        results["rest"] = _row(s1, s32)
+
+        ok_plain, err_plain, t_plain = asyncio.run(concurrent_clients(target, r1, args.clients, args.seconds))
+        ok_batch, err_batch, t_batch = asyncio.run(concurrent_clients(batched[1], r1, args.clients, args.seconds))
+        results["concurrent_32"] = {
+            "batching_windows_per_s": ok_batch / t_batch,
+            "no_batching_windows_per_s": ok_plain / t_plain,
+            "errors": err_batch + err_plain,
+            "errors_batching": err_batch,
+            "errors_no_batching": err_plain,
+        }
+        results["load_avg_1m_at_end"] = os.getloadavg()[0]
+    finally:
+        for process, _, _ in (plain, batched):
+            process.terminate()
+            process.wait(timeout=30)
+    print_table(results)
+    targets = {
+        "grpc_b1_p50 <= inprocess_b1_p50 + 1 ms": bool(results["grpc"]["b1_p50_ms"] <= results["inprocess"]["b1_p50_ms"] + 1.0),
+        "batching >= 70% of inprocess b32 windows/s": bool(results["concurrent_32"]["batching_windows_per_s"]
+        >= 0.7 * results["inprocess"]["b32_windows_per_s"]),
+        "0 errors": bool(results["concurrent_32"]["errors"] == 0),
+    }
+    results["targets_met"] = targets
+    for name, met in targets.items():
+        print(f"  {'PASS' if met else 'MISS'}  {name}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _row(b1: dict, b32: dict) -> dict:
+    return {"b1_p50_ms": b1["p50_ms"], "b1_p99_ms": b1["p99_ms"], "b32_p50_ms": b32["p50_ms"],
+            "b32_windows_per_s": b32["windows_per_s"]}
+
+
+def print_table(results: dict) -> None:
+    print(f"model: {results['model']}; cpus: {results['cpus']}; load avg {results['load_avg_1m_at_start']:.1f} -> "
+          f"{results.get('load_avg_1m_at_end', float('nan')):.1f}")
+    print(f"{'path':<10} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b32 p50 ms':>11} {'b32 windows/s':>14}")
+    for path in ("inprocess", "grpc", "rest"):
+        row = results[path]
+        print(f"{path:<10} {row['b1_p50_ms']:>10.2f} {row['b1_p99_ms']:>10.2f} {row['b32_p50_ms']:>11.2f} "
+              f"{row['b32_windows_per_s']:>14.0f}")
+    c = results["concurrent_32"]
+    print(f"32 concurrent gRPC clients (batch 1): batching {c['batching_windows_per_s']:.0f} windows/s, "
+          f"no batching {c['no_batching_windows_per_s']:.0f} windows/s, errors {c['errors']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Fast, TensorFlow-free checks of the serving pieces: flags, config files, version policy, batching,
+metrics exposition, the seasonal-naive fallback, export's config and atomic install."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.server.errors import ServingError
+
+
+# ---- flags --------------------------------------------------------------------------------------------
+def test_flags_take_tensorflow_model_servers_equals_form():
+    from serving.server.flags import parse_flags
+
+    options = parse_flags([
+        "--port=9000", "--rest_api_port=9001", "--model_name=energy", "--model_base_path=/models/energy",
+        "--enable_batching", "--batching_parameters_file=/b.config", "--file_system_poll_wait_seconds=5",
+        "--tensorflow_intra_op_parallelism=2", "--rest_api_timeout_in_ms=1000", "--grpc_max_threads=8",
+    ])
+    assert (options.port, options.rest_api_port, options.model_name) == (9000, 9001, "energy")
+    assert options.enable_batching is True and options.batching_parameters_file == "/b.config"
+    assert (options.file_system_poll_wait_seconds, options.grpc_max_threads) == (5, 8)
+    assert parse_flags(["--model_base_path=/m", "--enable_batching=false"]).enable_batching is False
+    assert parse_flags(["--model_config_file=/c"]).port == 8500
+
+
+def test_flags_need_a_model_and_refuse_prefixes():
+    from serving.server.flags import parse_flags
+
+    with pytest.raises(SystemExit, match="model_base_path"):
+        parse_flags(["--port=8500"])
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", "--rest_api=1"])  # TF Serving has no prefix matching either
+
+
+# ---- config files -----------------------------------------------------------------------------------
+def test_batching_parameters_in_tf_servings_text_format():
+    from serving.server.config import BatchingParameters, parse_batching_parameters
+
+    params = parse_batching_parameters(
+        "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 1500 }\nnum_batch_threads { value: 2 }\n"
+        "max_enqueued_batches { value: 7 }\nenable_large_batch_splitting { value: true }\n"
+    )
+    assert params == BatchingParameters(32, 1500, 7, 2, ())
+    assert parse_batching_parameters("") == BatchingParameters()
+    with pytest.raises(ServingError) as raised:
+        parse_batching_parameters("max_batch_size { value: 0 }")
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ServingError, match="allowed batch size"):
+        parse_batching_parameters("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 6")
+
+
+def test_monitoring_and_model_config():
+    from serving.server.config import parse_model_server_config, parse_monitoring_config
+
+    monitoring = parse_monitoring_config('prometheus_config { enable: true, path: "/metrics" }')
+    assert monitoring.prometheus_enabled and monitoring.prometheus_path == "/metrics"
+    assert parse_monitoring_config("prometheus_config { enable: true }").prometheus_path == "/monitoring/prometheus/metrics"
+    config = parse_model_server_config(
+        'model_config_list { config { name: "m" base_path: "/m" model_platform: "tensorflow" '
+        'model_version_policy { specific { versions: 3 versions: 4 } } version_labels { key: "stable" value: 3 } } }'
+    )
+    entry = config.model_config_list.config[0]
+    assert list(entry.model_version_policy.specific.versions) == [3, 4] and entry.version_labels["stable"] == 3
+    with pytest.raises(ServingError, match="multiple times"):
+        parse_model_server_config('model_config_list { config { name: "m" base_path: "/a" } config { name: "m" base_path: "/b" } }')
+    with pytest.raises(ServingError, match="Invalid protobuf"):
+        parse_model_server_config("model_config_list { config { nme: 1 } }")
+
+
+def test_version_policies_pick_what_tf_serving_picks(tmp_path):
+    from tensorflow_serving.config import file_system_storage_path_source_pb2 as fs
+
+    from serving.server.policy import aspired_versions, numeric_versions
+
+    for name in ("1", "2", "10", "tmp", ".staging-3", "007x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "5").write_text("a file, not a version")
+    assert sorted(numeric_versions(tmp_path)) == [1, 2, 10]
+    policy = fs.FileSystemStoragePathSourceConfig.ServableVersionPolicy
+    assert aspired_versions(policy(), [1, 2, 10]) == {10}  # default: latest 1
+    assert aspired_versions(policy(latest=policy.Latest(num_versions=2)), [1, 2, 10]) == {2, 10}
+    assert aspired_versions(policy(all=policy.All()), [1, 2, 10]) == {1, 2, 10}
+    assert aspired_versions(policy(specific=policy.Specific(versions=[1, 7])), [1, 2, 10]) == {1}
+
+
+# ---- batching ---------------------------------------------------------------------------------------
+def _slow_double(calls: list):
+    def run(inputs):
+        calls.append(inputs["x"].shape[0])
+        time.sleep(0.05)
+        return {"y": inputs["x"] * 2, "first": inputs["x"][:, 0]}
+
+    return run
+
+
+def test_concurrent_tasks_merge_into_one_call_and_split_back_exactly():
+    from serving.server.batching import BatchScheduler
+    from serving.server.config import BatchingParameters
+
+    calls: list[int] = []
+    scheduler = BatchScheduler(BatchingParameters(max_batch_size=16, batch_timeout_micros=100_000, num_batch_threads=1))
+    results: dict[int, dict] = {}
+
+    def client(i: int) -> None:
+        x = np.full((2, 3), i, dtype=np.float32)
+        results[i] = scheduler.run("model/1/serving_default", {"x": x}, _slow_double(calls))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    scheduler.stop()
+    assert sum(calls) == 16 and len(calls) < 8  # merged
+    for i, outputs in results.items():
+        np.testing.assert_array_equal(outputs["y"], np.full((2, 3), 2 * i))
+        np.testing.assert_array_equal(outputs["first"], [i, i])
+
+
+def test_batching_limits_and_input_checks():
+    from serving.server.batching import BatchScheduler
+    from serving.server.config import BatchingParameters
+
+    scheduler = BatchScheduler(BatchingParameters(max_batch_size=4, num_batch_threads=1))
+    with pytest.raises(ServingError, match="Task size 5 is larger than maximum input batch size 4"):
+        scheduler.run("k", {"x": np.zeros((5, 1))}, _slow_double([]))
+    with pytest.raises(ServingError, match="equal 0th-dimension size"):
+        scheduler.run("k", {"x": np.zeros((2, 1)), "z": np.zeros((3, 1))}, _slow_double([]))
+    with pytest.raises(ServingError, match="at least one dimension"):
+        scheduler.run("k", {"x": np.float32(1.0)}, _slow_double([]))
+
+    def fails(inputs):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "bad values")
+
+    with pytest.raises(ServingError, match="bad values"):
+        scheduler.run("k", {"x": np.zeros((1, 1))}, fails)
+    scheduler.stop()
+
+
+def test_full_queue_is_unavailable():
+    from serving.server.batching import BatchScheduler
+    from serving.server.config import BatchingParameters
+
+    release = threading.Event()
+
+    def blocked(inputs):
+        release.wait(5)
+        return {"y": inputs["x"]}
+
+    scheduler = BatchScheduler(BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1))
+    first = threading.Thread(target=scheduler.run, args=("k", {"x": np.zeros((1, 1))}, blocked))
+    first.start()
+    time.sleep(0.2)  # the first task is running; one more may wait
+    second = threading.Thread(target=scheduler.run, args=("k", {"x": np.zeros((1, 1))}, blocked))
+    second.start()
+    time.sleep(0.2)
+    with pytest.raises(ServingError) as raised:
+        scheduler.run("k", {"x": np.zeros((1, 1))}, blocked)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    release.set()
+    first.join(5)
+    second.join(5)
+    scheduler.stop()
+
+
+# ---- metrics -----------------------------------------------------------------------------------------
+def test_metrics_render_tf_serving_names_in_prometheus_text():
+    from serving.server.metrics import ServingMetrics
+
+    metrics = ServingMetrics()
+    metrics.request_count.inc("energy", "OK")
+    metrics.request_count.inc("energy", "OK")
+    metrics.request_count.inc("energy", "NOT_FOUND")
+    metrics.request_latency.observe("energy", "predict", "GRPC", value=150.0)
+    text = metrics.render()
+    assert ':tensorflow:serving:request_count{model_name="energy",status="OK"} 2' in text
+    assert ':tensorflow:serving:request_count{model_name="energy",status="NOT_FOUND"} 1' in text
+    assert ':tensorflow:serving:request_latency_bucket{model_name="energy",API="predict",entrypoint="GRPC",le="10"} 0' in text
+    assert ':tensorflow:serving:request_latency_bucket{model_name="energy",API="predict",entrypoint="GRPC",le="+Inf"} 1' in text
+    assert ':tensorflow:serving:request_latency_sum{model_name="energy",API="predict",entrypoint="GRPC"} 150' in text
+    assert "# TYPE :tensorflow:serving:request_count counter" in text
+
+
+# ---- fallback ----------------------------------------------------------------------------------------
+def test_seasonal_naive_uses_last_week_then_yesterday():
+    from serving.fallback import NoFallbackPossible, seasonal_naive
+
+    ts = pd.date_range("2024-01-01", periods=24 * 8, freq="h", tz="UTC")
+    history = pd.DataFrame({"ts": ts, "energy_kwh": np.arange(len(ts), dtype=float)})
+    history.loc[history["ts"] == pd.Timestamp("2024-01-02 03:00", tz="UTC"), "energy_kwh"] = np.nan
+    hours = pd.date_range("2024-01-09", periods=4, freq="h", tz="UTC")
+    values = seasonal_naive(history, hours)
+    week = {h: (h - pd.Timestamp("2024-01-01", tz="UTC")) // pd.Timedelta(hours=1) - 168 for h in hours}
+    assert values[0] == week[hours[0]] and values[1] == week[hours[1]]
+    assert values[3] == (hours[3] - pd.Timestamp("2024-01-01", tz="UTC")) // pd.Timedelta(hours=1) - 24  # week gap
+    with pytest.raises(NoFallbackPossible, match="no energy_kwh"):
+        seasonal_naive(history.iloc[-10:], hours)
+
+
+# ---- export ------------------------------------------------------------------------------------------
+def test_labels_and_config_keep_other_models(tmp_path):
+    from serving.export import model_config, serving_labels
+    from serving.server.config import parse_model_server_config
+
+    assert serving_labels(3, 4) == {"stable": 3, "canary": 4}
+    assert serving_labels(3, 3) == {"stable": 3}
+    assert serving_labels(None, 2) == {"canary": 2}
+    existing = parse_model_server_config(
+        'model_config_list { config { name: "other" base_path: "/o" } config { name: "energy" base_path: "/old" } }'
+    )
+    config = model_config(existing, "energy", tmp_path / "energy", [4, 3, 4], {"stable": 3, "canary": 4})
+    names = [entry.name for entry in config.model_config_list.config]
+    assert names == ["other", "energy"]
+    entry = config.model_config_list.config[1]
+    assert entry.base_path == str(tmp_path / "energy") and entry.model_platform == "tensorflow"
+    assert list(entry.model_version_policy.specific.versions) == [3, 4]
+    assert dict(entry.version_labels) == {"stable": 3, "canary": 4}
+
+
+def test_install_version_is_atomic_and_idempotent(tmp_path):
+    from serving.export import ExportError, install_version
+
+    source = tmp_path / "export"
+    (source / "variables").mkdir(parents=True)
+    (source / "saved_model.pb").write_bytes(b"pb")
+    (source / "variables" / "variables.index").write_bytes(b"idx")
+    model_dir = tmp_path / "models" / "energy"
+    final, existed = install_version(source, model_dir, 7)
+    assert final == model_dir / "7" and not existed
+    assert (final / "variables" / "variables.index").read_bytes() == b"idx"
+    assert [p.name for p in model_dir.iterdir()] == ["7"]  # no staging directory left behind
+    assert install_version(source, model_dir, 7) == (final, True)
+    (model_dir / "8").mkdir()
+    with pytest.raises(ExportError, match="half-written"):
+        install_version(source, model_dir, 8)

@@ -64,16 +64,31 @@ def _temperature_basis(temperature: np.ndarray) -> np.ndarray:
     return np.column_stack(columns)
 
 
-def _design(frame: pd.DataFrame, settings: AnomalySettings, with_temperature: bool) -> np.ndarray:
-    how = _how(frame)
-    onehot = np.zeros((len(frame), 168))
-    onehot[np.arange(len(frame)), how] = 1.0
-    if not with_temperature:
-        return onehot
+def _temperature_design(frame: pd.DataFrame, settings: AnomalySettings) -> np.ndarray:
     night = after_hours_mask(frame["hour_of_day"].to_numpy(), settings.after_hours_start_h, settings.after_hours_end_h)
     basis = _temperature_basis(frame["temperature"].to_numpy(float))
     # Occupied and unoccupied hours respond to temperature differently (set-backs), as in LBNL's TOWT.
-    return np.column_stack([onehot, basis * night[:, None], basis * ~night[:, None]])
+    return np.column_stack([basis * night[:, None], basis * ~night[:, None]])
+
+
+def fit_time_of_week(how: np.ndarray, z: np.ndarray | None, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Least squares of y on hour-of-week indicators plus the columns of z, by Frisch–Waugh–Lovell:
+    demean y and z within each hour of the week, regress, and recover the hour effects as group means.
+    The same solution as the full 168 + k column regression, at the cost of a k-column one.
+
+    Returns (hour-of-week effects [168], z coefficients, number of parameters)."""
+    counts = np.bincount(how, minlength=168)
+    seen = counts > 0
+    safe = np.maximum(counts, 1)
+    if z is None or z.shape[1] == 0:
+        effects = np.bincount(how, weights=y, minlength=168) / safe
+        return np.where(seen, effects, np.nan), np.zeros(0), int(seen.sum())
+    y_mean = np.bincount(how, weights=y, minlength=168) / safe
+    z_mean = np.column_stack([np.bincount(how, weights=z[:, j], minlength=168) / safe for j in range(z.shape[1])])
+    z_tilde, y_tilde = z - z_mean[how], y - y_mean[how]
+    gamma, _, rank, _ = np.linalg.lstsq(z_tilde, y_tilde, rcond=None)
+    effects = y_mean - z_mean @ gamma
+    return np.where(seen, effects, np.nan), gamma, int(seen.sum()) + int(rank)
 
 
 class Baseline:
@@ -89,22 +104,22 @@ class Baseline:
             h = h[h["energy_valid"].fillna(False).astype(bool)]
         self.settings = settings
         self.with_temperature = "temperature" in h.columns and h["temperature"].notna().any()
-        self.coefficients: dict[str, np.ndarray] = {}
+        self.effects: dict[str, np.ndarray] = {}
+        self.gamma: dict[str, np.ndarray] = {}
         self.spread: dict[tuple[str, bool], float] = {}
-        self.seen_how: dict[str, np.ndarray] = {}
         for building_id, g in h.groupby("building_id"):
-            x, y = _design(g, settings, self.with_temperature), g["energy_kwh"].to_numpy(float)
-            beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-            self.coefficients[str(building_id)] = beta
-            residual = y - x @ beta
+            how, y = _how(g), g["energy_kwh"].to_numpy(float)
+            z = _temperature_design(g, settings) if self.with_temperature else None
+            effects, gamma, n_parameters = fit_time_of_week(how, z, y)
+            self.effects[str(building_id)], self.gamma[str(building_id)] = effects, gamma
+            residual = y - effects[how] - (z @ gamma if z is not None else 0.0)
             # In-sample residuals understate the error: inflate by sqrt(n / (n - p)).
-            inflate = np.sqrt(len(y) / max(len(y) - np.linalg.matrix_rank(x), 1))
+            inflate = np.sqrt(len(y) / max(len(y) - n_parameters, 1))
             night = after_hours_mask(g["hour_of_day"].to_numpy(), settings.after_hours_start_h, settings.after_hours_end_h)
             for period in (True, False):
                 r = residual[night == period]
                 mad = float(np.median(np.abs(r - np.median(r)))) * MAD_TO_SD * inflate if len(r) else np.nan
                 self.spread[(str(building_id), period)] = mad
-            self.seen_how[str(building_id)] = np.unique(_how(g))
 
     def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Expected kWh and residual spread per row; NaN for buildings or hours of the week never seen."""
@@ -114,12 +129,13 @@ class Baseline:
             frame["hour_of_day"].to_numpy(), self.settings.after_hours_start_h, self.settings.after_hours_end_h
         )
         for building_id, idx in frame.groupby("building_id").indices.items():
-            beta = self.coefficients.get(str(building_id))
-            if beta is None:
+            effects = self.effects.get(str(building_id))
+            if effects is None:
                 continue
             g = frame.iloc[idx]
-            value = _design(g, self.settings, self.with_temperature) @ beta
-            value[~np.isin(_how(g), self.seen_how[str(building_id)])] = np.nan
+            value = effects[_how(g)]
+            if self.with_temperature:
+                value = value + _temperature_design(g, self.settings) @ self.gamma[str(building_id)]
             expected[idx] = np.clip(value, 0.0, None)
             spread[idx] = np.where(
                 night[idx], self.spread.get((str(building_id), True), np.nan), self.spread.get((str(building_id), False), np.nan)

@@ -105,20 +105,23 @@ def portfolio_features(
     return pd.concat(frames, ignore_index=True)
 
 
-def _design(frame: pd.DataFrame) -> np.ndarray:
-    how = frame["day_of_week"].to_numpy(int) * 24 + frame["hour_of_day"].to_numpy(int)
-    onehot = np.zeros((len(frame), 168))
-    onehot[np.arange(len(frame)), how] = 1.0
+def _how(frame: pd.DataFrame) -> np.ndarray:
+    return frame["day_of_week"].to_numpy(int) * 24 + frame["hour_of_day"].to_numpy(int)
+
+
+def _degree_terms(frame: pd.DataFrame) -> np.ndarray:
     t = frame["forecast_temperature"].to_numpy(float)
-    open_hours = (~frame["is_weekend"].to_numpy(bool)) & (frame["hour_of_day"].to_numpy() >= 7) & (frame["hour_of_day"].to_numpy() < 19)
+    hour = frame["hour_of_day"].to_numpy()
+    open_hours = (~frame["is_weekend"].to_numpy(bool)) & (hour >= 7) & (hour < 19)
     hdd = np.clip(18.0 - t, 0, None)
-    return np.column_stack([onehot, hdd * open_hours, hdd * ~open_hours, np.clip(t - 24, 0, None)])
+    return np.column_stack([hdd * open_hours, hdd * ~open_hours, np.clip(t - 24, 0, None)])
 
 
 @dataclass(frozen=True)
 class LinearForecaster:
     """Per building: least squares on hour-of-week and degree terms; quantiles from training residuals."""
 
+    effects: dict[str, np.ndarray]
     coefficients: dict[str, np.ndarray]
     residual_sd: dict[str, float]
 
@@ -126,27 +129,33 @@ class LinearForecaster:
     def fit(
         cls, features: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp, recent_days: int = 0, recent_weight: float = 1.0
     ) -> "LinearForecaster":
-        """Least squares on [start, end); the last `recent_days` weigh `recent_weight` times more (a retrain
-        after a change must learn the new regime from the few days it has seen of it)."""
+        """Least squares on [start, end); the last `recent_days` count `recent_weight` times (a retrain
+        after a change must learn the new regime from the few days it has seen of it, so it is given
+        those days repeated)."""
+        from data_quality.anomalies import fit_time_of_week
+
         train = features[(features["ts"] < end) & features["energy_valid"]]
         if start is not None:
             train = train[train["ts"] >= start]
-        coefficients, sd = {}, {}
+        if recent_days and recent_weight > 1:
+            recent = train[train["ts"] >= end - pd.Timedelta(days=recent_days)]
+            train = pd.concat([train, *[recent] * (int(round(recent_weight)) - 1)], ignore_index=True)
+        effects, coefficients, sd = {}, {}, {}
         for building_id, g in train.groupby("building_id"):
-            x, y = _design(g), g["energy_kwh"].to_numpy(float)
-            recent = (g["ts"] >= end - pd.Timedelta(days=recent_days)).to_numpy() if recent_days else np.zeros(len(g), bool)
-            w = np.sqrt(np.where(recent, recent_weight, 1.0))
-            beta, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
-            coefficients[str(building_id)] = beta
+            how, z, y = _how(g), _degree_terms(g), g["energy_kwh"].to_numpy(float)
+            effect, gamma, n_parameters = fit_time_of_week(how, z, y)
+            effects[str(building_id)], coefficients[str(building_id)] = effect, gamma
+            residual = y - effect[how] - z @ gamma
             # in-sample residuals understate the forecast error: correct for the parameters fitted
-            sd[str(building_id)] = float(np.std(y - x @ beta) * np.sqrt(len(y) / max(len(y) - x.shape[1], 1)))
-        return cls(coefficients, sd)
+            sd[str(building_id)] = float(np.std(residual) * np.sqrt(len(y) / max(len(y) - n_parameters, 1)))
+        return cls(effects, coefficients, sd)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = []
         for building_id, g in frame.groupby("building_id"):
-            p50 = _design(g) @ self.coefficients[str(building_id)]
-            sd = self.residual_sd[str(building_id)]
+            b = str(building_id)
+            p50 = self.effects[b][_how(g)] + _degree_terms(g) @ self.coefficients[b]
+            sd = self.residual_sd[b]
             out.append(pd.DataFrame({"building_id": building_id, "ts": g["ts"].to_numpy(), "yhat_p50": p50,
                                      "yhat_p10": p50 - 1.2816 * sd, "yhat_p90": p50 + 1.2816 * sd}))
         return pd.concat(out, ignore_index=True)
@@ -173,3 +182,16 @@ def served_forecasts(
         model_version=model_version,
         is_fallback=False,
     )
+
+
+def to_contract_table(frame: pd.DataFrame, contract) -> "pa.Table":
+    """The frame as a table of `contract`; columns the synthetic frame lacks are null (date is derived)."""
+    import pyarrow as pa
+
+    columns = {}
+    for field in contract.schema:
+        if field.name in frame.columns:
+            columns[field.name] = pa.array(frame[field.name], type=field.type, from_pandas=True)
+        elif field.name != "date":
+            columns[field.name] = pa.nulls(len(frame), type=field.type)
+    return pa.table(columns)

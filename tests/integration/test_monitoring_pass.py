@@ -6,30 +6,23 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from lakehouse.engine import get_engine
 from lakehouse.schemas import ANOMALIES, DRIFT_REPORTS, FEATURES, FORECASTS, MONITORING_DECISIONS
 from ml.monitoring import run_monitoring
-from ml.monitoring_synthetic import AfterHoursWaste, LinearForecaster, Retrofit, portfolio_features, served_forecasts
+from ml.monitoring_synthetic import (
+    AfterHoursWaste,
+    LinearForecaster,
+    Retrofit,
+    portfolio_features,
+    served_forecasts,
+    to_contract_table,
+)
 
 pytestmark = pytest.mark.integration
 
 START = pd.Timestamp("2025-01-06", tz="UTC")
-
-
-def as_contract(frame: pd.DataFrame, contract) -> pa.Table:
-    """Fill the contract's columns this synthetic frame does not have with nulls."""
-    columns = {}
-    for field in contract.schema:
-        if field.name in frame.columns:
-            columns[field.name] = pa.array(frame[field.name].tolist() if field.name != "ts" else frame[field.name], type=field.type, from_pandas=True)
-        elif field.name == "date":
-            continue
-        else:
-            columns[field.name] = pa.nulls(len(frame), type=field.type)
-    return pa.table(columns)
 
 
 class _Meta:
@@ -49,8 +42,8 @@ def test_a_pass_writes_reports_runs_decisions_and_anomalies_and_a_rerun_changes_
     forecasts = served_forecasts(features, model, start=START + pd.Timedelta(days=14), end=START + pd.Timedelta(days=50),
                                  model_name=settings.model.model_name, model_version="3")
     engine = get_engine(settings)
-    engine.upsert(FEATURES, as_contract(features, FEATURES))
-    engine.upsert(FORECASTS, as_contract(forecasts, FORECASTS))
+    engine.upsert(FEATURES, to_contract_table(features, FEATURES))
+    engine.upsert(FORECASTS, to_contract_table(forecasts, FORECASTS))
     import data_quality.anomaly_store as store
 
     monkeypatch.setattr(store, "building_metadata", lambda engine, settings: {b: _Meta(b) for b in buildings})

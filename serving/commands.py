@@ -30,6 +30,10 @@ def serve_command(ctx: typer.Context) -> None:
         raise typer.Exit(0)
     if not any(arg.startswith(("--model_config_file", "--model_base_path")) for arg in argv):
         settings = get_settings()
+        config_file = settings.model_base_path / "models.config"
+        if not config_file.exists():
+            typer.echo(f"no model deployed yet ({config_file} is missing): run `wattflow models deploy` first", err=True)
+            raise typer.Exit(2)
         defaults = [
             f"--model_config_file={settings.model_base_path / 'models.config'}",
             f"--model_config_file_poll_wait_seconds={max(1, int(settings.serving.poll_wait_s))}",
@@ -54,7 +58,14 @@ def deploy_command(
     from serving.export import deploy
     from wattflow.settings import get_settings
 
-    result = deploy(get_settings(), version=version, alias=alias, server_target=server, timeout_s=timeout_s)
+    from serving.client import VersionLoadFailed
+    from serving.export import ExportError
+
+    try:
+        result = deploy(get_settings(), version=version, alias=alias, server_target=server, timeout_s=timeout_s)
+    except (ExportError, VersionLoadFailed, TimeoutError) as exc:
+        typer.echo(f"deploy failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(
         f"deployed {result.model_name} version {result.version} at {result.version_dir} "
         f"(labels: {', '.join(f'{k}={v}' for k, v in sorted(result.labels.items())) or 'none'})"

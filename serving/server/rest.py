@@ -177,6 +177,8 @@ def _dtype(signature, name):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the body waits for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     api: RestApi
     max_body: int
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -10,7 +11,8 @@ from rich.table import Table
 
 from wattflow.cli_groups import buildings_app
 
-console = Console()
+# Piped output (CI logs, tests) would otherwise be cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _load(path: Path | None = None):

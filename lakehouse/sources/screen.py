@@ -127,7 +127,7 @@ def screen_readings(
     # Duplicates inside the batch: the first copy lands, later copies are quarantined, with a
     # different reason when the value differs (a device correcting itself or two devices on one id).
     metric_col = text_values(column_or_nulls(table, "metric"))
-    key_ok = known & ts_valid & (check == "")
+    key_ok = known & ts_valid & np.isfinite(values) & (check == "")  # bronze rejects the rest itself
     if key_ok.sum() > 1:
         idx = np.flatnonzero(key_ok)
         key = pa.table(

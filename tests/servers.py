@@ -291,7 +291,7 @@ def mlflow_server(
         _stop_process_group(proc)
 
 
-def _stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+def _stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
     import signal
 
     if proc.poll() is not None:

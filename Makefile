@@ -25,6 +25,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not e2e and not spark"
 
+up: $(STAMP)
+	$(BIN)/python -m wattflow.stack up
+
+down: $(STAMP)
+	$(BIN)/python -m wattflow.stack down
+
 bench: $(STAMP)
 	mkdir -p bench/results
 	$(BIN)/python bench/ingest.py --json bench/results/ingest.json

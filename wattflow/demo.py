@@ -1,33 +1,72 @@
-"""`make demo`: run the platform's main job on embedded defaults and print where to look."""
+"""`make demo`: the whole loop through Airflow on a simulated portfolio, then a summary and where to look.
+
+3 buildings, 8 weeks of 15-minute readings and weather → validate → features → tune → train → promote
+→ deploy to the serving server → forecast over gRPC → monitor; then a retrofit cuts one building's HVAC
+load by 25% and the monitoring loop has to notice, retrain and redeploy by itself.
+"""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import datetime as dt
+import os
+import shutil
+import time
+from pathlib import Path
 
-from wattflow.settings import get_settings
-
-# The demo's portfolio: small enough for a laptop, long enough to span both DST switches of spring 2024.
 DEMO_BUILDINGS = 3
-DEMO_START = date(2024, 3, 4)
+DEMO_START = dt.date(2024, 1, 15)
 DEMO_WEEKS = 8
+DEMO_DRIFT_DAYS = 14
+MARKER = ".wattflow-demo"
+
+
+def demo_environment(home: Path, *, buildings: int = DEMO_BUILDINGS, weeks: int = DEMO_WEEKS,
+                     drift_days: int = DEMO_DRIFT_DAYS, start: dt.date = DEMO_START) -> dict[str, str]:
+    """Settings for the demo's world, as WATTFLOW_* variables (a user's own variables win)."""
+    retrofit = f"retrofit:b01:{start + dt.timedelta(weeks=weeks)}:0.25"
+    return {
+        "WATTFLOW_HOME": str(home),
+        "WATTFLOW_SIMULATOR__WORLD_BUILDINGS": str(buildings),
+        "WATTFLOW_SIMULATOR__WORLD_START": start.isoformat(),
+        "WATTFLOW_SIMULATOR__WORLD_END": (start + dt.timedelta(weeks=weeks, days=drift_days + 2)).isoformat(),
+        "WATTFLOW_SIMULATOR__WORLD_DRIFT": f'["{retrofit}"]',
+        "WATTFLOW_AIRFLOW__START_DATE": start.isoformat(),
+    }
 
 
 def main() -> None:
-    from lakehouse.simulator.commands import print_summary
-    from lakehouse.simulator.commands_core import run_simulation
+    home = Path(os.environ.get("WATTFLOW_HOME", ".wattflow")).resolve()
+    # A previous demo's state would put the new run inside its cooldown: start from a clean home, but
+    # never delete a folder the demo did not create.
+    if (home / MARKER).exists():
+        shutil.rmtree(home)
+    elif home.exists() and any(home.iterdir()):
+        raise SystemExit(f"{home} holds data that is not from a demo; set WATTFLOW_HOME to an empty folder")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("created by make demo\n")
+    # A smaller portfolio for tests and quick looks: WATTFLOW_DEMO_BUILDINGS / _WEEKS / _DRIFT_DAYS.
+    buildings = int(os.environ.get("WATTFLOW_DEMO_BUILDINGS", DEMO_BUILDINGS))
+    weeks = int(os.environ.get("WATTFLOW_DEMO_WEEKS", DEMO_WEEKS))
+    drift_days = int(os.environ.get("WATTFLOW_DEMO_DRIFT_DAYS", DEMO_DRIFT_DAYS))
+    for key, value in demo_environment(home, buildings=buildings, weeks=weeks, drift_days=drift_days).items():
+        os.environ.setdefault(key, value)
 
+    from wattflow.loop import ServingProcess, run_loop
+    from wattflow.settings import get_settings, reset_settings
+    from wattflow.summary import as_json, print_summary
+
+    reset_settings()
     settings = get_settings()
-    print(f"wattflow home: {settings.home.resolve()}")
-    print(f"lakehouse:     {settings.lakehouse_uri} (engine {settings.lakehouse.engine})")
-    print(f"simulating {DEMO_BUILDINGS} buildings x {DEMO_WEEKS} weeks from {DEMO_START} with faults, landing in bronze")
-    summary = run_simulation(
-        buildings=DEMO_BUILDINGS,
-        start=DEMO_START.isoformat(),
-        end=(DEMO_START + timedelta(weeks=DEMO_WEEKS)).isoformat(),
-        faults=True,
-        settings=settings,
-    )
-    print_summary(summary)
+    started = time.perf_counter()
+    print(f"wattflow demo — home {home}")
+    server = ServingProcess(settings, home / "logs" / "serving.log").start()
+    print(f"serving: gRPC {settings.serving.host}:{settings.serving.grpc_port}, REST {settings.serving.rest_port}")
+    try:
+        report = run_loop(settings, initial_weeks=weeks, drift_days=drift_days, tune_trials=settings.airflow.tune_trials)
+    finally:
+        server.stop()
+    print_summary(settings, report, wall_s=time.perf_counter() - started)
+    (home / "demo-report.json").write_text(as_json(report))
 
 
 if __name__ == "__main__":

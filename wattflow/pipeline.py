@@ -367,8 +367,53 @@ def rollback_stable(exported: dict[str, Any], *, settings: Settings | None = Non
 # -- forecast -----------------------------------------------------------------------------------------
 
 
+def future_features(settings: Settings, building_id: str, origin: dt.datetime):
+    """Gold-feature rows for the `horizon_h` hours from `origin`: calendar plus the weather forecast
+    issued before the origin, built by the same code as gold (silver's forecast alignment, gold's
+    calendar), with no energy and no observed weather since those hours have not happened yet."""
+    import numpy as np
+    import pandas as pd
+
+    from lakehouse.curation import _read_text, catalogue_uri
+    from lakehouse.gold import FeatureCatalogue, hourly_to_features
+    from lakehouse.schemas import BUILDING_HOURLY, WEATHER
+    from lakehouse.silver import _attach_weather
+
+    engine = _engine(settings)
+    reg = registry(settings)
+    building = reg.get(building_id)
+    origin_ts = pd.Timestamp(origin).tz_convert("UTC")
+    read_from = origin_ts - pd.Timedelta(hours=settings.features.margin_h)
+    silver = engine.read(BUILDING_HOURLY, filters=[("building_id", "=", building_id), ("date", ">=", read_from.date()),
+                                                   ("date", "<=", origin_ts.date())]).to_pandas()
+    silver = silver[(silver["ts"] >= read_from) & (silver["ts"] < origin_ts)]
+    hours = pd.date_range(origin_ts, periods=settings.model.horizon_h, freq="h")
+    ahead = pd.DataFrame({"building_id": building_id, "ts": hours.astype("datetime64[us, UTC]")})
+    forecasts = engine.read(WEATHER, filters=[("site_id", "=", building.site_id), ("kind", "=", "forecast"),
+                                              ("date", ">=", origin_ts.date()),
+                                              ("date", "<=", hours[-1].date())]).to_pandas()
+    forecasts = forecasts[forecasts["issued_at"] < origin_ts]
+    ahead = _attach_weather(ahead, reg, None, forecasts)
+    for column in BUILDING_HOURLY.schema.names:
+        if column not in ahead.columns:
+            ahead[column] = np.nan
+    ahead[["imputed", "gap", "outlier"]] = False
+    ahead["gap"] = True  # no reading yet: never a target
+    ahead["n_readings"], ahead["expected_readings"], ahead["n_rejected"] = 0, 0, 0
+    ahead["quality_flags"] = "future"
+    frame = pd.concat([silver, ahead[silver.columns]], ignore_index=True)
+    stored = _read_text(catalogue_uri(engine))
+    scaling = FeatureCatalogue.from_json(stored).scaling if stored else None
+    features = hourly_to_features(frame, reg, settings, scaling=scaling)
+    return features[features["ts"] >= origin_ts].reset_index(drop=True)
+
+
 def _forecast_frame(settings: Settings, building_id: str, origin: dt.datetime | None = None):
-    """(history, weather forecast, origin) from gold features for one building; None without data."""
+    """(history, weather forecast, origin) for one building; None without history.
+
+    History comes from gold features before the origin; the future rows are built from the forecasts
+    issued before it (see `future_features`), exactly what an application would have at that time.
+    """
     import pandas as pd
 
     from ml.pipeline import read_features
@@ -379,14 +424,11 @@ def _forecast_frame(settings: Settings, building_id: str, origin: dt.datetime | 
         if frame.empty:
             return None
         origin = (frame["ts"].max() - pd.Timedelta(hours=settings.model.horizon_h - 1)).floor("D").to_pydatetime()
-    start = pd.Timestamp(origin) - pd.Timedelta(hours=lookback)
-    end = pd.Timestamp(origin) + pd.Timedelta(hours=settings.model.horizon_h)
-    frame, _ = read_features(_engine(settings), [building_id], start, end)
-    if frame.empty:
+    origin_ts = pd.Timestamp(origin).tz_convert("UTC")
+    history, _ = read_features(_engine(settings), [building_id], origin_ts - pd.Timedelta(hours=lookback), origin_ts)
+    if history.empty:
         return None
-    history = frame[frame["ts"] < pd.Timestamp(origin)]
-    future = frame[frame["ts"] >= pd.Timestamp(origin)]
-    return history, future, pd.Timestamp(origin)
+    return history, future_features(settings, building_id, origin_ts), origin_ts
 
 
 def forecast(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None = None,

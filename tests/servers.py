@@ -101,11 +101,25 @@ def _run_pg(run_as: str | None, argv: list[str]) -> subprocess.CompletedProcess[
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
+def _pg_os_user() -> str:
+    """The unprivileged account PostgreSQL runs as under root; Debian's package creates `postgres`."""
+    try:
+        pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        created = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise ServerStartError(f"cannot create OS user {PG_OS_USER!r} for PostgreSQL: {created.stderr}") from None
+    return PG_OS_USER
+
+
 def start_postgres(user: str = "wattflow") -> PostgresServer:
     """Initialise and start a throwaway PostgreSQL cluster; call ``stop()`` (and remove base_dir) after."""
     if not (PG_BIN / "initdb").exists():
         raise ServerStartError(f"PostgreSQL binaries not found in {PG_BIN}: install Debian's postgresql package")
-    run_as = PG_OS_USER if os.geteuid() == 0 else None
+    run_as = _pg_os_user() if os.geteuid() == 0 else None
     # Not under pytest's tmp dir: that is private to root, and the server runs as PG_OS_USER.
     base_dir = Path(tempfile.mkdtemp(prefix="wattflow-pg-"))
     password = secrets.token_urlsafe(16)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.bronze import WEATHER_VALUES, LandingResult, land_readings, land_weather
+from lakehouse.bronze import WEATHER_VALUES, LandingResult, land_weather
 from lakehouse.buildings import METRIC_UNITS, METRICS, Building, BuildingRegistry, Sensor
 from lakehouse.sources.localtime import Clock, Conversion, local_to_utc
 
@@ -244,6 +244,7 @@ def ingest_file(
     """
     from lakehouse.engine import get_engine
     from lakehouse.registry_file import load_registry, mirror_registry, upsert_building
+    from lakehouse.sources.screen import land_source_readings
 
     path = Path(path)
     engine = engine or get_engine()
@@ -259,7 +260,7 @@ def ingest_file(
         registry = upsert_building(building, registry_file)
     mirror_registry(registry, engine)
     source = f"file:{path.name}"
-    readings = land_readings(records.readings, source=source, registry=registry, engine=engine, now=now)
+    readings = land_source_readings(records.readings, source=source, registry=registry, engine=engine, now=now)
     weather = land_weather(records.weather, source=source, engine=engine, now=now) if records.weather is not None else None
     utc = records.conversion.utc.dropna()
     return FileIngestResult(

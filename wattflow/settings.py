@@ -338,6 +338,26 @@ class AirflowSettings(BaseModel):
     celery_result_backend: str = ""
 
 
+class DashboardSettings(BaseModel):
+    """The facility managers' dashboard (`wattflow dashboard`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8050
+    # Browsers poll the tables' Delta versions this often; pages re-read only when a version moved.
+    refresh_interval_s: float = 30.0
+    # How long a table version read from the Delta log is trusted before the log is read again.
+    version_ttl_s: float = 2.0
+    # The building chart's default span, and the most points one trace sends to the browser
+    # (longer spans are averaged into coarser buckets so the page stays fast on a year of data).
+    chart_days: int = 14
+    chart_max_points: int = 1500
+    # Accuracy of the served model shown per building: served forecasts vs actuals over these days.
+    accuracy_days: int = 7
+    # The overview's anomaly table: the costliest anomalies that started within these days.
+    anomaly_days: int = 28
+    worst_anomalies: int = 10
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -368,6 +388,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
     @property

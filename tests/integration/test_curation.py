@@ -274,6 +274,6 @@ def test_suites_on_the_uci_appliances_data(wattflow_home):
     assert len(hourly) >= 19_735 // 6 - 2 and not hourly.duplicated(["building_id", "ts"]).any()
     assert len(rejects) / len(readings) < 0.05
     assert hourly["energy_kwh"].notna().mean() > 0.99
-    # 10-minute Wh readings sum to kWh per hour: the house uses ~0.1 kWh in a typical hour.
-    assert 0.05 < hourly["energy_kwh"].median() < 0.2
+    # Six 10-minute readings (median 60 Wh) sum to the hour: the appliances use ~0.37 kWh in a typical hour.
+    assert 0.3 < hourly["energy_kwh"].median() < 0.45
     assert build_data_docs(settings).is_file()

@@ -291,7 +291,7 @@ def evaluate_retrain(
     """
     from ml import registry
     from ml.backtest import backtest
-    from ml.pipeline import building_timezones, read_features
+    from ml.pipeline import building_timezones
     from ml.spec import INPUT_FUTURE, INPUT_HISTORY
     from ml.tracking import configure
 
@@ -318,7 +318,9 @@ def evaluate_retrain(
         return spec, predict
 
     lookback = max(registry.window_spec_of(model_name, v).lookback_h for v in (old_version, new_version))
-    frame, _ = read_features(engine, start=start - pd.Timedelta(hours=lookback + 48), end=end)
+    frame = read_window(engine, FEATURES, start - pd.Timedelta(hours=lookback + 48),
+                        end if end is not None else pd.Timestamp.now(tz="UTC").ceil("h"), None)
+    frame = frame.sort_values(["building_id", "ts"]).reset_index(drop=True)
     result = backtest(frame, {"old": predictor(old_version), "new": predictor(new_version)}, start=start, end=end,
                       timezones=building_timezones(engine, settings), ashrae_p=settings.model.ashrae_p)
     n, old_mae, new_mae, improvement, improved, per_building = compare_on_period(

@@ -17,23 +17,25 @@ KEYS = list(SENSOR_READINGS.keys)
 def readings(
     start: dt.datetime = T0, hours: int = 48, buildings: int = 3, batch: str = "batch-1", seed: int = 7
 ) -> pa.Table:
-    """15-minute readings of two sensors per building across a DST weekend: ~1,150 rows over 3 dates."""
-    rng = np.random.default_rng(seed)
+    """15-minute readings of two sensors per building across a DST weekend (48 h x 3 buildings: 1,152 rows)."""
     steps = hours * 4
+    first_step = int((start - T0).total_seconds() // 900)
     ts = [start + dt.timedelta(minutes=15 * i) for i in range(steps)]
+    absolute = np.arange(first_step, first_step + steps)
     rows: dict[str, list] = {k: [] for k in ("building_id", "sensor_id", "metric", "ts", "value", "unit")}
     for b in range(buildings):
-        for sensor, metric, unit in (("meter-1", "energy", "kWh"), ("zone-1", "indoor_temperature", "degC")):
+        for s, (sensor, metric, unit) in enumerate((("meter-1", "energy", "kWh"), ("zone-1", "indoor_temperature", "degC"))):
             rows["building_id"] += [f"b{b:02d}"] * steps
             rows["sensor_id"] += [sensor] * steps
             rows["metric"] += [metric] * steps
             rows["ts"] += ts
-            rows["value"] += list(np.round(rng.uniform(0, 50, steps), 3))
+            # A pure function of (building, sensor, time): overlapping intervals carry identical values.
+            rows["value"] += list(np.round(25 + 20 * np.sin(absolute / 7 + b + 3 * s + seed), 3))
             rows["unit"] += [unit] * steps
     n = len(rows["ts"])
-    values = pa.array(rows["value"], pa.float64())
-    # A missing value must compare equal to itself on a re-run (null-safe), not count as a change.
-    values = pa.array([None if i == 5 else v for i, v in enumerate(values.to_pylist())], pa.float64())
+    # A missing value (the series' 6th reading of the interval) must compare equal to itself on a
+    # re-run (null-safe), not count as a change.
+    values = pa.array([None if i == 5 else v for i, v in enumerate(rows["value"])], pa.float64())
     return pa.table(
         {
             **{k: rows[k] for k in ("building_id", "sensor_id", "metric")},

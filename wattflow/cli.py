@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "lakehouse.simulator.commands",
     "ml.commands",
     "ml.monitoring_commands",
+    "wattflow.dashboard.commands",
 ]
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,81 @@
+"""The Dash app: routing, the refresh tick, and the server entry point.
+
+Near-real-time without re-reading: every `refresh_interval_s` the browser asks for the tables' Delta
+versions; only when one moved does the page re-render, and then only the changed table's cached reads
+are recomputed (`TableReader` keys them by version).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from wattflow.dashboard import pages
+from wattflow.dashboard.data import DashboardData
+from wattflow.log import get_logger
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Any, engine: Any | None = None, data: DashboardData | None = None) -> dash.Dash:
+    data = data or DashboardData(settings, engine)
+    app = dash.Dash(
+        __name__, title="wattflow", assets_folder=str(Path(__file__).with_name("assets")),
+        suppress_callback_exceptions=True, update_title=None,
+    )
+    app.wattflow_data = data  # type: ignore[attr-defined] - tests and the CLI reach the data layer here
+    refresh_ms = int(settings.dashboard.refresh_interval_s * 1000)
+
+    def layout() -> html.Div:
+        return html.Div([
+            dcc.Location(id="url"),
+            dcc.Store(id="versions", data=_stringify(data.versions(fresh=True))),
+            dcc.Interval(id="tick", interval=refresh_ms),
+            html.Header([dcc.Link("wattflow · energy", href="/"),
+                         html.Span(f"refreshes every {settings.dashboard.refresh_interval_s:g} s when the tables change",
+                                   className="refresh")]),
+            html.Main(id="page"),
+        ])
+
+    app.layout = layout
+
+    @app.callback(Output("versions", "data"), Input("tick", "n_intervals"), State("versions", "data"), prevent_initial_call=True)
+    def check_versions(_: int, known: dict[str, Any] | None) -> Any:
+        current = _stringify(data.versions(fresh=True))
+        return dash.no_update if current == known else current
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"), Input("versions", "data"))
+    def render(pathname: str | None, search: str | None, _versions: Any) -> Any:
+        path = (pathname or "/").rstrip("/") or "/"
+        if path == "/":
+            return pages.overview_page(data.overview())
+        if path.startswith("/building/"):
+            building_id = path.removeprefix("/building/")
+            days = pages.span_from_query(search, settings.dashboard.chart_days)
+            try:
+                return pages.building_page(data.building(building_id, days))
+            except KeyError:
+                return pages.not_found(f"No building {building_id!r} in the registry.")
+        return pages.not_found(f"No page at {path}.")
+
+    return app
+
+
+def _stringify(versions: dict[str, int | None]) -> dict[str, Any]:
+    return {k: v for k, v in versions.items()}
+
+
+def serve(settings: Any, host: str, port: int, debug: bool = False) -> None:
+    app = create_app(settings)
+    data: DashboardData = app.wattflow_data  # type: ignore[attr-defined]
+    # Warm the shared reads and the champion lookup so the first visitor does not pay for them.
+    data.champion()
+    try:
+        data.overview()
+    except Exception as err:  # noqa: BLE001 - an empty or half-built home still serves pages
+        log.warning("dashboard warm-up failed", error=str(err))
+    log.info("dashboard listening", url=f"http://{host}:{port}/", lakehouse=settings.lakehouse_uri)
+    app.run(host=host, port=port, debug=debug)

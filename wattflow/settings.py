@@ -144,6 +144,8 @@ class MqttSettings(BaseModel):
     qos: int = 1
     batch_max_readings: int = 5000
     batch_max_age_s: float = 1.0
+    # While a commit is running, the next batch may grow to this many times batch_max_readings (group commit).
+    batch_backlog_factor: int = 10
     username: str = ""
     password: str = ""
 

@@ -12,6 +12,9 @@ Payloads are JSON: one reading object or a list of them. Topic levels fill what 
 not an object, or a reading that fails a check goes to quarantine with its reason; it is acknowledged
 with its batch and never blocks the stream.
 
+Batches commit in one worker thread, in order, while the next batch is decoded (Delta I/O releases
+the GIL), so decoding and committing overlap; the hand-over holds one batch, which is the back-pressure.
+
 Broker settings that matter (Mosquitto): ``max_queued_messages`` (default 1000) silently drops QoS 1
 messages beyond it for an offline or slow client: set it to 0 or a size that covers the longest outage.
 ``max_inflight_messages`` (default 20) bounds how many unacknowledged messages we hold, so a batch larger
@@ -168,6 +171,7 @@ class MqttIngest:
         qos: int = 1,
         batch_max_readings: int = 5000,
         batch_max_age_s: float = 1.0,
+        backlog_factor: int = 10,
         username: str = "",
         password: str = "",
         source: str | None = None,
@@ -182,6 +186,7 @@ class MqttIngest:
         self.registry_loader = registry_loader
         self.batch_max_readings = batch_max_readings
         self.batch_max_age_s = batch_max_age_s
+        self.backlog_factor = backlog_factor
         self.source = source or f"mqtt:{self.host}:{self.port}"
         self.on_commit = on_commit
         self.settings = settings
@@ -190,6 +195,7 @@ class MqttIngest:
         self._generation = 0
         self._connected = threading.Event()
         self._stop = threading.Event()
+        self._worker_idle = threading.Event()
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -259,9 +265,14 @@ class MqttIngest:
         if failure:
             raise failure[0]
 
+    def _worker_busy(self, handoff: queue.Queue) -> bool:
+        return handoff.full() or not self._worker_idle.is_set()
+
     def _commit_worker(self, handoff: queue.Queue, failure: list[BaseException]) -> None:
         while True:
+            self._worker_idle.set()
             batch = handoff.get()
+            self._worker_idle.clear()
             if batch is None:
                 return
             if failure:
@@ -282,13 +293,21 @@ class MqttIngest:
         opened_at = 0.0
         submitted = 0  # readings handed to the commit worker
         last_message = time.monotonic()
+        # Group commit: while the worker is still committing the previous batch, the open batch keeps
+        # growing (up to backlog_factor x the count) instead of queueing behind it, so a slow commit makes
+        # batches larger rather than the backlog longer. The count and age are when a batch may commit.
+        hard_cap = self.batch_max_readings * max(1, self.backlog_factor)
         while not failure:
             n_buffered = n_records + len(rejected)
+            waiting = bool(pending) and self._worker_busy(handoff)
+            limit = hard_cap if waiting else self.batch_max_readings
             timeout = 0.2
-            if pending:
+            if pending and not waiting:
                 timeout = max(0.0, min(timeout, opened_at + self.batch_max_age_s - time.time()))
+            elif waiting:
+                timeout = 0.02
             try:
-                msg = self._inbox.get(timeout=timeout)
+                msg = self._inbox.get(timeout=timeout) if n_buffered < limit else None
             except queue.Empty:
                 msg = None
             # Drain what is already waiting: after a slow commit, the backlog forms full batches
@@ -309,7 +328,7 @@ class MqttIngest:
                         n_records += len(got)
                     rejected.extend(bad)
                 n_buffered = n_records + len(rejected)
-                if n_buffered >= self.batch_max_readings:
+                if n_buffered >= limit:
                     break
                 try:
                     msg = self._inbox.get_nowait()
@@ -321,7 +340,8 @@ class MqttIngest:
                 or self._stop.is_set()
                 or (max_readings is not None and submitted + n_buffered >= max_readings)
             )
-            if due:
+            must = pending and (n_buffered >= hard_cap or self._stop.is_set())
+            if due and (must or not self._worker_busy(handoff)):
                 handoff.put((pending, records_table(records), rejected, redelivered, opened_at))
                 submitted += n_buffered
                 pending, records, rejected, seen, redelivered, n_records = [], [], [], set(), 0, 0
@@ -418,6 +438,7 @@ def ingest_mqtt(
         qos=m.qos,
         batch_max_readings=batch_max_readings or m.batch_max_readings,
         batch_max_age_s=batch_max_age_s or m.batch_max_age_s,
+        backlog_factor=m.batch_backlog_factor,
         username=m.username,
         password=m.password,
         on_commit=on_commit,

@@ -12,7 +12,7 @@ import pytest
 from lakehouse.delta_rs import DeltaRsEngine
 from lakehouse.schemas import SENSOR_READINGS
 from lakehouse.spark_engine import SparkEngine
-from tests.integration.delta_fixtures import KEYS, T0, readings, sorted_rows, utc, with_column
+from tests.integration.delta_fixtures import T0, readings, sorted_rows, utc, with_column
 from wattflow.settings import LakehouseSettings, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

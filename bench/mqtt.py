@@ -5,7 +5,8 @@ building gateways that buffer a few minutes of all their sensors do); the consum
 commits micro-batches to bronze (screen + validate + delta-rs upsert) and acknowledges after each commit.
 Per batch setting (count, max age), it reports:
 
-- readings_per_s: readings committed / (last commit - first publish), i.e. sustained end to end;
+- readings_per_s: readings committed / (last commit - first publish), i.e. sustained end to end; it
+  cannot exceed the offered rate, so offer more (``--rate 30000``, or 0 for as fast as possible) to see capacity;
 - latency_p50_s / latency_p99_s: per message, Delta commit time - publish time (same clock, one host).
 
     python bench/mqtt.py [--rate 20000] [--seconds 20] [--readings-per-message 250] [--json PATH]

@@ -13,7 +13,9 @@ not an object, or a reading that fails a check goes to quarantine with its reaso
 with its batch and never blocks the stream.
 
 Batches commit in one worker thread, in order, while the next batch is decoded (Delta I/O releases
-the GIL), so decoding and committing overlap; the hand-over holds one batch, which is the back-pressure.
+the GIL), so decoding and committing overlap. While a commit runs, the open batch keeps growing (group
+commit, up to `batch_backlog_factor` x the count): a commit costs about the same for 5,000 or 50,000
+readings, so a slow commit makes the next batch bigger instead of the backlog longer.
 
 Broker settings that matter (Mosquitto): ``max_queued_messages`` (default 1000) silently drops QoS 1
 messages beyond it for an offline or slow client: set it to 0 or a size that covers the longest outage.

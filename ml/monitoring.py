@@ -91,7 +91,7 @@ def decision_history(engine: Any, model_name: str, before: pd.Timestamp) -> tupl
         raw = json.loads(figures or "{}").get("check")
         if raw:
             checks.append(Check.from_dict(raw))
-    return checks, last_retrain(list(zip(rows["as_of"].dt.to_pydatetime(), rows["decision"])))
+    return checks, last_retrain([(ts.to_pydatetime(), d) for ts, d in zip(rows["as_of"], rows["decision"])])
 
 
 def save_reports(assessment: Assessment, folder: Path) -> dict[str, SavedReport]:

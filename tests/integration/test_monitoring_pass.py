@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -85,7 +84,24 @@ def test_a_pass_writes_reports_runs_decisions_and_anomalies_and_a_rerun_changes_
     assert again.mlflow_run_id == outcome.mlflow_run_id and again.decision.label == "retrain"
     assert {c.name: engine.version(c) for c in (DRIFT_REPORTS, MONITORING_DECISIONS, ANOMALIES)} == versions
 
-    # the next day: the retrain decision of yesterday puts the pass in its cooldown
-    tomorrow = run_monitoring(engine, settings, as_of + pd.Timedelta(days=1), with_anomalies=False)
-    assert not tomorrow.retrain_requested and tomorrow.decision.reasons[0].startswith("cooldown: last retrain 1.0 days ago")
-    assert np.isfinite(tomorrow.decision.figures["days_since_last_retrain"])
+    # the next day, from the CLI: the retrain decision of yesterday puts the pass in its cooldown
+    from typer.testing import CliRunner
+
+    from wattflow.cli import app
+
+    runner = CliRunner()
+    tomorrow = runner.invoke(app, ["monitor", "--as-of", str((as_of + pd.Timedelta(days=1)).date()), "--no-anomalies", "--json"])
+    assert tomorrow.exit_code == 0, tomorrow.output
+    payload = json.loads(tomorrow.output[tomorrow.output.index("{"):])
+    assert payload["decision"] == "hold" and not payload["retrain_requested"]
+    assert payload["reasons"][0].startswith("cooldown: last retrain 1.0 days ago")
+    assert engine.read(MONITORING_DECISIONS).num_rows == 2
+
+    listed = runner.invoke(app, ["anomalies", "--building-id", "b3", "--since", str(waste.start.date()),
+                                 "--until", str((as_of).date()), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.splitlines() if line.startswith("{")]
+    assert [r["kind"] for r in rows if r["kind"] == "after_hours_load"] == ["after_hours_load"]
+    assert all(r["building_id"] == "b3" for r in rows)
+    unknown = runner.invoke(app, ["anomalies", "--building-id", "nope", "--since", "2025-01-01", "--until", "2024-12-01"])
+    assert unknown.exit_code != 0 and "must be after since" in unknown.output

@@ -83,7 +83,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
         process = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
     endpoint = Endpoint(grpc_target, rest_url, base, templates, config_path, bool(external))
     try:
-        _wait_ready(endpoint, process, timeout_s=240)
+        _wait_ready(endpoint, process, timeout_s=600)
         yield endpoint
     finally:
         if process is not None:

@@ -141,6 +141,20 @@ def log_to_mlflow(settings: Any, outcome_tags: dict[str, str], metrics: dict[str
         return run.info.run_id
 
 
+def tag_model_version(model_name: str, version: str | None, run_id: str, decision: str) -> None:
+    """Point the registered version at its latest monitoring run (visible on the version's page)."""
+    if not version:
+        return
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        client.set_model_version_tag(model_name, version, "wattflow.last_monitoring_run", run_id)
+        client.set_model_version_tag(model_name, version, "wattflow.last_monitoring_decision", decision)
+    except Exception as err:  # noqa: BLE001 - served forecasts of a version the registry does not know
+        log.warning("monitor.version_tag_failed", model_name=model_name, version=version, error=str(err))
+
+
 def _check_metrics(check: Check) -> dict[str, float | None]:
     return {
         "cv_rmse": check.accuracy.cv_rmse,
@@ -194,6 +208,7 @@ def run_monitoring(
             "wattflow.decision": decision.label,
         }
         run_id = log_to_mlflow(settings, tags, _check_metrics(assessment.check), folder)
+        tag_model_version(model_name, production.version, run_id, decision.label)
 
     now = pd.Timestamp.now(tz="UTC")
     judgements = {"input_drift": assessment.input_drift, "residual_drift": assessment.residual_drift}

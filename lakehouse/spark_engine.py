@@ -154,10 +154,11 @@ class SparkEngine:
         return changed.localCheckpoint(eager=True)
 
     def _create(self, contract: TableContract, batch: pa.Table, path: str) -> None:
-        df = self._to_spark(contract, batch)
         if contract.partition_by:
-            # One writer per partition value: a year of daily partitions lands as ~365 files, not 365 per task.
-            df = df.repartition(*contract.partition_by)
+            # Rows sorted by partition value before they leave Python: each Arrow batch (one Spark task)
+            # then spans a few dates, so a year lands as ~one file per date without a Spark shuffle.
+            batch = batch.sort_by([(c, "ascending") for c in contract.partition_by])
+        df = self._to_spark(contract, batch)
         view = f"wattflow_create_{uuid.uuid4().hex}"
         df.createOrReplaceTempView(view)
         partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in contract.partition_by)})" if contract.partition_by else ""

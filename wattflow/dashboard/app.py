@@ -32,7 +32,7 @@ def create_app(settings: Any, engine: Any | None = None, data: DashboardData | N
     def layout() -> html.Div:
         return html.Div([
             dcc.Location(id="url"),
-            dcc.Store(id="versions", data=_stringify(data.versions(fresh=True))),
+            dcc.Store(id="versions", data=_stringify(data.versions())),
             dcc.Interval(id="tick", interval=refresh_ms),
             html.Header([dcc.Link("wattflow · energy", href="/"),
                          html.Span(f"refreshes every {settings.dashboard.refresh_interval_s:g} s when the tables change",
@@ -68,14 +68,22 @@ def _stringify(versions: dict[str, int | None]) -> dict[str, Any]:
     return {k: v for k, v in versions.items()}
 
 
+def warm_up(data: DashboardData) -> None:
+    """Run the shared reads, the champion lookup and one render of each page kind before the first
+    visitor comes, so that nobody pays for the first Delta reads and Python's lazy imports."""
+    data.champion()
+    try:
+        overview = data.overview()
+        pages.overview_page(overview)
+        if not overview.buildings.empty:
+            pages.building_page(data.building(str(overview.buildings["building_id"].iloc[0])))
+    except Exception as err:  # noqa: BLE001 - an empty or half-built home still serves pages
+        log.warning("dashboard warm-up failed", error=str(err))
+
+
 def serve(settings: Any, host: str, port: int, debug: bool = False) -> None:
     app = create_app(settings)
     data: DashboardData = app.wattflow_data  # type: ignore[attr-defined]
-    # Warm the shared reads and the champion lookup so the first visitor does not pay for them.
-    data.champion()
-    try:
-        data.overview()
-    except Exception as err:  # noqa: BLE001 - an empty or half-built home still serves pages
-        log.warning("dashboard warm-up failed", error=str(err))
+    warm_up(data)
     log.info("dashboard listening", url=f"http://{host}:{port}/", lakehouse=settings.lakehouse_uri)
     app.run(host=host, port=port, debug=debug)

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 from dash import dcc, html
 
 from wattflow.dashboard.data import BuildingView, Overview
@@ -47,13 +46,19 @@ def overview_page(data: Overview) -> html.Div:
     ]
     week = f"{_when(data.end - pd.Timedelta(days=7))} – {_when(data.end)} UTC"
     weekly = data.weekly.sort_values("this_week_kwh", ascending=False)
-    chart = go.Figure([
-        go.Bar(name="last week", x=weekly["building_id"], y=weekly["last_week_kwh"], marker_color="#b0bec5"),
-        go.Bar(name="this week", x=weekly["building_id"], y=weekly["this_week_kwh"], marker_color="#1e88e5",
-               customdata=weekly["name"], hovertemplate="%{customdata}<br>%{y:,.0f} kWh<extra>this week</extra>"),
-    ])
-    chart.update_layout(barmode="group", height=320, margin=dict(l=50, r=10, t=30, b=40), yaxis_title="kWh",
-                        legend=dict(orientation="h", y=1.1), template="plotly_white", title="Energy per building")
+    chart = {
+        "data": [
+            {"type": "bar", "name": "last week", "x": weekly["building_id"].tolist(), "y": _values(weekly["last_week_kwh"]),
+             "marker": {"color": "#b0bec5"}},
+            {"type": "bar", "name": "this week", "x": weekly["building_id"].tolist(), "y": _values(weekly["this_week_kwh"]),
+             "marker": {"color": "#1e88e5"}, "customdata": weekly["name"].tolist(),
+             "hovertemplate": "%{customdata}<br>%{y:,.0f} kWh<extra>this week</extra>"},
+        ],
+        "layout": {"barmode": "group", "height": 320, "margin": {"l": 60, "r": 10, "t": 50, "b": 40},
+                   "title": {"text": "Energy per building", "x": 0.01}, "yaxis": {"title": {"text": "kWh"}, "gridcolor": "#eceff1"},
+                   "legend": {"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+                   "plot_bgcolor": "white", "paper_bgcolor": "white"},
+    }
     return html.Div([
         html.H2("Portfolio"),
         html.P(f"Rolling week {week}; data up to {_when(data.end)} UTC.", className="subtitle"),
@@ -70,10 +75,10 @@ def overview_page(data: Overview) -> html.Div:
     ], id="overview")
 
 
-def _anomaly_table(anomalies: pd.DataFrame, *, with_building: bool, table_id: str) -> html.Table | html.P:
+def _anomaly_table(anomalies: pd.DataFrame, *, with_building: bool, table_id: str, timezone: str | None = None) -> html.Table | html.P:
     if anomalies.empty:
         return html.P("No anomalies in this period.", className="empty", id=table_id)
-    head = (["Building"] if with_building else []) + ["Kind", "Start (UTC)", "Hours", "Excess kWh", "Cost", "kgCO2e", "Severity", "Recommendation"]
+    head = (["Building"] if with_building else []) + ["Kind", f"Start ({timezone or 'UTC'})", "Hours", "Excess kWh", "Cost", "kgCO2e", "Severity", "Recommendation"]
     rows = []
     for row in anomalies.to_dict("records"):
         cells = []
@@ -81,7 +86,7 @@ def _anomaly_table(anomalies: pd.DataFrame, *, with_building: bool, table_id: st
             label = row.get("name") if isinstance(row.get("name"), str) else row["building_id"]
             cells.append(html.Td(dcc.Link(f"{row['building_id']} · {label}", href=f"/building/{row['building_id']}")))
         cells += [
-            html.Td(row["kind"].replace("_", " ")), html.Td(_when(row["start"])), html.Td(row["hours"]),
+            html.Td(row["kind"].replace("_", " ")), html.Td(_when(row["start"], timezone)), html.Td(row["hours"]),
             html.Td(_num(row["excess_kwh"], 1), className="num"), html.Td(f"{_num(row['cost'], 2)} {row['currency'] or ''}", className="num"),
             html.Td(_num(row["co2_kg"], 1), className="num"), html.Td(row["severity"], className=f"sev-{row['severity']}"),
             html.Td(row["recommendation"], className="advice"),
@@ -109,32 +114,56 @@ def _building_table(weekly: pd.DataFrame, buildings: pd.DataFrame) -> html.Table
     return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)], className="table", id="buildings")
 
 
-def building_figure(view: BuildingView) -> go.Figure:
+def _local_x(ts: pd.Series, timezone: str) -> list[str]:
+    """Wall-clock times of the building as ISO strings (plotly has no time zones on axes)."""
+    return ts.dt.tz_convert(timezone).dt.strftime("%Y-%m-%d %H:%M").tolist() if len(ts) else []
+
+
+def _values(series: pd.Series):
+    return series.astype("float64").round(3).to_numpy()
+
+
+def building_figure(view: BuildingView) -> dict[str, Any]:
+    """Actual vs forecast with the p10–p90 band and the anomalous hours marked.
+
+    A plain figure dict rather than `go.Figure`: the graph-objects validation costs more than the
+    rest of the page on a busy server, and these traces are fixed by this function anyway.
+    """
     s = view.series
     tz = view.building.get("timezone") or "UTC"
-    x = s["ts"].dt.tz_convert(tz).dt.tz_localize(None) if not s.empty else s["ts"]
+    x = _local_x(s["ts"], tz)
     resolution = "hourly" if view.bucket_h == 1 else f"{view.bucket_h} h means"
-    traces = [
-        go.Scatter(x=x, y=s["yhat_p90"], name="forecast p90", mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"),
-        go.Scatter(x=x, y=s["yhat_p10"], name="forecast p10–p90", mode="lines", line=dict(width=0), fill="tonexty",
-                   fillcolor="rgba(30,136,229,0.18)", hoverinfo="skip"),
-        go.Scatter(x=x, y=s["yhat_p50"], name="forecast p50", mode="lines", line=dict(color="#1e88e5", width=1.5, dash="dot")),
-        go.Scatter(x=x, y=s["energy_kwh"], name="actual", mode="lines", line=dict(color="#263238", width=1.5)),
+    traces: list[dict[str, Any]] = [
+        {"type": "scatter", "x": x, "y": _values(s["yhat_p90"]), "name": "forecast p90", "mode": "lines",
+         "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip"},
+        {"type": "scatter", "x": x, "y": _values(s["yhat_p10"]), "name": "forecast p10–p90", "mode": "lines",
+         "line": {"width": 0}, "fill": "tonexty", "fillcolor": "rgba(30,136,229,0.18)", "hoverinfo": "skip"},
+        {"type": "scatter", "x": x, "y": _values(s["yhat_p50"]), "name": "forecast p50", "mode": "lines",
+         "line": {"color": "#1e88e5", "width": 1.5, "dash": "dot"}},
+        {"type": "scatter", "x": x, "y": _values(s["energy_kwh"]), "name": "actual", "mode": "lines",
+         "line": {"color": "#263238", "width": 1.5}},
     ]
     points = view.anomaly_points
     if not points.empty:
-        traces.append(go.Scatter(
-            x=points["ts"].dt.tz_convert(tz).dt.tz_localize(None), y=points["energy_kwh"], name="anomaly", mode="markers",
-            marker=dict(color="#e53935", size=8, symbol="x"), text=points["kind"].str.replace("_", " "),
-            hovertemplate="%{text}<br>%{y:,.1f} kWh<extra>anomaly</extra>"))
-    figure = go.Figure(traces)
-    for row in view.anomalies.to_dict("records"):
-        figure.add_vrect(x0=pd.Timestamp(row["start"]).tz_convert(tz).tz_localize(None), x1=pd.Timestamp(row["end"]).tz_convert(tz).tz_localize(None),
-                         fillcolor="#e53935", opacity=0.12, line_width=0)
-    figure.update_layout(height=420, margin=dict(l=50, r=10, t=40, b=40), template="plotly_white", hovermode="x unified",
-                         title=f"Actual vs forecast, last {view.days} days ({resolution}, local time {tz})",
-                         yaxis_title="kWh per hour", legend=dict(orientation="h", y=1.08))
-    return figure
+        traces.append({
+            "type": "scatter", "x": _local_x(points["ts"], tz), "y": _values(points["energy_kwh"]), "name": "anomaly",
+            "mode": "markers", "marker": {"color": "#e53935", "size": 8, "symbol": "x"},
+            "text": points["kind"].str.replace("_", " ").tolist(), "hovertemplate": "%{text}<br>%{y:,.1f} kWh<extra>anomaly</extra>",
+        })
+    shapes = [
+        {"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1, "line": {"width": 0}, "fillcolor": "#e53935", "opacity": 0.12,
+         "x0": pd.Timestamp(row["start"]).tz_convert(tz).strftime("%Y-%m-%d %H:%M"),
+         "x1": pd.Timestamp(row["end"]).tz_convert(tz).strftime("%Y-%m-%d %H:%M")}
+        for row in view.anomalies.to_dict("records")
+    ]
+    layout = {
+        "height": 420, "margin": {"l": 50, "r": 10, "t": 60, "b": 40}, "hovermode": "x unified", "shapes": shapes,
+        "title": {"text": f"Actual vs forecast, last {view.days} days ({resolution}, local time {tz})", "x": 0.01},
+        "yaxis": {"title": {"text": "kWh per hour"}, "gridcolor": "#eceff1"}, "xaxis": {"type": "date", "gridcolor": "#eceff1"},
+        "legend": {"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        "plot_bgcolor": "white", "paper_bgcolor": "white",
+    }
+    return {"data": traces, "layout": layout}
 
 
 def building_page(view: BuildingView) -> html.Div:
@@ -170,7 +199,7 @@ def building_page(view: BuildingView) -> html.Div:
         if savings["anomalies"] else html.P("No anomalies in this span.", className="empty", id="savings-total"),
         html.Ul(recs, id="recommendations"),
         html.H3("Anomalies"),
-        _anomaly_table(view.anomalies, with_building=False, table_id="building-anomalies"),
+        _anomaly_table(view.anomalies, with_building=False, table_id="building-anomalies", timezone=b.get("timezone")),
     ], id="building")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from html import escape
 from typing import Any
 
 import pandas as pd
@@ -75,27 +76,42 @@ def overview_page(data: Overview) -> html.Div:
     ], id="overview")
 
 
-def _anomaly_table(anomalies: pd.DataFrame, *, with_building: bool, table_id: str, timezone: str | None = None) -> html.Table | html.P:
+def _html_table(head: list[str], rows: list[list[tuple[str, str]]], row_class: str, table_id: str) -> dcc.Markdown:
+    """A table as one raw-HTML component: Dash's renderer pays per component, and a table of Td
+    components costs more browser time than the rest of the page (cells are (html, css class))."""
+    header = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join(
+        f'<tr class="{row_class}">' + "".join(f'<td class="{cls}">{cell}</td>' for cell, cls in row) + "</tr>" for row in rows
+    )
+    return dcc.Markdown(f'<table class="table"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>',
+                        dangerously_allow_html=True, id=table_id, className="table-wrap")
+
+
+def _link(href: str, text: str) -> str:
+    return f'<a href="{escape(href)}">{escape(text)}</a>'
+
+
+def _anomaly_table(anomalies: pd.DataFrame, *, with_building: bool, table_id: str, timezone: str | None = None) -> Any:
     if anomalies.empty:
         return html.P("No anomalies in this period.", className="empty", id=table_id)
     head = (["Building"] if with_building else []) + ["Kind", f"Start ({timezone or 'UTC'})", "Hours", "Excess kWh", "Cost", "kgCO2e", "Severity", "Recommendation"]
     rows = []
     for row in anomalies.to_dict("records"):
-        cells = []
+        cells: list[tuple[str, str]] = []
         if with_building:
             label = row.get("name") if isinstance(row.get("name"), str) else row["building_id"]
-            cells.append(html.Td(dcc.Link(f"{row['building_id']} · {label}", href=f"/building/{row['building_id']}")))
+            cells.append((_link(f"/building/{row['building_id']}", f"{row['building_id']} · {label}"), ""))
         cells += [
-            html.Td(row["kind"].replace("_", " ")), html.Td(_when(row["start"], timezone)), html.Td(row["hours"]),
-            html.Td(_num(row["excess_kwh"], 1), className="num"), html.Td(f"{_num(row['cost'], 2)} {row['currency'] or ''}", className="num"),
-            html.Td(_num(row["co2_kg"], 1), className="num"), html.Td(row["severity"], className=f"sev-{row['severity']}"),
-            html.Td(row["recommendation"], className="advice"),
+            (escape(row["kind"].replace("_", " ")), ""), (_when(row["start"], timezone), ""), (str(row["hours"]), "num"),
+            (_num(row["excess_kwh"], 1), "num"), (f"{_num(row['cost'], 2)} {escape(row['currency'] or '')}", "num"),
+            (_num(row["co2_kg"], 1), "num"), (escape(str(row["severity"])), f"sev-{escape(str(row['severity']))}"),
+            (escape(str(row["recommendation"])), "advice"),
         ]
-        rows.append(html.Tr(cells, className="anomaly-row"))
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)], className="table", id=table_id)
+        rows.append(cells)
+    return _html_table(head, rows, "anomaly-row", table_id)
 
 
-def _building_table(weekly: pd.DataFrame, buildings: pd.DataFrame) -> html.Table:
+def _building_table(weekly: pd.DataFrame, buildings: pd.DataFrame) -> dcc.Markdown:
     meta = buildings.set_index("building_id")
     rows = []
     for row in weekly.sort_values("building_id").to_dict("records"):
@@ -103,15 +119,14 @@ def _building_table(weekly: pd.DataFrame, buildings: pd.DataFrame) -> html.Table
         use = meta["use_type"].get(b, "") if "use_type" in meta else ""
         area = meta["floor_area_m2"].get(b, float("nan")) if "floor_area_m2" in meta else float("nan")
         change = row["change"]
-        rows.append(html.Tr([
-            html.Td(dcc.Link(f"{b} · {row['name']}", href=f"/building/{b}")), html.Td(use),
-            html.Td(_num(area), className="num"), html.Td(_num(row["this_week_kwh"]), className="num"),
-            html.Td(_num(row["last_week_kwh"]), className="num"),
-            html.Td("–" if not math.isfinite(change) else f"{change:+.1%}", className="num"),
-            html.Td(f"{_num(row['this_week_cost'])} {row['currency']}", className="num"), html.Td(_num(row["this_week_co2_kg"]), className="num"),
-        ], className="building-row"))
+        rows.append([
+            (_link(f"/building/{b}", f"{b} · {row['name']}"), ""), (escape(str(use)), ""), (_num(area), "num"),
+            (_num(row["this_week_kwh"]), "num"), (_num(row["last_week_kwh"]), "num"),
+            ("–" if not math.isfinite(change) else f"{change:+.1%}", "num"),
+            (f"{_num(row['this_week_cost'])} {escape(str(row['currency']))}", "num"), (_num(row["this_week_co2_kg"]), "num"),
+        ])
     head = ["Building", "Use", "Floor m²", "kWh this week", "kWh last week", "Change", "Cost this week", "kgCO2e this week"]
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)], className="table", id="buildings")
+    return _html_table(head, rows, "building-row", "buildings")
 
 
 def _local_x(ts: pd.Series, timezone: str) -> list[str]:

@@ -10,7 +10,16 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from lakehouse.engine import Filter, WriteResult, conform, dedupe_last, diff_against, merge_predicate, partition_filter
+from lakehouse.engine import (
+    Filter,
+    WriteResult,
+    coerce_filters,
+    conform,
+    dedupe_last,
+    diff_against,
+    merge_predicate,
+    partition_filter,
+)
 from lakehouse.schemas import TableContract
 
 
@@ -101,7 +110,7 @@ class DeltaRsEngine:
             if version is not None:
                 raise FileNotFoundError(f"{contract.qualified_name} has no version {version} at {self.table_uri(contract)}")
             return contract.schema.empty_table().select(list(columns) if columns else contract.schema.names)
-        result = table.to_pyarrow_table(filters=list(filters) if filters else None, columns=list(columns) if columns else None)
+        result = table.to_pyarrow_table(filters=coerce_filters(contract, filters), columns=list(columns) if columns else None)
         # Files written by another engine may order columns differently or use other string types.
         wanted = list(columns) if columns else contract.schema.names
         target = pa.schema([contract.schema.field(c) for c in wanted])

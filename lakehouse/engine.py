@@ -187,11 +187,47 @@ def partition_filter(contract: TableContract, batch: pa.Table) -> list[Filter] |
     """Partition values a batch touches, so an upsert reads only those partitions of the target."""
     if not contract.partition_by:
         return None
-    filters: list[Filter] = []
-    for col in contract.partition_by:
-        values = pc.unique(batch.column(col)).to_pylist()
-        filters.append((col, "in", [str(v) for v in values]))
-    return filters
+    return [(col, "in", pc.unique(batch.column(col)).to_pylist()) for col in contract.partition_by]
+
+
+def coerce_filters(contract: TableContract, filters: Sequence[Filter] | None) -> list[Filter] | None:
+    """Filter values in the column's own type: "2024-02-01" against a date column, ISO text against a
+    timestamp. Callers may write either; Arrow compares only like with like."""
+    if not filters:
+        return None
+    out: list[Filter] = []
+    for column, op, value in filters:
+        if column not in contract.schema.names:
+            raise SchemaMismatch(f"{contract.qualified_name}: filter on unknown column {column!r}")
+        field_type = contract.schema.field(column).type
+        cast = lambda v: _as_type(v, field_type, column)  # noqa: E731
+        out.append((column, op, [cast(v) for v in value] if isinstance(value, (list, tuple, set)) else cast(value)))
+    return out
+
+
+def _as_type(value: Any, field_type: pa.DataType, column: str) -> Any:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        if pa.types.is_date(field_type):
+            if isinstance(value, dt.datetime):
+                return value.date()
+            if isinstance(value, str):
+                return dt.date.fromisoformat(value[:10])
+            if hasattr(value, "date") and callable(value.date):  # pandas.Timestamp
+                return value.date()
+        if pa.types.is_timestamp(field_type):
+            if isinstance(value, str):
+                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if hasattr(value, "to_pydatetime"):
+                value = value.to_pydatetime()
+            if isinstance(value, dt.datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)
+    except ValueError as err:
+        raise SchemaMismatch(f"filter on {column!r}: {value!r} is not a {field_type}") from err
+    return value
 
 
 def merge_predicate(contract: TableContract, source: str = "s", target: str = "t") -> str:

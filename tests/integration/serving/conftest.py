@@ -48,17 +48,10 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
     base = Path(os.environ["WATTFLOW_SERVING_BASE_PATH"]) if external else tmp_path_factory.mktemp("serving") / "models"
     base.mkdir(parents=True, exist_ok=True)
     templates = tmp_path_factory.mktemp("templates")
-    for version, bias in BIAS.items():
-        export_contract_model(templates / str(version), SPEC, units=UNITS, seed=version, bias=bias)
     for name in (STATIC, RELOAD, LIFECYCLE):
         shutil.rmtree(base / name, ignore_errors=True)
         (base / name).mkdir()
-    for version in (1, 2):
-        install(templates / str(version), base / STATIC, version)
-    install(templates / "1", base / RELOAD, 1)
-    install(templates / "1", base / LIFECYCLE, 1)
     config_path = base / "models.config"
-    write_config(config_path, initial_entries(base))
     (base / "monitoring.config").write_text(
         'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n'
     )
@@ -70,6 +63,9 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
     if external:
         grpc_target, rest_url = external, os.environ["WATTFLOW_SERVING_REST"].rstrip("/")
     else:
+        # Our server starts now, with the versions still to come: its TensorFlow import overlaps the exports,
+        # and its poll picks the versions (and then the labels) up as they land.
+        write_config(config_path, initial_entries(base))
         grpc_port, rest_port = free_port(), free_port()
         grpc_target, rest_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
         log_path = base.parent / "server.log"
@@ -81,6 +77,19 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
         ]
         log_file = open(log_path, "w")
         process = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        for version, bias in BIAS.items():
+            export_contract_model(templates / str(version), SPEC, units=UNITS, seed=version, bias=bias)
+        for version in (1, 2):
+            install(templates / str(version), base / STATIC, version)
+        install(templates / "1", base / RELOAD, 1)
+        install(templates / "1", base / LIFECYCLE, 1)
+        # TF Serving refuses labels on versions not yet loaded, so an external server gets the config last.
+        write_config(config_path, initial_entries(base))
+    except BaseException:
+        if process is not None:
+            process.kill()
+        raise
     endpoint = Endpoint(grpc_target, rest_url, base, templates, config_path, bool(external))
     try:
         _wait_ready(endpoint, process, timeout_s=600)

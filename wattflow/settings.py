@@ -345,6 +345,7 @@ class DashboardSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8050
+    threads: int = 8  # request threads of the one server process
     # Browsers poll the tables' Delta versions this often; pages re-read only when a version moved.
     refresh_interval_s: float = 30.0
     # How long a table version read from the Delta log is trusted before the log is read again.

@@ -203,3 +203,34 @@ def test_new_data_refreshes_the_page_and_rereads_only_that_table(dashboard: Dash
     tables = {key[0] for key in data.reader._cache if data.reader._cache[key][0] is not None}
     assert "silver.building_hourly" in tables
     assert data.reader._cache[("gold.forecasts", ("recent", (dashboard.portfolio.end - pd.Timedelta(days=data.recent_days)).date()))][0] == 0
+
+
+def test_cli_serves_the_dashboard(dashboard: Dashboard) -> None:
+    """`wattflow dashboard --host --port` as Docker and Kubernetes run it (gunicorn, one process)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "WATTFLOW_HOME": str(dashboard.settings.home)}
+    wattflow = str(Path(sys.executable).with_name("wattflow"))
+    proc = subprocess.Popen([wattflow, "dashboard", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5) as response:
+                    layout = json.loads(response.read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "dashboard did not answer within 90 s"
+                time.sleep(0.5)
+        versions = next(c for c in layout["props"]["children"] if c["props"].get("id") == "versions")["props"]["data"]
+        assert versions["silver.building_hourly"] is not None and versions["monitoring.anomalies"] == 0
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)

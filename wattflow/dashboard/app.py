@@ -82,8 +82,30 @@ def warm_up(data: DashboardData) -> None:
 
 
 def serve(settings: Any, host: str, port: int, debug: bool = False) -> None:
-    app = create_app(settings)
-    data: DashboardData = app.wattflow_data  # type: ignore[attr-defined]
-    warm_up(data)
-    log.info("dashboard listening", url=f"http://{host}:{port}/", lakehouse=settings.lakehouse_uri)
-    app.run(host=host, port=port, debug=debug)
+    """Serve under gunicorn (one process, `dashboard.threads` threads: the version-keyed cache lives
+    in the process, so more processes would each read the tables); Flask's own server in debug mode."""
+    if debug:
+        app = create_app(settings)
+        warm_up(app.wattflow_data)  # type: ignore[attr-defined]
+        app.run(host=host, port=port, debug=True)
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class DashboardServer(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", 1)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", settings.dashboard.threads)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("accesslog", None)
+            # One control socket per user by default: a second dashboard (or any gunicorn) would clash.
+            self.cfg.set("control_socket_disable", True)
+
+        def load(self) -> Any:
+            app = create_app(settings)
+            warm_up(app.wattflow_data)  # type: ignore[attr-defined]
+            log.info("dashboard listening", url=f"http://{host}:{port}/", lakehouse=settings.lakehouse_uri)
+            return app.server
+
+    DashboardServer().run()

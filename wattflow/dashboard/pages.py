@@ -209,13 +209,17 @@ def building_page(view: BuildingView) -> html.Div:
         spans,
         dcc.Graph(id="building-chart", figure=building_figure(view), config={"displaylogo": False}),
         html.H3("Recommendations"),
-        html.P(f"Fixing these {savings['anomalies']} anomalies would have saved ≈ {_num(savings['excess_kwh'], 1)} kWh, "
+        html.P(f"Fixing {_these(savings['anomalies'])} would have saved ≈ {_num(savings['excess_kwh'], 1)} kWh, "
                f"{_num(savings['cost'], 2)} {savings['currency']} and {_num(savings['co2_kg'], 1)} kgCO2e.", id="savings-total")
         if savings["anomalies"] else html.P("No anomalies in this span.", className="empty", id="savings-total"),
         html.Ul(recs, id="recommendations"),
         html.H3("Anomalies"),
         _anomaly_table(view.anomalies, with_building=False, table_id="building-anomalies", timezone=b.get("timezone")),
     ], id="building")
+
+
+def _these(count: int) -> str:
+    return "this anomaly" if count == 1 else f"these {count} anomalies"
 
 
 def not_found(message: str) -> html.Div:

@@ -66,6 +66,19 @@ def suggest(trial: "optuna.Trial", settings: "Settings") -> dict[str, Any]:
     }
 
 
+def baseline_trial(base: "ModelParams", spec: WindowSpec, settings: "Settings") -> dict[str, Any]:
+    """The configured parameters as a trial, keeping only values the search space can take."""
+    values = {
+        "units": base.units if base.units in UNITS else None,
+        "layers": min(max(base.layers, 1), 2),
+        "dropout": min(max(base.dropout, 0.0), 0.4),
+        "learning_rate": min(max(base.learning_rate, 1e-4), 1e-2),
+        "batch_size": base.batch_size if base.batch_size in BATCH_SIZES else None,
+        "lookback_h": spec.lookback_h if spec.lookback_h in settings.model.tuning_lookbacks else None,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def pruning_callback(trial: "optuna.Trial"):
     """Report validation loss each epoch; stop the fit when the median rule prunes the trial."""
     import keras
@@ -173,6 +186,9 @@ def tune(
             raise optuna.TrialPruned(f"pruned at epoch {callback.pruned_at}")
         return value
 
+    if not study.trials:
+        # The configured model is the first trial, so a short search can only improve on it.
+        study.enqueue_trial(baseline_trial(base_params, spec, settings), skip_if_exists=True)
     try:
         study.optimize(objective, n_trials=n_trials, timeout=timeout_s, gc_after_trial=True, catch=(NoTrainingData,))
         states = [t.state for t in study.trials]

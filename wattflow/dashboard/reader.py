@@ -5,9 +5,9 @@ recomputed only when the table has a newer version, so a refresh that finds noth
 of the Delta log. Versions themselves are trusted for `version_ttl_s`, so one page render reads each
 log once however many figures it draws.
 
-With the delta-rs engine, reads prune files on the date partition before the dataset is built (the
-engine's generic read builds a dataset over every file of the table first, which costs seconds on a
-year of daily partitions); any other engine goes through its own `read`.
+With the delta-rs engine, reads go through delta-rs' own DataFusion scan, which prunes the date
+partitions natively (the engine's generic read builds a pyarrow dataset over every file of the table
+first, which costs seconds on a year of daily partitions); any other engine goes through its own `read`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Callable, Hashable, Sequence
 
 import pandas as pd
@@ -95,18 +95,17 @@ class TableReader:
 
         if not isinstance(self.engine, DeltaRsEngine):
             return None
-        import pyarrow.dataset as ds
+        from deltalake import QueryBuilder
 
         table = self.engine._table(contract, version)
         if table is None:
             return _empty(contract, columns, arrow=True)
-        pruning = [(c, op, v.isoformat() if isinstance(v, date) else v) for c, op, v in date_filters]
-        dataset = table.to_pyarrow_dataset(file_pruning_predicate=pruning or None)
-        expression = None
-        for column, op, value in [*date_filters, *filters]:
-            term = _expression(ds.field(column), op, value)
-            expression = term if expression is None else expression & term
-        result = dataset.to_table(columns=list(columns), filter=expression)
+        # delta-rs' own (DataFusion) scan: it prunes partitions and row groups natively, where a pyarrow
+        # dataset first builds a fragment per file in Python (4x slower over a year of daily partitions).
+        where = " AND ".join(_sql_term(c, op, v) for c, op, v in [*date_filters, *filters])
+        select = ", ".join(_sql_name(c) for c in columns)
+        sql = f"SELECT {select} FROM t" + (f" WHERE {where}" if where else "")
+        result = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
         target = pa.schema([contract.schema.field(c) for c in columns])
         return result.select(list(columns)).cast(target)
 
@@ -136,23 +135,33 @@ class TableReader:
         return self.cached(contract, "latest_ts", compute)
 
 
-def _expression(field: Any, op: str, value: Any) -> Any:
-    if op in ("=", "=="):
-        return field == value
-    if op == "!=":
-        return field != value
-    if op == "<":
-        return field < value
-    if op == "<=":
-        return field <= value
-    if op == ">":
-        return field > value
-    if op == ">=":
-        return field >= value
-    if op == "in":
-        return field.isin(list(value))
-    if op == "not in":
-        return ~field.isin(list(value))
+def _sql_name(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _sql_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{pd.Timestamp(value).tz_convert('UTC').strftime('%Y-%m-%dT%H:%M:%S.%fZ') if pd.Timestamp(value).tzinfo else pd.Timestamp(value).isoformat()}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"filter value {value!r} of type {type(value).__name__} has no SQL literal here")
+
+
+def _sql_term(column: str, op: str, value: Any) -> str:
+    name = _sql_name(column)
+    if op in ("=", "==", "!=", "<", "<=", ">", ">="):
+        return f"{name} {'=' if op == '==' else op} {_sql_value(value)}"
+    if op in ("in", "not in"):
+        values = list(value)
+        if not values:
+            return "FALSE" if op == "in" else "TRUE"
+        return f"{name} {op.upper()} ({', '.join(_sql_value(v) for v in values)})"
     raise ValueError(f"filter operator {op!r} is not supported (use =, !=, <, <=, >, >=, in, not in)")
 
 

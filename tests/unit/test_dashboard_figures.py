@@ -102,3 +102,55 @@ def test_anomaly_hours_are_the_hours_inside_each_span() -> None:
 @pytest.mark.parametrize(("search", "days"), [("", 14), ("?days=90", 90), ("?days=x", 14), ("?days=0", 1), ("?days=99999", 3660)])
 def test_span_from_query(search: str, days: int) -> None:
     assert span_from_query(search, 14) == days
+
+
+def test_sql_terms_quote_names_and_values() -> None:
+    from datetime import date
+
+    from wattflow.dashboard.reader import _sql_term
+
+    assert _sql_term("building_id", "in", ["a", "o'b"]) == "\"building_id\" IN ('a', 'o''b')"
+    assert _sql_term("date", ">=", date(2024, 1, 2)) == "\"date\" >= DATE '2024-01-02'"
+    assert _sql_term("building_id", "==", "b01") == "\"building_id\" = 'b01'"
+    assert _sql_term("building_id", "in", []) == "FALSE"
+    with pytest.raises(ValueError, match="'like'"):
+        _sql_term("name", "like", "x%")
+
+
+class _Engine:
+    """Just enough of a TableEngine to count the Delta log reads behind the cache."""
+
+    def __init__(self) -> None:
+        self.versions = {"silver.building_hourly": 3}
+        self.version_calls = 0
+
+    def version(self, contract) -> int | None:
+        self.version_calls += 1
+        return self.versions.get(contract.qualified_name)
+
+
+def test_reader_recomputes_only_when_the_table_version_moves() -> None:
+    from lakehouse.schemas import BUILDING_HOURLY
+    from wattflow.dashboard.reader import TableReader
+
+    engine = _Engine()
+    reader = TableReader(engine, version_ttl_s=0.0)  # ask the log every time
+    computed: list[int | None] = []
+
+    def compute(version: int | None) -> str:
+        computed.append(version)
+        return f"v{version}"
+
+    assert reader.cached(BUILDING_HOURLY, "k", compute) == "v3"
+    assert reader.cached(BUILDING_HOURLY, "k", compute) == "v3"
+    assert computed == [3] and reader.loads == 1
+    engine.versions["silver.building_hourly"] = 4
+    assert reader.cached(BUILDING_HOURLY, "k", compute) == "v4"
+    assert reader.cached(BUILDING_HOURLY, "other", compute) == "v4"
+    assert computed == [3, 4, 4]
+    # within the TTL the log is not read again
+    trusting = TableReader(engine, version_ttl_s=60.0)
+    before = engine.version_calls
+    for _ in range(5):
+        trusting.version(BUILDING_HOURLY)
+    assert engine.version_calls == before + 1

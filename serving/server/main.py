@@ -42,7 +42,7 @@ class ModelServer:
         self.core = ServingCore(self.manager, self.metrics, batcher,
                                 warmup_iterations=options.num_request_iterations_for_warmup)
         if options.enable_model_warmup:
-            self.manager._warmup = self.core.warmup
+            self.manager.warmup = self.core.warmup
         self.manager.load_listeners.append(self._record_load)
         if options.model_config_file:
             path = options.model_config_file

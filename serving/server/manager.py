@@ -58,7 +58,7 @@ Warmup = Callable[[Servable], None]
 
 class ModelManager:
     def __init__(self, *, warmup: Warmup | None = None, allow_labels_for_unavailable: bool = False) -> None:
-        self._warmup = warmup
+        self.warmup = warmup
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._models: dict[str, ModelRecord] = {}
         self._pending_labels: dict[str, dict[str, int]] = {}
@@ -168,8 +168,8 @@ class ModelManager:
         log.info("loading servable", model=name, version=version, path=str(path))
         try:
             servable = Servable.load(name, version, path)
-            if self._warmup is not None:
-                self._warmup(servable)
+            if self.warmup is not None:
+                self.warmup(servable)
         except ServingError as exc:
             version_record.state, version_record.error = State.END, exc
             log.error("loading servable failed", model=name, version=version, error=str(exc))

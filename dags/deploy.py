@@ -21,9 +21,10 @@ ASSETS = assets()
     doc_md="""
 ### Deploy model
 Exports the registry's champion (or `version`) as a SavedModel into TF Serving's model base path
-(atomically, with warmup requests), labels it `canary`, waits until the server reports it AVAILABLE,
-sends a canary request through gRPC, then moves the `stable` label to it. On any failure the
-`stable` label is put back on the previous version and the run fails loudly.
+(atomically, with warmup requests) and adds it to the served versions, waits until the server reports
+it AVAILABLE, sends a canary request to that version over gRPC, then moves the `stable` label to it and
+waits until the label serves it. On any failure the `stable` label is put back on the previous
+version and the run fails loudly.
 """,
 )
 def deploy_model():

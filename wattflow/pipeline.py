@@ -304,18 +304,19 @@ def _labels(settings: Settings, model_name: str) -> dict[str, int]:
 
 
 def deploy_export(version: int | None = None, *, settings: Settings | None = None) -> dict[str, Any]:
-    """Export the champion (or `version`) into the model base path and label it `canary`; `stable`
-    stays where it is until the canary request passed."""
+    """Export the champion (or `version`) into the model base path and add it to the served versions.
+
+    Labels stay where they are: TF Serving refuses a label on a version it has not loaded, so `stable`
+    moves only after the new version is AVAILABLE and has answered a canary request.
+    """
     from serving.export import export_version
 
     settings = settings or get_settings()
     target, version_dir, warmups, existed = export_version(settings, version)
     previous = _labels(settings, target.model_name)
-    stable = previous.get("stable")
-    labels = {"canary": target.version, **({"stable": stable} if stable is not None else {})}
-    _write_labels(settings, target.model_name, labels, {target.version, *previous.values()})
+    _write_labels(settings, target.model_name, previous, {target.version, *previous.values()})
     return {"model_name": target.model_name, "version": target.version, "version_dir": str(version_dir),
-            "warmup_records": warmups, "previous_stable": stable}
+            "warmup_records": warmups, "previous_stable": previous.get("stable")}
 
 
 def wait_until_available(exported: dict[str, Any], *, timeout_s: float = 180.0,
@@ -328,31 +329,72 @@ def wait_until_available(exported: dict[str, Any], *, timeout_s: float = 180.0,
     return {"version": exported["version"], "state": str(getattr(status, "state", status))}
 
 
-def canary_request(exported: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    """One real forecast through gRPC on the `canary` label; a fallback or a failure fails the deployment."""
-    settings = settings or get_settings()
+def _served_forecast(settings: Settings, model_name: str, *, version: int | None = None, label: str | None = None):
+    """One real forecast over gRPC, by version number or by label; raises DeploymentFailed on a fallback."""
+    from serving.client import ForecastClient
+
     building_id = registry(settings).building_ids()[0]
     frame = _forecast_frame(settings, building_id)
     if frame is None:
-        raise DeploymentFailed(f"no gold features for {building_id}: cannot build a canary window")
+        raise DeploymentFailed(f"no gold features for {building_id}: cannot build a request window")
     history, future, origin = frame
-    from serving.client import ForecastClient
+    with ForecastClient(_server_target(settings), model_name=model_name, version_label=label) as client:
+        if version is not None:
+            from ml.windows import window_for_origin
 
-    with ForecastClient(_server_target(settings), model_name=exported["model_name"], version_label="canary") as client:
+            window = window_for_origin(_concat(history, future), origin, client.spec())
+            outputs, served = client.predict(*window, version=version)
+            return building_id, int(served), [round(float(v), 3) for v in outputs["p50"][0][:3]]
         result = client.forecast(building_id, history, future, origin=origin)
     if bool(result["is_fallback"].any()):
-        raise DeploymentFailed(f"canary request fell back: {result['fallback_reason'].iloc[0]}")
-    served = int(result["model_version"].iloc[0])
+        raise DeploymentFailed(f"request on label {label!r} fell back: {result['fallback_reason'].iloc[0]}")
+    return building_id, int(result["model_version"].iloc[0]), result["p50"].head(3).round(3).tolist()
+
+
+def _concat(history, future):
+    import pandas as pd
+
+    return pd.concat([history, future], ignore_index=True).drop_duplicates(subset="ts", keep="last")
+
+
+def canary_request(exported: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """A real forecast through gRPC from the new version itself, before any label points at it."""
+    settings = settings or get_settings()
+    try:
+        building_id, served, p50 = _served_forecast(settings, exported["model_name"], version=int(exported["version"]))
+    except DeploymentFailed:
+        raise
+    except Exception as exc:  # any failure of the canary is a failed deployment, named as such
+        raise DeploymentFailed(f"canary request to version {exported['version']} failed: {exc}") from exc
     if served != int(exported["version"]):
-        raise DeploymentFailed(f"canary label served version {served}, expected {exported['version']}")
-    return {"version": served, "building_id": building_id, "p50_first_hours": result["p50"].head(3).round(3).tolist()}
+        raise DeploymentFailed(f"canary request served version {served}, expected {exported['version']}")
+    if not all(v == v and v >= 0 for v in p50):  # NaN or negative energy: the model is broken
+        raise DeploymentFailed(f"canary forecast of version {served} is not a valid energy series: {p50}")
+    return {"version": served, "building_id": building_id, "p50_first_hours": p50}
 
 
-def promote_stable(exported: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+def promote_stable(exported: dict[str, Any], *, timeout_s: float = 60.0, settings: Settings | None = None) -> dict[str, Any]:
+    """Point `stable` at the new version, then wait until the label serves it."""
+    import time
+
     settings = settings or get_settings()
     version = int(exported["version"])
+    previous = exported.get("previous_stable")
+    _write_labels(settings, exported["model_name"], {"stable": version}, {version, *([int(previous)] if previous else [])})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, served, _ = _served_forecast(settings, exported["model_name"], label="stable")
+        except DeploymentFailed:
+            served = None
+        if served == version:
+            break
+        if time.monotonic() > deadline:
+            raise DeploymentFailed(f"label stable still serves {served} after {timeout_s:.0f} s, expected {version}")
+        time.sleep(max(0.5, settings.serving.poll_wait_s / 2))
+    # The old version stays loaded until the label has moved; now only the new one is needed.
     _write_labels(settings, exported["model_name"], {"stable": version}, {version})
-    return {"stable": version}
+    return {"stable": version, "previous": previous}
 
 
 def rollback_stable(exported: dict[str, Any], *, settings: Settings | None = None) -> int | None:

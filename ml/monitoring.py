@@ -53,11 +53,14 @@ class ProductionModel:
     version: str | None
     promotion_metrics: dict[str, Any]
     promoted_at: datetime | None
+    # The last hour of the data the model was trained and gated on (data time, not wall-clock time):
+    # "new data" for the next retrain is counted from here.
+    trained_through: datetime | None = None
 
 
 def production_model(settings: Any, model_name: str, forecasts: pd.DataFrame) -> ProductionModel:
     """The champion and the accuracy it was promoted with; without a registry, the newest served version."""
-    version, metrics, promoted_at = None, {}, None
+    version, metrics, promoted_at, trained_through = None, {}, None, None
     try:
         from ml import registry
         from ml.tracking import configure
@@ -68,13 +71,16 @@ def production_model(settings: Any, model_name: str, forecasts: pd.DataFrame) ->
             if event.alias == registry.CHAMPION and event.version == version:
                 metrics = dict((event.metrics or {}).get("challenger") or {})
                 promoted_at = utc(event.time).to_pydatetime()
+        if version is not None:
+            end = registry.lineage(model_name, version).get("train_end")
+            trained_through = utc(end).to_pydatetime() if end else None
     except Exception as err:  # noqa: BLE001 - a monitoring pass must still judge the served forecasts
         log.warning("monitor.registry_unavailable", error=str(err))
     if version is None and not forecasts.empty:
         served = forecasts[forecasts["model_name"] == model_name]
         if not served.empty:
             version = str(served.sort_values("issued_at")["model_version"].iloc[-1])
-    return ProductionModel(version, metrics, promoted_at)
+    return ProductionModel(version, metrics, promoted_at, trained_through)
 
 
 def decision_history(engine: Any, model_name: str, before: pd.Timestamp) -> tuple[list[Check], datetime | None]:
@@ -185,7 +191,8 @@ def run_monitoring(
     forecasts = read_window(engine, FORECASTS, start, end, None)
     production = production_model(settings, model_name, forecasts)
     history, last_retrain_at = decision_history(engine, model_name, end)
-    data_since = max([t for t in (last_retrain_at, production.promoted_at) if t is not None], default=None)
+    # Data time throughout: a replayed or backfilled period must count its own hours, not the wall clock's.
+    data_since = max([t for t in (last_retrain_at, production.trained_through) if t is not None], default=None)
 
     assessment = assess(
         features, forecasts, as_of=end.to_pydatetime(), model_name=model_name, model_version=production.version,

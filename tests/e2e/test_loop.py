@@ -35,7 +35,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         "WATTFLOW_HOME": str(home),
         "WATTFLOW_DEMO_BUILDINGS": "2",
         "WATTFLOW_DEMO_WEEKS": "7",
-        "WATTFLOW_DEMO_DRIFT_DAYS": "10",
+        "WATTFLOW_DEMO_DRIFT_DAYS": "12",
         "WATTFLOW_AIRFLOW__TUNE_TRIALS": "1",
         "WATTFLOW_SERVING__GRPC_PORT": str(_free_port()),
         "WATTFLOW_SERVING__REST_PORT": str(_free_port()),
@@ -78,10 +78,10 @@ def test_tables_registry_and_decisions_after_the_demo(demo_home, monkeypatch: py
 
     engine = get_engine(settings)
     readings = engine.read(SENSOR_READINGS, columns=["building_id"])
-    # 2 buildings x 6 sensors x 4 readings/h x 24 h x (7 weeks + 10 days) = 68,544 when nothing is lost.
-    assert readings.num_rows == 2 * 6 * 4 * 24 * (7 * 7 + 10)
+    # 2 buildings x 6 sensors x 4 readings/h x 24 h x (7 weeks + 12 days) when nothing is lost.
+    assert readings.num_rows == 2 * 6 * 4 * 24 * (7 * 7 + 12)
     features = engine.read(FEATURES, columns=["building_id", "ts"]).to_pandas()
-    assert features.groupby("building_id").size().min() >= 24 * (7 * 7 + 10) - 2
+    assert features.groupby("building_id").size().min() >= 24 * (7 * 7 + 12) - 2
     decisions = engine.read(MONITORING_DECISIONS).to_pandas()
     assert list(decisions["decision"]).count("retrain") == 1
     retrain = decisions[decisions["decision"] == "retrain"].iloc[0]
@@ -100,7 +100,7 @@ def test_tables_registry_and_decisions_after_the_demo(demo_home, monkeypatch: py
 
 def test_backfill_of_ingested_week_changes_nothing(demo_home) -> None:
     home, env, _ = demo_home
-    out = subprocess.run([sys.executable, "-m", "wattflow.loop", "backfill", "2024-01-22", "2024-01-29"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "wattflow.loop", "backfill", "2023-11-27", "2023-12-04"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-5000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 DEMO_BUILDINGS = 3
-# The retrofit lands in mid-January, when heating is most of an office's load and a 25% HVAC cut shows.
-DEMO_START = dt.date(2023, 11, 20)
+# The retrofit lands at the end of January, when heating is most of an office's load and a 25% HVAC cut
+# shows; the 2-week backtest before it stays clear of the Christmas holidays.
+DEMO_START = dt.date(2023, 12, 4)
 DEMO_WEEKS = 8
 DEMO_DRIFT_DAYS = 14
 MARKER = ".wattflow-demo"

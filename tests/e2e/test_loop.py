@@ -100,7 +100,7 @@ def test_tables_registry_and_decisions_after_the_demo(demo_home, monkeypatch: py
 
 def test_backfill_of_ingested_week_changes_nothing(demo_home) -> None:
     home, env, _ = demo_home
-    out = subprocess.run([sys.executable, "-m", "wattflow.loop", "backfill", "2023-11-27", "2023-12-04"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "wattflow.loop", "backfill", "2023-12-11", "2023-12-18"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-5000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -57,8 +57,15 @@ def main() -> None:
     buildings = int(os.environ.get("WATTFLOW_DEMO_BUILDINGS", DEMO_BUILDINGS))
     weeks = int(os.environ.get("WATTFLOW_DEMO_WEEKS", DEMO_WEEKS))
     drift_days = int(os.environ.get("WATTFLOW_DEMO_DRIFT_DAYS", DEMO_DRIFT_DAYS))
-    for key, value in demo_environment(home, buildings=buildings, weeks=weeks, drift_days=drift_days).items():
-        os.environ.setdefault(key, value)
+    # Written into the home, not just this process's environment: the demo's world must be the same for
+    # every later process on this home (`make up`'s scheduler, a backfill, the dashboard).
+    world = demo_environment(home, buildings=buildings, weeks=weeks, drift_days=drift_days)
+    os.environ["WATTFLOW_HOME"] = str(home)
+    from wattflow.settings import home_settings_file
+
+    home_settings_file(home).write_text(
+        "".join(f"{key}='{value}'\n" for key, value in world.items() if key != "WATTFLOW_HOME")
+    )
 
     from wattflow.loop import ServingProcess, run_loop
     from wattflow.settings import get_settings, reset_settings

@@ -7,6 +7,7 @@ working directory is read too.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -435,9 +436,19 @@ class Settings(BaseSettings):
         return Path(self.lakehouse.spark_jars_dir) if self.lakehouse.spark_jars_dir else self.cache_dir / "jars"
 
 
+SETTINGS_FILE = "settings.env"
+
+
+def home_settings_file(home: Path | None = None) -> Path:
+    """`$WATTFLOW_HOME/settings.env`: settings that belong to a home (the demo's simulated world, say),
+    so every process pointed at the home (a DAG task, `make up`, a backfill) agrees on them."""
+    return (home or Path(os.environ.get("WATTFLOW_HOME", ".wattflow"))) / SETTINGS_FILE
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    # Later files win; WATTFLOW_* environment variables win over both.
+    return Settings(_env_file=(".env", str(home_settings_file())))
 
 
 def reset_settings() -> None:

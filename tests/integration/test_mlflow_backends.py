@@ -83,7 +83,7 @@ def test_log_register_alias_and_load_through_the_server(
 
     client = MlflowClient()
     registered = client.get_registered_model(MODEL_NAME)
-    assert [v.version for v in registered.latest_versions] == ["1"]
+    assert [str(v.version) for v in registered.latest_versions] == ["1"]  # the REST store returns an int
     client.set_registered_model_alias(MODEL_NAME, "champion", "1")
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").run_id == run.info.run_id
 

@@ -251,9 +251,9 @@ def run_loop(
 
 
 def _brief(result: DagRunReport) -> str:
-    for value in result.returns.values():
-        if isinstance(value, dict):
-            keys = ("landed", "hours", "rows", "version", "promoted", "decision", "served_versions", "state")
+    keys = ("landed", "hours", "rows", "version", "promoted", "decision", "served_versions", "state")
+    for value in reversed(list(result.returns.values())):  # the last task's result says the most
+        if isinstance(value, dict) and any(k in value for k in keys):
             return ", ".join(f"{k}={value[k]}" for k in keys if k in value)[:110]
     return ""
 

@@ -35,9 +35,9 @@ def print_summary(settings: Settings, report: Any, *, wall_s: float, console: Co
     models = Table("trigger", "run id", "version", "promoted", "CV(RMSE)", "NMBE", "MAE", "persistence MAE", "gate",
                    title="Training runs (MLflow)")
     for outcome in report.champions:
-        accuracy = (outcome.get("metrics") or {}).get("accuracy", {})
-        model = accuracy.get("model", {})
-        persistence = accuracy.get("persistence_24h", {})
+        metrics = outcome.get("metrics") or {}
+        model = metrics.get("model") or {}
+        persistence = (metrics.get("baselines") or {}).get("persistence_24h") or {}
         models.add_row(str(outcome.get("trigger")), str(outcome.get("run_id", ""))[:12], str(outcome.get("version")),
                        str(outcome.get("promoted")), _fmt(model.get("cv_rmse")), _fmt(model.get("nmbe")),
                        _fmt(model.get("mae")), _fmt(persistence.get("mae")), str(outcome.get("reason", ""))[:60])

@@ -101,6 +101,7 @@ def _summary(obj: Any) -> dict[str, Any]:
 def ingest_sensors(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[str] | None = None,
                    settings: Settings | None = None) -> dict[str, Any]:
     """Land the readings of [start, end) from the configured source into bronze (idempotent)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from lakehouse.bronze import land_readings
@@ -125,7 +126,7 @@ def ingest_sensors(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[
     engine.upsert(BUILDINGS, world.registry.to_arrow())
     readings = _in_window(world.readings, "ts", start, end)
     if buildings:
-        readings = readings.filter(pc.is_in(readings.column("building_id"), value_set=__import__("pyarrow").array(list(buildings))))
+        readings = readings.filter(pc.is_in(readings.column("building_id"), value_set=pa.array(list(buildings))))
     landed = land_readings(readings, source="simulator", registry=world.registry, engine=engine,
                            batch_id=f"sim-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}")
     log.info("ingested sensor readings", start=start.isoformat(), end=end.isoformat(), landed=landed.landed,
@@ -261,23 +262,26 @@ def _evaluate_retrain(settings: Settings, engine) -> dict[str, Any] | None:
     if retrains.empty:
         return None
     # The drifted period starts where the policy began to see it: the first check of the run that led here.
-    drift_start = _drift_start(decisions, retrains.iloc[-1]["as_of"])
+    drift_start = _drift_start(decisions, retrains.iloc[-1]["as_of"], settings.monitor.accuracy_window_days)
     outcome = evaluate_retrain(engine, settings, drift_start)
     return _summary(outcome)
 
 
-def _drift_start(decisions, retrain_as_of):
+def _drift_start(decisions, retrain_as_of, window_days: int):
+    """Where the drifted period began: the window of the earliest check in the unbroken run of checks
+    (back from the retrain decision) that saw drift or degradation."""
     import json
 
     import pandas as pd
 
-    holds = decisions[(decisions["as_of"] <= retrain_as_of)].sort_values("as_of")
-    start = retrain_as_of - pd.Timedelta(days=get_settings().monitor.accuracy_window_days)
-    for _, row in holds.iloc[::-1].iterrows():
+    window = pd.Timedelta(days=window_days)
+    checks = decisions[decisions["as_of"] <= retrain_as_of].sort_values("as_of")
+    start = retrain_as_of - window
+    for _, row in checks.iloc[::-1].iterrows():
         reasons = json.loads(row["reasons"] or "[]")
         if row["decision"] == "hold" and not any("drift" in r or "degrad" in r for r in reasons):
             break
-        start = row["as_of"] - pd.Timedelta(days=get_settings().monitor.accuracy_window_days)
+        start = row["as_of"] - window
     return start
 
 

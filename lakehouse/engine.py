@@ -225,6 +225,10 @@ def _as_type(value: Any, field_type: pa.DataType, column: str) -> Any:
                 value = value.to_pydatetime()
             if isinstance(value, dt.datetime) and value.tzinfo is None:
                 value = value.replace(tzinfo=dt.timezone.utc)
+        if isinstance(value, str) and pa.types.is_integer(field_type):
+            return int(value)
+        if isinstance(value, str) and pa.types.is_floating(field_type):
+            return float(value)
     except ValueError as err:
         raise SchemaMismatch(f"filter on {column!r}: {value!r} is not a {field_type}") from err
     return value

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehouse.engine import Filter, SchemaMismatch, WriteResult, conform, dedupe_last, merge_predicate
+from lakehouse.engine import (
+    Filter,
+    SchemaMismatch,
+    WriteResult,
+    coerce_filters,
+    conform,
+    dedupe_last,
+    merge_predicate,
+)
 from lakehouse.schemas import TableContract
 from lakehouse.spark_session import get_spark
 
@@ -289,46 +297,28 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _typed(field: pa.Field, value: Any) -> Any:
-    """delta-rs filters give partition values as strings; Spark compares typed values."""
-    if isinstance(value, str):
-        if pa.types.is_date(field.type):
-            return dt.date.fromisoformat(value)
-        if pa.types.is_timestamp(field.type):
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-        if pa.types.is_integer(field.type):
-            return int(value)
-        if pa.types.is_floating(field.type):
-            return float(value)
-    return value
-
-
 def _filter_column(contract: TableContract, filters: Sequence[Filter]) -> "Column":
     from pyspark.sql import functions as F
 
     condition = None
-    for name, op, value in filters:
-        if name not in contract.schema.names:
-            raise SchemaMismatch(f"{contract.qualified_name}: filter on unknown column {name!r}")
-        field = contract.schema.field(name)
+    # One coercion for both engines: ISO text or numbers in text become the column's own type.
+    for name, op, value in coerce_filters(contract, filters) or []:
         col = F.col(name)
         op = op.strip().lower()
         if op in ("in", "not in"):
-            values = [_typed(field, v) for v in value]
-            term = col.isin(values) if op == "in" else ~col.isin(values)
+            term = col.isin(list(value)) if op == "in" else ~col.isin(list(value))
         elif op in ("=", "=="):
-            term = col == F.lit(_typed(field, value))
+            term = col == F.lit(value)
         elif op == "!=":
-            term = col != F.lit(_typed(field, value))
+            term = col != F.lit(value)
         elif op == "<":
-            term = col < F.lit(_typed(field, value))
+            term = col < F.lit(value)
         elif op == "<=":
-            term = col <= F.lit(_typed(field, value))
+            term = col <= F.lit(value)
         elif op == ">":
-            term = col > F.lit(_typed(field, value))
+            term = col > F.lit(value)
         elif op == ">=":
-            term = col >= F.lit(_typed(field, value))
+            term = col >= F.lit(value)
         else:
             raise ValueError(f"unsupported filter operator {op!r} on column {name!r}")
         condition = term if condition is None else condition & term

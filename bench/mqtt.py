@@ -38,8 +38,10 @@ TARGET_READINGS_PER_S = 20_000
 TARGET_P99_S = 2.0
 
 
-def _key(payload: bytes) -> str:
-    return hashlib.blake2b(payload, digest_size=12).hexdigest()
+def _key(topic: str, payload: bytes) -> str:
+    # Buildings publish identical payloads for the same time block, so the topic must be part of the key,
+    # or a later building's send time is paired with an earlier building's commit (negative latencies).
+    return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=12).hexdigest()
 
 
 def _messages(n_buildings: int, steps: int, per_message: int) -> list[tuple[str, bytes, int]]:
@@ -75,7 +77,7 @@ def _publisher(address: str, messages: list[tuple[str, bytes, int]], rate: float
                 ahead = total / rate - (time.time() - start)
                 if ahead > 0:
                     time.sleep(ahead)
-            sent[_key(payload)] = time.time()
+            sent[_key(topic, payload)] = time.time()
             pub.publish(Message(topic, payload, n))
             total += n
         pub.wait_acknowledged(120)
@@ -107,8 +109,8 @@ def run_once(batch_size: int, max_age_s: float, rate: float, seconds: float, per
         committed = [0]
 
         def on_commit(batch) -> None:
-            for _, payload in batch.message_keys:
-                commits.setdefault(_key(payload), batch.committed_at)
+            for topic, payload in batch.message_keys:
+                commits.setdefault(_key(topic, payload), batch.committed_at)
             committed[0] += batch.readings
             if committed[0] >= n_readings:
                 done.set()

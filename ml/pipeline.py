@@ -56,6 +56,7 @@ class TrainingOutcome:
     backtest: dict[str, Any]
     dataset: "DatasetRef"
     params: dict[str, Any] = field(default_factory=dict)
+    train_end: pd.Timestamp | None = None  # the gated model learnt from data before this; judged after it
 
 
 def spec_from_settings(settings: "Settings", **overrides: Any) -> WindowSpec:
@@ -126,6 +127,23 @@ def default_train_end(features: pd.DataFrame, backtest_days: int) -> pd.Timestam
     """UTC midnight `backtest_days` before the last feature hour: the backtest gets the days after it."""
     last = pd.to_datetime(features["ts"], utc=True).max()
     return (last - pd.Timedelta(days=backtest_days)).floor("D")
+
+
+def retrain_train_end(
+    features: pd.DataFrame, backtest_days: int, new_data_since: pd.Timestamp, *, holdout_share: float, min_holdout_days: int
+) -> pd.Timestamp:
+    """Where a monitoring-requested retrain stops learning and starts being judged.
+
+    The champion was trained on data up to `new_data_since`; what came after is the period monitoring found
+    wrong. Holding out all of it (or the usual `backtest_days`) would leave the challenger nothing of the
+    new behaviour to learn from, so it learns from the older part and is judged, beside the champion, on
+    the newest `holdout_share` of it (whole days, at least `min_holdout_days`, at most `backtest_days`).
+    Both models are judged on hours neither has seen.
+    """
+    end = pd.to_datetime(features["ts"], utc=True).max().floor("h") + pd.Timedelta(hours=1)  # exclusive
+    new_days = max(0.0, (end - _as_utc(new_data_since)) / pd.Timedelta(days=1))
+    holdout_days = min(backtest_days, max(min_holdout_days, round(new_days * holdout_share)))
+    return (end - pd.Timedelta(days=holdout_days)).floor("D")
 
 
 # ---------------------------------------------------------------------------------------------- shell
@@ -218,11 +236,14 @@ def train_and_register(
     validation_result: dict[str, Any] | None = None,
     params: "ModelParams | None" = None,
     spec: WindowSpec | None = None,
+    new_data_since: pd.Timestamp | None = None,
 ) -> TrainingOutcome:
     """Gold features → (tune) → train → backtest against the champion and baselines → MLflow → register → gate.
 
     The model trains on data before the last `settings.model.backtest_days` days and is judged on those
-    days, beside the current champion on the very same hours.
+    days, beside the current champion on the very same hours. A retrain that monitoring requested passes
+    `new_data_since` (the end of the champion's training data) and is judged on the newest part of what
+    came after it instead (`retrain_train_end`).
     """
     import mlflow
 
@@ -235,6 +256,10 @@ def train_and_register(
         raise NoTrainingData(f"gold.features has no rows for buildings={list(buildings or []) or 'all'} between {start} and {end}")
     timezones = building_timezones(engine, settings)
     train_end = default_train_end(frame, settings.model.backtest_days)
+    if new_data_since is not None:
+        train_end = retrain_train_end(frame, settings.model.backtest_days, new_data_since,
+                                      holdout_share=settings.monitor.retrain_holdout_share,
+                                      min_holdout_days=settings.monitor.retrain_min_holdout_days)
     params = params or ModelParams.from_settings(settings.model)
     spec = spec or spec_from_settings(settings)
     tracking.configure(settings)
@@ -287,6 +312,7 @@ def train_and_register(
     return TrainingOutcome(
         run_id=run.info.run_id, model_name=settings.model.model_name, version=version, decision=decision,
         backtest=result.summary(None), dataset=ref, params={**params.__dict__, "lookback_h": spec.lookback_h},
+        train_end=train_end,
     )
 
 

@@ -40,6 +40,9 @@ def demo_environment(home: Path, *, buildings: int = DEMO_BUILDINGS, weeks: int 
         "WATTFLOW_MODEL__TRAIN_ORIGIN_STRIDE_H": "2",
         "WATTFLOW_MODEL__TUNING_LOOKBACKS": "[48, 96]",
         "WATTFLOW_MODEL__TUNING_MAX_EPOCHS": "8",
+        # Demo-scale policy: the retrofit shows in three days of served forecasts (production waits a week);
+        # the retrain then learns from the first of those days and is judged on the newest two.
+        "WATTFLOW_MONITOR__MIN_NEW_HOURS": "72",
     }
 
 

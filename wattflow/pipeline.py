@@ -240,7 +240,9 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
         values = dict(best_params)
         lookback = int(values.pop("lookback_h", settings.model.lookback_h))
         params, spec = ModelParams(**values), spec_from_settings(settings, lookback_h=lookback)
-    outcome = train_and_register(engine, settings, params=params, spec=spec)
+    retrain_requested = reason.startswith("retrain requested")
+    since = _champion_trained_through(settings) if retrain_requested else None
+    outcome = train_and_register(engine, settings, params=params, spec=spec, new_data_since=since)
     decision = outcome.decision
     summary = {
         "run_id": outcome.run_id, "model_name": outcome.model_name, "version": int(outcome.version),
@@ -248,12 +250,27 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
         "delta_table": outcome.dataset.uri, "delta_version": outcome.dataset.version,
         "metrics": _summary(outcome.backtest), "mlflow_run_url": _mlflow_run_url(settings, outcome.run_id),
     }
-    if decision.promoted and reason.startswith("retrain requested"):
-        summary["retrain_outcome"] = _evaluate_retrain(settings, engine)
+    if outcome.train_end is not None:
+        summary["train_end"] = outcome.train_end.isoformat()
+    if decision.promoted and retrain_requested:
+        summary["retrain_outcome"] = _evaluate_retrain(settings, engine, outcome.train_end)
     return summary
 
 
-def _evaluate_retrain(settings: Settings, engine) -> dict[str, Any] | None:
+def _champion_trained_through(settings: Settings):
+    """The last hour of data the serving champion was trained on (its registry lineage), if any."""
+    import pandas as pd
+
+    from ml import registry
+    from ml.tracking import configure
+
+    configure(settings)
+    version = registry.alias_version(settings.model.model_name, registry.CHAMPION)
+    end = registry.lineage(settings.model.model_name, version).get("train_end") if version is not None else None
+    return pd.Timestamp(end) if end else None
+
+
+def _evaluate_retrain(settings: Settings, engine, learnt_until=None) -> dict[str, Any] | None:
     from ml.monitoring import evaluate_retrain
     from lakehouse.schemas import MONITORING_DECISIONS
 
@@ -263,6 +280,9 @@ def _evaluate_retrain(settings: Settings, engine) -> dict[str, Any] | None:
         return None
     # The drifted period starts where the policy began to see it: the first check of the run that led here.
     drift_start = _drift_start(decisions, retrains.iloc[-1]["as_of"], settings.monitor.accuracy_window_days)
+    # Hours the new champion learnt from would flatter it: the comparison starts where its training stopped.
+    if learnt_until is not None:
+        drift_start = max(drift_start, learnt_until)
     outcome = evaluate_retrain(engine, settings, drift_start)
     return _summary(outcome)
 

@@ -308,6 +308,10 @@ class MonitorSettings(BaseModel):
     min_new_hours: int = 24 * 7
     # A retrain helped when the new champion's MAE on the drifted period is lower by at least this share.
     retrain_min_improvement: float = 0.0
+    # A retrain requested by monitoring learns from the older part of the data that arrived since the
+    # champion's training and is judged on the newest share of it (whole days, at least the minimum).
+    retrain_holdout_share: float = 0.5
+    retrain_min_holdout_days: int = 2
     anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
 
 

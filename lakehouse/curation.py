@@ -383,6 +383,12 @@ def catalogue_uri(engine) -> str:
     return f"{engine.root_uri}/gold/features_catalogue.json" if hasattr(engine, "root_uri") else "gold/features_catalogue.json"
 
 
+def read_catalogue(engine) -> FeatureCatalogue | None:
+    """The feature catalogue (columns, scaling) gold was last built with, or None before the first build."""
+    stored = _read_text(catalogue_uri(engine))
+    return FeatureCatalogue.from_json(stored) if stored else None
+
+
 def _read_text(uri: str) -> str | None:
     from pyarrow import fs
 

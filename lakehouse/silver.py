@@ -216,12 +216,16 @@ def hourly_from_flagged(
         flags[row] = ",".join(names[matrix[row]])
     out["quality_flags"] = flags
 
-    out = _attach_weather(out, registry, observations, forecasts)
+    out = attach_weather(out, registry, observations, forecasts)
     out["date"] = out["ts"].dt.date
     return out
 
 
-def _attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | None, forecasts: pd.DataFrame | None) -> pd.DataFrame:
+def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | None, forecasts: pd.DataFrame | None) -> pd.DataFrame:
+    """Join each building-hour to its site's observed weather and to the latest forecast issued for it.
+
+    Shared by silver and by the forecast step's future rows, so that served inputs align as training's did.
+    """
     site_of = {b.building_id: b.site_id for b in registry}
     tz_of = {b.building_id: b.timezone for b in registry}
     out["site_id"] = out["building_id"].map(site_of)

@@ -440,10 +440,10 @@ def future_features(settings: Settings, building_id: str, origin: dt.datetime):
     import numpy as np
     import pandas as pd
 
-    from lakehouse.curation import _read_text, catalogue_uri
-    from lakehouse.gold import FeatureCatalogue, hourly_to_features
+    from lakehouse.curation import read_catalogue
+    from lakehouse.gold import hourly_to_features
     from lakehouse.schemas import BUILDING_HOURLY, WEATHER
-    from lakehouse.silver import _attach_weather
+    from lakehouse.silver import attach_weather
 
     engine = _engine(settings)
     reg = registry(settings)
@@ -459,7 +459,7 @@ def future_features(settings: Settings, building_id: str, origin: dt.datetime):
                                               ("date", ">=", origin_ts.date()),
                                               ("date", "<=", hours[-1].date())]).to_pandas()
     forecasts = forecasts[forecasts["issued_at"] < origin_ts]
-    ahead = _attach_weather(ahead, reg, None, forecasts)
+    ahead = attach_weather(ahead, reg, None, forecasts)
     for column in BUILDING_HOURLY.schema.names:
         if column not in ahead.columns:
             ahead[column] = np.nan
@@ -468,9 +468,8 @@ def future_features(settings: Settings, building_id: str, origin: dt.datetime):
     ahead["n_readings"], ahead["expected_readings"], ahead["n_rejected"] = 0, 0, 0
     ahead["quality_flags"] = "future"
     frame = pd.concat([silver, ahead[silver.columns]], ignore_index=True)
-    stored = _read_text(catalogue_uri(engine))
-    scaling = FeatureCatalogue.from_json(stored).scaling if stored else None
-    features = hourly_to_features(frame, reg, settings, scaling=scaling)
+    catalogue = read_catalogue(engine)
+    features = hourly_to_features(frame, reg, settings, scaling=catalogue.scaling if catalogue else None)
     return features[features["ts"] >= origin_ts].reset_index(drop=True)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 from lakehouse.buildings import Building, BuildingRegistry, Sensor
 from lakehouse.gold import hourly_to_features
 from lakehouse.schemas import BUILDING_HOURLY, FEATURES
-from lakehouse.silver import _attach_weather, fill_gaps, forecast_origins, local_dates
+from lakehouse.silver import attach_weather, fill_gaps, forecast_origins, local_dates
 from wattflow.settings import Settings
 
 
@@ -40,7 +40,7 @@ def test_forecast_is_the_latest_issued_before_the_local_midnight_origin():
               pd.Timestamp("2024-06-01T22:00", tz="UTC"), pd.Timestamp("2024-06-02T06:00", tz="UTC")]
     forecasts = pd.concat([pd.DataFrame({"site_id": "s1", "ts": ts, "issued_at": i, "temperature_c": float(k),
                                          "relative_humidity_pct": 50.0, "solar_radiation_wm2": 0.0}) for k, i in enumerate(issued)])
-    got = _attach_weather(out, reg, None, forecasts)
+    got = attach_weather(out, reg, None, forecasts)
     origin = forecast_origins(ts.asi8 // 1000, "Europe/Berlin")
     # Berlin is UTC+2 in June: hours before 22:00 UTC belong to the local day of 2 June (origin 1 June 22:00 UTC).
     assert pd.Timestamp(origin[0], unit="us", tz="UTC") == pd.Timestamp("2024-06-01T22:00", tz="UTC")

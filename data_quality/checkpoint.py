@@ -34,6 +34,10 @@ def quality_context(settings):
         ctx = _contexts.get(root)
         if ctx is None:
             ctx = gx.get_context(mode="file", project_root_dir=root)
+            # GE draws a tqdm bar per validation: noise in task logs and the demo's console.
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
             docs_dir = str(settings.data_docs_dir)
             for name in list(ctx.get_site_names()):
                 if name != DATA_DOCS_SITE:

@@ -173,7 +173,7 @@ def test_features_never_depend_on_data_after_the_forecast_origin(faulty):
 
 
 @pytest.mark.slow
-def test_curate_and_features_through_delta_with_ge_are_idempotent(wattflow_home):
+def test_curate_and_features_through_delta_with_ge_are_idempotent(wattflow_home, capfd):
     from lakehouse.curation import build_features, curate
     from lakehouse.engine import get_engine
     from lakehouse.schemas import BUILDING_HOURLY, FEATURES, QUALITY_RESULTS, QUARANTINE_READINGS
@@ -191,6 +191,7 @@ def test_curate_and_features_through_delta_with_ge_are_idempotent(wattflow_home)
     feats = build_features(engine, portfolio.registry, start, end, settings)
     gold_version = engine.version(FEATURES)
     assert feats.rows == 2 * 10 * 24
+    assert "Calculating Metrics" not in capfd.readouterr().err, "GE progress bars must stay out of task logs"
 
     # The second run goes through the CLI, which reads the registry from reference.buildings.
     from typer.testing import CliRunner

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from wattflow.settings import Settings, get_settings, reset_settings
+
+if TYPE_CHECKING:
+    from tests.servers import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,3 +37,21 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("WATTFLOW_TEST_ARTIFACTS", REPO / "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL 15 cluster (Debian's binaries, run as the `postgres` account under root)."""
+    # Imported here: `tests` is a package only from the repository root (python -m pytest), and most
+    # suites never start a server.
+    from tests.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres: PostgresServer) -> Callable[[str], str]:
+    """Factory: ``postgres_database_url("airflow")`` creates an empty database and returns its
+    ``postgresql+psycopg2://`` URL (e.g. for WATTFLOW_AIRFLOW__DATABASE_URL)."""
+    return postgres.create_database

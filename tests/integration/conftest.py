@@ -1,4 +1,5 @@
-"""Real production backends for integration suites: PostgreSQL, an S3 endpoint, an MLflow server.
+"""Real production backends for integration suites: an S3 endpoint, an MLflow server (PostgreSQL's
+fixtures live in tests/conftest.py: the end-to-end suite uses them too).
 
 Each server starts once per session (on a free port, in a temp dir; see tests/servers.py) and only when
 a test asks for it. Suites get a fresh database or bucket each, so they never see each other's state.
@@ -7,26 +8,12 @@ a test asks for it. Suites get a fresh database or bucket each, so they never se
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import MlflowServer, PostgresServer, S3Endpoint, mlflow_server, postgres_server, s3_server
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL 15 cluster (Debian's binaries, run as the `postgres` account under root)."""
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def postgres_database_url(postgres: PostgresServer) -> Callable[[str], str]:
-    """Factory: ``postgres_database_url("airflow")`` creates an empty database and returns its
-    ``postgresql+psycopg2://`` URL (e.g. for WATTFLOW_AIRFLOW__DATABASE_URL)."""
-    return postgres.create_database
+from tests.servers import MlflowServer, PostgresServer, S3Endpoint, mlflow_server, s3_server
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ in a few minutes on a laptop. `make up` runs the real scheduler instead.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -53,6 +54,7 @@ class Airflow:
         self.env.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"))
         os.environ.update(self.env)  # before the first airflow import of this process
         Path(self.env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+        self.log_path = self.settings.home / "logs" / "dag-runs.log"
         self._bag = None
 
     def migrate(self) -> None:
@@ -83,7 +85,8 @@ class Airflow:
         from sqlalchemy import select
 
         t0 = time.perf_counter()
-        run = self.dags[dag_id].test(logical_date=logical_date or dt.datetime.now(UTC), run_conf=conf or {})
+        with _output_to(self.log_path):
+            run = self.dags[dag_id].test(logical_date=logical_date or dt.datetime.now(UTC), run_conf=conf or {})
         with create_session() as session:
             tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)).all()
             states = {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in tis}
@@ -95,7 +98,8 @@ class Airflow:
         report = DagRunReport(dag_id, state, time.perf_counter() - t0, returns, states)
         failed = [t for t, s in states.items() if s not in ("success", "skipped")]
         if state != "success" or failed:
-            raise DagRunFailed(f"{dag_id} ended {state}; failed tasks: {failed or 'none'} ({states})")
+            raise DagRunFailed(f"{dag_id} ended {state}; failed tasks: {failed or 'none'} ({states}); "
+                               f"task logs in {self.log_path}")
         return report
 
     def asset_events(self, uri: str, since: dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -109,6 +113,28 @@ class Airflow:
                 query = query.where(AssetEvent.timestamp > since)
             return [{"timestamp": e.timestamp, "extra": dict(e.extra or {}), "source_dag_id": e.source_dag_id}
                     for e in session.scalars(query.order_by(AssetEvent.timestamp)).all()]
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout and stderr (file descriptors, so the task SDK's loggers and TensorFlow's
+    C++ logs follow too) to `path` while a DAG runs: the console keeps the runner's one line per DAG run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 class ServingProcess:

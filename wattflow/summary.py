@@ -68,6 +68,7 @@ def print_summary(settings: Settings, report: Any, *, wall_s: float, console: Co
     console.print(f"  data docs                    {settings.data_docs_dir}/index.html")
     console.print(f"  drift reports                {settings.reports_dir}")
     console.print(f"  registry history             `wattflow models history`")
+    console.print(f"  DAG run and task logs        {home}/logs/dag-runs.log")
     console.print(f"  everything lives under       {home}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -44,6 +45,7 @@ class ModelServer:
         if options.enable_model_warmup:
             self.manager.warmup = self.core.warmup
         self.manager.load_listeners.append(self._record_load)
+        self.manager.load_listeners.append(_settle_heap_after_load)
         if options.model_config_file:
             path = options.model_config_file
             read_config = lambda: load_model_server_config(path)  # noqa: E731
@@ -79,6 +81,7 @@ class ModelServer:
         options = self.options
         # Like TF Serving, the ports open once the initial config's versions have loaded (or failed).
         self.manager.apply_config(self._read_config(), strict_labels=False)
+        settle_heap()
         self._poller.start()
         threads = options.grpc_max_threads or max(64, 8 * (os.cpu_count() or 2))
         self._grpc, self.grpc_port = build_grpc_server(
@@ -104,6 +107,24 @@ class ModelServer:
             self._grpc.stop(grace_s).wait()
         if self._batcher is not None:
             self._batcher.stop()
+
+
+def settle_heap() -> None:
+    """Collect once, then move every live object out of the collector's reach (`gc.freeze`).
+
+    TensorFlow and a loaded model leave ~400k long-lived objects; without this, the occasional full
+    collection that request traffic triggers walks all of them while holding the GIL (~0.3 s on 2 cores),
+    stalling every request in flight. Objects created later are still collected as usual.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _settle_heap_after_load(model: str, version: int, status: str, seconds: float) -> None:
+    # A new version's objects join the frozen set; unfreezing first lets an unloaded version's cycles be freed.
+    if status == "OK":
+        settle_heap()
 
 
 def serve(options: ServerOptions) -> None:

@@ -34,8 +34,11 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         **os.environ,
         "WATTFLOW_HOME": str(home),
         "WATTFLOW_DEMO_BUILDINGS": "2",
-        "WATTFLOW_DEMO_WEEKS": "7",
+        "WATTFLOW_DEMO_WEEKS": "8",
         "WATTFLOW_DEMO_DRIFT_DAYS": "8",
+        # The demo's retrofit, deeper: a step no forecaster misses whatever the weather that week, so the
+        # test is about the loop (decide → retrain → gate → deploy), not the detector's sensitivity.
+        "WATTFLOW_SIMULATOR__WORLD_DRIFT": '["retrofit:b01:2024-01-29:0.8"]',
         "WATTFLOW_AIRFLOW__TUNE_TRIALS": "1",
         "WATTFLOW_SERVING__GRPC_PORT": str(_free_port()),
         "WATTFLOW_SERVING__REST_PORT": str(_free_port()),
@@ -58,10 +61,10 @@ def test_demo_runs_the_loop_and_retrains_on_drift(demo_home) -> None:
     assert decisions.count("retrain") == 1, decisions
     assert len(retrains) == 1 and retrains[0]["promoted"] is True
     # The retrofitted building is what monitoring saw, and the retrain learnt from data after the retrofit
-    # (2023-12-04 + 7 weeks) before being judged on the newest days.
+    # (2023-12-04 + 8 weeks) before being judged on the newest days.
     retrain_decision = next(d for d in report["decisions"] if d["decision"] == "retrain")
     assert any("b01" in reason for reason in retrain_decision["reasons"]), retrain_decision["reasons"]
-    assert retrains[0]["train_end"] > "2024-01-22", retrains[0]["train_end"]
+    assert retrains[0]["train_end"] > "2024-01-29", retrains[0]["train_end"]
     outcome = retrains[0]["retrain_outcome"]
     assert outcome["improved"] is True and outcome["new_mae"] < outcome["old_mae"]
     # The served version moved from the first champion to the retrained one.
@@ -85,10 +88,10 @@ def test_tables_registry_and_decisions_after_the_demo(demo_home, monkeypatch: py
 
     engine = get_engine(settings)
     readings = engine.read(SENSOR_READINGS, columns=["building_id"])
-    # 2 buildings x 6 sensors x 4 readings/h x 24 h x (7 weeks + 8 days) when nothing is lost.
-    assert readings.num_rows == 2 * 6 * 4 * 24 * (7 * 7 + 8)
+    # 2 buildings x 6 sensors x 4 readings/h x 24 h x (8 weeks + 8 days) when nothing is lost.
+    assert readings.num_rows == 2 * 6 * 4 * 24 * (8 * 7 + 8)
     features = engine.read(FEATURES, columns=["building_id", "ts"]).to_pandas()
-    assert features.groupby("building_id").size().min() >= 24 * (7 * 7 + 8) - 2
+    assert features.groupby("building_id").size().min() >= 24 * (8 * 7 + 8) - 2
     decisions = engine.read(MONITORING_DECISIONS).to_pandas()
     assert list(decisions["decision"]).count("retrain") == 1
     retrain = decisions[decisions["decision"] == "retrain"].iloc[0]

@@ -44,6 +44,10 @@ class Signature:
             self.inputs[key] = InputSpec(key, np.dtype(spec.dtype.as_numpy_dtype), spec.dtype.as_datatype_enum, shape)
         self.input_names = sorted(self.inputs)
         self.output_names = sorted(signature_def.outputs.keys())
+        self._flat_order = _flat_input_order(function, self.input_names)
+        import tensorflow as tf
+
+        self._to_tensor = tf.constant
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
         if set(inputs) != set(self.input_names):
@@ -81,11 +85,37 @@ class Signature:
         return seen or self.output_names
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the signature on inputs that passed `check_inputs`."""
+        function = self._function
         try:
-            result = self._function(**inputs)
+            if self._flat_order is None:
+                result = function(**inputs)
+            else:
+                # The keyword call binds and casts every argument against the signature in Python (~0.4 ms of
+                # GIL-held work per call on 2 cores); `check_inputs` has already checked dtypes and shapes the way
+                # TF Serving words it, so the tensors go to the graph function directly, in its argument order.
+                tensors = [self._to_tensor(inputs[name]) for name in self._flat_order]
+                result = function._call_flat(tensors, function.captured_inputs)
         except Exception as exc:  # a TF runtime error is the caller's input in practice (shapes, values)
             raise _as_serving_error(exc) from exc
         return {name: tensor.numpy() for name, tensor in result.items()}
+
+
+def _flat_input_order(function, names: list[str]) -> list[str] | None:
+    """The signature's input names in the order its graph function takes them, or None to keep the keyword call.
+
+    This is the order in which the keyword call itself flattens its arguments (`function_type`'s parameters),
+    usable when every parameter is one tensor.
+    """
+    import tensorflow as tf
+
+    function_type = getattr(function, "function_type", None)
+    if function_type is None or not hasattr(function, "_call_flat"):
+        return None
+    parameters = function_type.parameters
+    if sorted(parameters) != names or not all(isinstance(p.type_constraint, tf.TensorSpec) for p in parameters.values()):
+        return None
+    return list(parameters)
 
 
 def _dtype_enum(dtype: np.dtype) -> int:

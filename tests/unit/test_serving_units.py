@@ -170,6 +170,59 @@ def test_full_queue_is_unavailable():
     scheduler.stop()
 
 
+# ---- signatures --------------------------------------------------------------------------------------
+def _tf1_saved_model(path) -> None:
+    """A TF1 SavedModel whose signature keys name the other key's placeholder ("alpha" -> tensor "zeta:0")."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default():
+        zeta_named = tf.compat.v1.placeholder(tf.float32, [None, 2], name="zeta")
+        alpha_named = tf.compat.v1.placeholder(tf.float32, [None, 3], name="alpha")
+        out = tf.identity(tf.reduce_sum(alpha_named, axis=1) - 10 * zeta_named[:, 0], name="out")
+        with tf.compat.v1.Session() as session:
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def(
+                {"alpha": zeta_named, "zeta": alpha_named}, {"out": out}
+            )
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+
+
+def _tf2_saved_model(path) -> None:
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        def __init__(self) -> None:
+            self.weights = tf.Variable([[1.0, 2.0, 3.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="zeta"),
+                                      tf.TensorSpec([None, 2], tf.float32, name="alpha")])
+        def serve(self, zeta, alpha):
+            return {"out": tf.reduce_sum(zeta * self.weights, axis=1) - 10 * alpha[:, 0]}
+
+    module = Module()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+@pytest.mark.parametrize("build", [_tf2_saved_model, _tf1_saved_model], ids=["tf2", "tf1-crossed-names"])
+def test_signature_calls_the_graph_with_each_input_in_its_place(tmp_path, build):
+    from serving.server.servable import Servable
+
+    build(tmp_path / "1")
+    signature = Servable.load("m", 1, tmp_path / "1").signature("")
+    assert signature._flat_order == ["alpha", "zeta"]  # the direct call is the one under test
+    rng = np.random.default_rng(0)
+    shapes = {name: spec.shape for name, spec in signature.inputs.items()}
+    inputs = {name: rng.normal(size=(4, shape[1])).astype(np.float32) for name, shape in shapes.items()}
+    signature.check_inputs(inputs)
+    keyword = {name: tensor.numpy() for name, tensor in signature._function(**inputs).items()}
+    np.testing.assert_array_equal(signature(inputs)["out"], keyword["out"])
+    wide, narrow = (inputs["zeta"], inputs["alpha"]) if shapes["zeta"][1] == 3 else (inputs["alpha"], inputs["zeta"])
+    weights = [1.0, 2.0, 3.0] if build is _tf2_saved_model else [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(signature(inputs)["out"], wide @ np.asarray(weights, np.float32) - 10 * narrow[:, 0],
+                               rtol=1e-5)
+
+
 # ---- metrics -----------------------------------------------------------------------------------------
 def test_metrics_render_tf_serving_names_in_prometheus_text():
     from serving.server.metrics import ServingMetrics

@@ -42,6 +42,9 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
     grpc_channel_arguments: str = ""
+    # TensorFlow's thread pools: 0 lets TensorFlow choose (one thread per core), as in TF Serving.
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
     # Not TF Serving flags: the largest request body either API accepts, and the host to bind.
     max_request_bytes: int = 64 * 1024 * 1024
     host: str = "0.0.0.0"
@@ -49,8 +52,6 @@ class ServerOptions:
 
 _IGNORED = (
     "tensorflow_session_parallelism",
-    "tensorflow_intra_op_parallelism",
-    "tensorflow_inter_op_parallelism",
     "per_process_gpu_memory_fraction",
     "saved_model_tags",
     "flush_filesystem_caches",
@@ -88,6 +89,9 @@ def build_parser(prog: str = "tensorflow_model_server") -> argparse.ArgumentPars
 def parse_flags(argv: list[str] | None = None, prog: str = "tensorflow_model_server") -> ServerOptions:
     namespace = build_parser(prog).parse_args(argv)
     options = ServerOptions(**{spec.name: getattr(namespace, spec.name) for spec in fields(ServerOptions)})
+    for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        if getattr(options, name) < 0:
+            raise SystemExit(f"--{name} must be >= 0 (0 lets TensorFlow choose), got {getattr(options, name)}")
     if not options.model_config_file and not options.model_base_path:
         raise SystemExit(
             "Both server_model_base_path and model_config_file are empty! --model_base_path or "

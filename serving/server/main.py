@@ -31,6 +31,7 @@ class ModelServer:
         from serving.server.metrics import ServingMetrics
 
         self.options = options
+        configure_tensorflow_threads(options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism)
         self.metrics = ServingMetrics()
         self.monitoring = load_monitoring_config(options.monitoring_config_file or None)
         batcher = None
@@ -107,6 +108,16 @@ class ModelServer:
             self._grpc.stop(grace_s).wait()
         if self._batcher is not None:
             self._batcher.stop()
+
+
+def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """TF Serving's `--tensorflow_{intra,inter}_op_parallelism` (0: TensorFlow's choice); before any model loads."""
+    import tensorflow as tf
+
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
 def settle_heap() -> None:

@@ -26,6 +26,7 @@ def test_flags_take_tensorflow_model_servers_equals_form():
     assert (options.port, options.rest_api_port, options.model_name) == (9000, 9001, "energy")
     assert options.enable_batching is True and options.batching_parameters_file == "/b.config"
     assert (options.file_system_poll_wait_seconds, options.grpc_max_threads) == (5, 8)
+    assert (options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism) == (2, 0)
     assert parse_flags(["--model_base_path=/m", "--enable_batching=false"]).enable_batching is False
     assert parse_flags(["--model_config_file=/c"]).port == 8500
 
@@ -37,6 +38,8 @@ def test_flags_need_a_model_and_refuse_prefixes():
         parse_flags(["--port=8500"])
     with pytest.raises(SystemExit):
         parse_flags(["--model_base_path=/m", "--rest_api=1"])  # TF Serving has no prefix matching either
+    with pytest.raises(SystemExit, match="tensorflow_inter_op_parallelism must be >= 0"):
+        parse_flags(["--model_base_path=/m", "--tensorflow_inter_op_parallelism=-1"])
 
 
 # ---- config files -----------------------------------------------------------------------------------

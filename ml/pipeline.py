@@ -76,13 +76,12 @@ def training_windows(
     train_end: pd.Timestamp | None,
     stride_h: int,
 ) -> "Windows":
-    """Windows whose every hour (history and target) lies before `train_end`, with at least
-    TRAIN_MIN_VALID_SHARE of their target hours valid (the others carry no loss)."""
-    from ml.windows import TRAIN_MIN_VALID_SHARE, make_windows
+    """Fully valid windows whose every hour (history and target) lies before `train_end`."""
+    from ml.windows import make_windows
 
     if train_end is not None:
         frame = frame[pd.to_datetime(frame["ts"], utc=True) < train_end]
-    return make_windows(frame, spec, timezones, stride_h=stride_h, min_valid_share=TRAIN_MIN_VALID_SHARE)
+    return make_windows(frame, spec, timezones, stride_h=stride_h, only_valid=True)
 
 
 def train_model(
@@ -97,9 +96,9 @@ def train_model(
     callbacks: Sequence[Any] = (),
     verbose: int = 0,
 ) -> TrainedModel:
-    """Window the gold frame, fit the LSTM (early stopping on validation weeks spread over the period), return it. No I/O."""
+    """Window the gold frame, fit the LSTM (early stopping on the latest origins), return it. No I/O."""
     from ml.model import build_forecaster, fit
-    from ml.windows import blocked_split
+    from ml.windows import chronological_split
 
     started = time.perf_counter()
     windows = training_windows(features, spec, timezones, train_end, stride_h)
@@ -107,7 +106,7 @@ def train_model(
         raise NoTrainingData(
             f"{len(windows)} complete window(s) of {spec.lookback_h}+{spec.horizon_h} h before {train_end}; need at least 4"
         )
-    train, validation = blocked_split(windows, validation_fraction)
+    train, validation = chronological_split(windows, validation_fraction)
     forecaster = build_forecaster(spec, params, train)
     fit(forecaster, train, validation, list(callbacks), verbose=verbose)
     val_losses = forecaster.history.get("val_loss") or forecaster.history.get("loss") or [float("nan")]

@@ -213,9 +213,6 @@ class ModelSettings(BaseModel):
     batch_size: int = 64
     units: int = 64
     layers: int = 1
-    # The encoder LSTM reads the most recent hours of the lookback; the rest reaches the decoder as
-    # same-hour lags (the encoder's cost grows with its length, the lags are nearly free).
-    encoder_hours: int = 48
     dropout: float = 0.1
     learning_rate: float = 1e-3
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])

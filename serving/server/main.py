@@ -82,7 +82,6 @@ class ModelServer:
         options = self.options
         # Like TF Serving, the ports open once the initial config's versions have loaded (or failed).
         self.manager.apply_config(self._read_config(), strict_labels=False)
-        settle_heap()
         self._poller.start()
         threads = options.grpc_max_threads or max(64, 8 * (os.cpu_count() or 2))
         self._grpc, self.grpc_port = build_grpc_server(
@@ -125,7 +124,8 @@ def settle_heap() -> None:
 
     TensorFlow and a loaded model leave ~400k long-lived objects; without this, the occasional full
     collection that request traffic triggers walks all of them while holding the GIL (~0.3 s on 2 cores),
-    stalling every request in flight. Objects created later are still collected as usual.
+    stalling every request in flight. Objects created later are still collected as usual. Runs after each
+    successful load; a version unloaded since is freed at the next load's collection.
     """
     gc.unfreeze()
     gc.collect()

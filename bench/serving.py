@@ -7,6 +7,25 @@ The model is the default forecaster (lookback 168 h, horizon 24 h, LSTM 64 units
 `wattflow-model-server` subprocesses (one without batching, one with). Requests are built once and reused,
 so the figures are the serving path, not the client's protobuf building. Targets on 2 cores: gRPC p50 at
 batch 1 <= in-process p50 + 1 ms; with batching, 32 concurrent clients >= 70% of in-process batch-32 windows/s.
+
+What is compared with what:
+- "inprocess" calls the loaded signature (`signature(history=..., future=...)`) in this process; the servers
+  run the same SavedModel. Both use the same TensorFlow thread pools (`--tf-intra-op-threads`,
+  `--tf-inter-op-threads`, passed to the servers as TF Serving's `--tensorflow_*_op_parallelism`): one thread
+  each is the fastest setting in-process too for this sequential LSTM on 2 cores, so the reference is not
+  handicapped.
+- The servers call the signature's graph function directly (serving.server.servable.Signature), which skips
+  the keyword call's Python argument binding (~0.3-0.4 ms). "inprocess_server_call" times that same call
+  in-process, so gRPC minus it is the serving overhead alone (transport, request and response handling).
+- b1/b32 latencies are timed interleaved, call by call, so load from other jobs falls on every path alike.
+- The 32 clients are coroutines on one grpc.aio channel in this process, each sending its next batch-1 Predict
+  when its last one returns; one asyncio process is the cheapest Python client per request (thread or future
+  clients cost more CPU on the same 2 cores). Throughput phases alternate with in-process batch-32 phases, and
+  the target compares against the in-process figure from those phases. The client and server CPU time per
+  request and the server's mean batch size are reported alongside, to show where the time goes.
+- "grpc_floor" is the same client against a bare grpcio server (same thread pool) whose Predict returns a
+  canned copy of the model server's response without running anything: the latency and request rate the
+  Python gRPC stack alone allows on this machine, i.e. the best any Python model server could reach here.
 """
 
 from __future__ import annotations
@@ -92,10 +111,10 @@ def inprocess_throughput(call, batch: int, seconds: float) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def start_server(base: Path, model: str, batching_file: Path | None):
+def start_server(base: Path, model: str, batching_file: Path | None, extra_flags: list[str]):
     grpc_port, rest_port = free_port(), free_port()
     argv = [str(REPO / ".venv/bin/wattflow-model-server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-            f"--model_name={model}", f"--model_base_path={base / model}", "--host=127.0.0.1"]
+            f"--model_name={model}", f"--model_base_path={base / model}", "--host=127.0.0.1", *extra_flags]
     if batching_file:
         argv += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
     log = open(base.parent / f"server-{'batching' if batching_file else 'plain'}.log", "w")
@@ -130,8 +149,11 @@ def predict_request(model: str, history, future):
     return request
 
 
-async def concurrent_clients(target: str, request, clients: int, seconds: float) -> tuple[int, int, float]:
-    """`clients` concurrent callers, each sending its next batch-1 Predict when the last one returns."""
+async def concurrent_clients(target: str, request, clients: int, seconds: float) -> tuple[int, int, float, float]:
+    """`clients` concurrent callers, each sending its next batch-1 Predict when the last one returns.
+
+    Returns (ok, errors, elapsed seconds, this process's CPU seconds while the clients ran).
+    """
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -151,10 +173,56 @@ async def concurrent_clients(target: str, request, clients: int, seconds: float)
                 except grpc.RpcError:
                     errors += 1
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    return ok, errors, elapsed
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return ok, errors, elapsed, cpu
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mean_batch_size(rest_url: str) -> float | None:
+    """The batching server's mean processed batch size, from its Prometheus metrics (warmup included)."""
+    import requests
+
+    total = count = 0.0
+    for line in requests.get(f"{rest_url}/monitoring/prometheus/metrics", timeout=10).text.splitlines():
+        if line.startswith(":tensorflow:serving:batching_session:processed_batch_size_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith(":tensorflow:serving:batching_session:processed_batch_size_count"):
+            count = float(line.split()[-1])
+    return total / count if count else None
+
+
+def serve_canned_predict(port: int, response_file: Path) -> None:
+    """The gRPC floor: a grpcio server like the model server's whose Predict returns fixed response bytes."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    response = predict_pb2.PredictResponse.FromString(response_file.read_bytes())
+
+    class Canned(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (gRPC's naming)
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(64, 8 * (os.cpu_count() or 2))))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Canned(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def start_canned_server(response_file: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, __file__, "--canned-server-port", str(port),
+                                "--canned-response", str(response_file)])
+    return process, f"127.0.0.1:{port}"
 
 
 def main() -> None:
@@ -166,15 +234,32 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout-micros", type=int, default=2000)
-    # One batch thread on 2 cores: TensorFlow already spreads a batch over the cores (intra-op), and a second
-    # thread would start half-full batches while the first runs.
+    # One batch thread on 2 cores: the model runs on one core while the gRPC threads use the other; a second
+    # batch thread would start half-full batches while the first runs.
     parser.add_argument("--num-batch-threads", type=int, default=1)
+    parser.add_argument("--tf-intra-op-threads", type=int, default=1,
+                        help="TensorFlow intra-op threads, in-process and in the servers (0: TensorFlow's choice)")
+    parser.add_argument("--tf-inter-op-threads", type=int, default=1,
+                        help="TensorFlow inter-op threads, in-process and in the servers (0: TensorFlow's choice)")
+    parser.add_argument("--canned-server-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--canned-response", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.canned_server_port:
+        serve_canned_predict(args.canned_server_port, args.canned_response)
+        return
 
     import grpc
     import requests
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    # Before anything runs a TensorFlow op: the in-process reference gets the servers' thread pools.
+    if args.tf_intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tf_intra_op_threads)
+    if args.tf_inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tf_inter_op_threads)
+    server_flags = [f"--tensorflow_intra_op_parallelism={args.tf_intra_op_threads}",
+                    f"--tensorflow_inter_op_parallelism={args.tf_inter_op_threads}"]
 
     work = Path(tempfile.mkdtemp(prefix="wattflow-bench-serving-"))
     model = "bench_lstm"
@@ -185,9 +270,15 @@ def main() -> None:
         f"max_batch_size {{ value: {args.max_batch_size} }}\nbatch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
         f"num_batch_threads {{ value: {args.num_batch_threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n"
     )
-    plain = start_server(base, model, None)
-    batched = start_server(base, model, batching_file)
-    results: dict = {"model": model_source, "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]}
+    monitoring_file = work / "monitoring.config"
+    monitoring_file.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
+    plain = start_server(base, model, None, server_flags)
+    batched = start_server(base, model, batching_file, [*server_flags, f"--monitoring_config_file={monitoring_file}"])
+    results: dict = {"model": model_source, "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0],
+                     "tf_threads": {"intra_op": args.tf_intra_op_threads, "inter_op": args.tf_inter_op_threads},
+                     "batching": {"max_batch_size": args.max_batch_size,
+                                  "batch_timeout_micros": args.batch_timeout_micros,
+                                  "num_batch_threads": args.num_batch_threads}}
     try:
         # Servers start (import TensorFlow, load, warm up) before anything is timed, so nothing competes.
         for process, _target, rest in (plain, batched):
@@ -198,6 +289,11 @@ def main() -> None:
         _, target, rest_url = plain
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
         r1, r32 = predict_request(model, h1, f1), predict_request(model, h32, f32)
+        response_file = work / "canned_response.pb"
+        response_file.write_bytes(stub.Predict(r1, timeout=60).SerializeToString())
+        floor_process, floor_target = start_canned_server(response_file)
+        floor_stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(floor_target))
+        floor_stub.Predict(r1, timeout=120, wait_for_ready=True)
         session = requests.Session()
         url = f"{rest_url}/v1/models/{model}:predict"
         body1 = json.dumps({"inputs": {"history": h1.tolist(), "future": f1.tolist()}})
@@ -208,40 +304,67 @@ def main() -> None:
             response.raise_for_status()
 
         # The three paths are timed interleaved, call by call, so a busy shared machine slows them alike.
+        from serving.server.servable import Servable
+
+        server_call = Servable.load(model, 1, base / model / "1").signature("")
         paths = {
             "inprocess": (lambda: signature(history=h1, future=f1), lambda: signature(history=h32, future=f32)),
+            "inprocess_server_call": (lambda: server_call({"history": h1, "future": f1}),
+                                      lambda: server_call({"history": h32, "future": f32})),
             "grpc": (lambda: stub.Predict(r1, timeout=60), lambda: stub.Predict(r32, timeout=60)),
             "rest": (lambda: rest_call(body1), lambda: rest_call(body32)),
         }
-        b1 = interleaved({name: calls[0] for name, calls in paths.items()}, args.iterations)
+        b1 = interleaved({**{name: calls[0] for name, calls in paths.items()},
+                          "grpc_floor": lambda: floor_stub.Predict(r1, timeout=60)}, args.iterations)
         b32 = interleaved({name: calls[1] for name, calls in paths.items()}, args.iterations_b32)
         for name in paths:
             results[name] = _row(summarize(b1[name], 1), summarize(b32[name], 32))
+        floor_b1 = summarize(b1["grpc_floor"], 1)
 
         # Throughput phases alternate (in-process batch 32, 32 clients with batching, without), twice each,
         # so load from other jobs falls on all three.
-        totals = {"inprocess": [0, 0.0], "batching": [0, 0.0, 0], "no_batching": [0, 0.0, 0]}
+        totals = {"inprocess": [0, 0.0]}
+        totals.update({key: {"ok": 0, "errors": 0, "seconds": 0.0, "client_cpu_s": 0.0, "server_cpu_s": 0.0}
+                       for key in ("batching", "no_batching", "floor")})
         phase_s = args.seconds / 2
         for _round in range(2):
             count, elapsed = inprocess_throughput(lambda: signature(history=h32, future=f32), 32, phase_s)
             totals["inprocess"][0] += count
             totals["inprocess"][1] += elapsed
-            for key, server in (("batching", batched), ("no_batching", plain)):
-                ok, errors, elapsed = asyncio.run(concurrent_clients(server[1], r1, args.clients, phase_s))
-                totals[key][0] += ok
-                totals[key][1] += elapsed
-                totals[key][2] += errors
+            for key, (process, target) in (("batching", batched[:2]), ("no_batching", plain[:2]),
+                                           ("floor", (floor_process, floor_target))):
+                server_cpu = process_cpu_s(process.pid)
+                ok, errors, elapsed, client_cpu = asyncio.run(concurrent_clients(target, r1, args.clients, phase_s))
+                phase = totals[key]
+                phase["server_cpu_s"] += process_cpu_s(process.pid) - server_cpu
+                phase["ok"] += ok
+                phase["errors"] += errors
+                phase["seconds"] += elapsed
+                phase["client_cpu_s"] += client_cpu
         results["inprocess"]["b32_windows_per_s_during_concurrency"] = totals["inprocess"][0] / totals["inprocess"][1]
+        batching, no_batching = totals["batching"], totals["no_batching"]
         results["concurrent_32"] = {
-            "batching_windows_per_s": totals["batching"][0] / totals["batching"][1],
-            "no_batching_windows_per_s": totals["no_batching"][0] / totals["no_batching"][1],
-            "errors": totals["batching"][2] + totals["no_batching"][2],
-            "errors_batching": totals["batching"][2],
-            "errors_no_batching": totals["no_batching"][2],
+            "batching_windows_per_s": batching["ok"] / batching["seconds"],
+            "no_batching_windows_per_s": no_batching["ok"] / no_batching["seconds"],
+            "errors": batching["errors"] + no_batching["errors"],
+            "errors_batching": batching["errors"],
+            "errors_no_batching": no_batching["errors"],
+            "batching_mean_batch_size": mean_batch_size(batched[2]),
+            **{f"{key}_{side}_cpu_ms_per_request": 1000 * phase[f"{side}_cpu_s"] / max(phase["ok"], 1)
+               for key, phase in (("batching", batching), ("no_batching", no_batching))
+               for side in ("server", "client")},
+        }
+        floor = totals["floor"]
+        results["grpc_floor"] = {
+            "b1_p50_ms": floor_b1["p50_ms"], "b1_p99_ms": floor_b1["p99_ms"],
+            "concurrent_32_requests_per_s": floor["ok"] / floor["seconds"], "errors": floor["errors"],
+            "server_cpu_ms_per_request": 1000 * floor["server_cpu_s"] / max(floor["ok"], 1),
+            "client_cpu_ms_per_request": 1000 * floor["client_cpu_s"] / max(floor["ok"], 1),
         }
         results["load_avg_1m_at_end"] = os.getloadavg()[0]
     finally:
-        for process, _, _ in (plain, batched):
+        processes = [plain[0], batched[0]] + ([floor_process] if "floor_process" in locals() else [])
+        for process in processes:
             process.terminate()
             process.wait(timeout=30)
     print_table(results)
@@ -267,15 +390,24 @@ def _row(b1: dict, b32: dict) -> dict:
 def print_table(results: dict) -> None:
     print(f"model: {results['model']}; cpus: {results['cpus']}; load avg {results['load_avg_1m_at_start']:.1f} -> "
           f"{results.get('load_avg_1m_at_end', float('nan')):.1f}")
-    print(f"{'path':<10} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b32 p50 ms':>11} {'b32 windows/s':>14}")
-    for path in ("inprocess", "grpc", "rest"):
+    print(f"{'path':<22} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b32 p50 ms':>11} {'b32 windows/s':>14}")
+    for path in ("inprocess", "inprocess_server_call", "grpc", "rest"):
         row = results[path]
-        print(f"{path:<10} {row['b1_p50_ms']:>10.2f} {row['b1_p99_ms']:>10.2f} {row['b32_p50_ms']:>11.2f} "
+        print(f"{path:<22} {row['b1_p50_ms']:>10.2f} {row['b1_p99_ms']:>10.2f} {row['b32_p50_ms']:>11.2f} "
               f"{row['b32_windows_per_s']:>14.0f}")
+    overhead = results["grpc"]["b1_p50_ms"] - results["inprocess_server_call"]["b1_p50_ms"]
+    print(f"gRPC b1 p50 minus the same signature call in-process: {overhead:.2f} ms "
+          f"(a canned-response gRPC call alone: {results['grpc_floor']['b1_p50_ms']:.2f} ms)")
     c = results["concurrent_32"]
     print(f"in-process batch 32 during the concurrency phases: {results['inprocess']['b32_windows_per_s_during_concurrency']:.0f} windows/s")
     print(f"32 concurrent gRPC clients (batch 1): batching {c['batching_windows_per_s']:.0f} windows/s, "
           f"no batching {c['no_batching_windows_per_s']:.0f} windows/s, errors {c['errors']}")
+    print(f"  with batching: mean batch {c['batching_mean_batch_size'] or float('nan'):.1f}, CPU per request: server "
+          f"{c['batching_server_cpu_ms_per_request']:.2f} ms, client {c['batching_client_cpu_ms_per_request']:.2f} ms")
+    f = results["grpc_floor"]
+    print(f"gRPC floor (same clients, bare grpcio server, canned response): b1 p50 {f['b1_p50_ms']:.2f} ms; 32 clients "
+          f"{f['concurrent_32_requests_per_s']:.0f} requests/s (CPU per request: server {f['server_cpu_ms_per_request']:.2f} "
+          f"ms, client {f['client_cpu_ms_per_request']:.2f} ms)")
 
 
 if __name__ == "__main__":

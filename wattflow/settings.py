@@ -221,8 +221,10 @@ class ModelSettings(BaseModel):
     max_abs_nmbe: float = 0.10
     tuning_trials: int = 20
     # Epoch cap per Optuna trial; pruning stops weak trials earlier.
-    tuning_max_epochs: int = 15
+    tuning_max_epochs: int = 10
     tuning_lookbacks: list[int] = Field(default_factory=lambda: [48, 96, 168])
+    # Origins of tuning trials every N hours; None: twice train_origin_stride_h (trials only rank configurations).
+    tuning_origin_stride_h: int | None = None
     early_stopping_patience: int = 5
     # Training origins every N hours from local midnight (more examples); backtests always use midnight.
     train_origin_stride_h: int = 6

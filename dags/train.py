@@ -13,6 +13,12 @@ ASSETS = assets()
 CFG = get_settings().airflow
 
 
+def _reason(context) -> str:
+    """Why this run trains: a monitoring request (the asset event, or a manual run saying so) or the params'."""
+    events = context.get("triggering_asset_events") or {}
+    return "retrain requested by monitoring" if events else context["params"]["reason"]
+
+
 @dag(
     dag_id="train_model",
     schedule=AssetOrTimeSchedule(
@@ -31,8 +37,9 @@ CFG = get_settings().airflow
     tags=["wattflow", "ml", "training"],
     doc_md="""
 ### Train model
-Tunes the LSTM with Optuna (bounded trials and time), trains on `gold.features` at a pinned Delta
-version, backtests it against persistence and seasonal-naive baselines, registers it in MLflow as
+Tunes the LSTM with Optuna (bounded trials and time; a retrain requested by monitoring skips the
+study and refits the champion's configuration, learning from the new data several times over), trains
+on `gold.features` at a pinned Delta version, backtests it against persistence and seasonal-naive baselines, registers it in MLflow as
 `challenger`, and runs the promotion gate. Only a promoted model emits the **new_champion** asset
 (a challenger that is not better is registered but the announce task is skipped).
 Runs in the `training` pool. The task's **MLflow run** link opens the run.
@@ -44,7 +51,7 @@ def train_model():
         from wattflow import pipeline
 
         params = context["params"]
-        result = pipeline.tune(int(params["trials"]), int(params["timeout_s"]))
+        result = pipeline.tune(int(params["trials"]), int(params["timeout_s"]), reason=_reason(context))
         context["ti"].xcom_push(key="mlflow_run_url", value=result.get("mlflow_run_url"))
         return result
 
@@ -52,9 +59,7 @@ def train_model():
     def train_and_gate(tuned: dict, **context) -> dict:
         from wattflow import pipeline
 
-        events = context.get("triggering_asset_events") or {}
-        reason = "retrain requested by monitoring" if events else context["params"]["reason"]
-        result = pipeline.train(tuned.get("best_params"), reason=reason)
+        result = pipeline.train(tuned.get("best_params"), reason=_reason(context))
         context["ti"].xcom_push(key="mlflow_run_url", value=result.get("mlflow_run_url"))
         return result
 

@@ -1,17 +1,25 @@
 """The Keras 3 multi-horizon LSTM forecaster and its SavedModel export.
 
-Architecture: the history (lookback × HISTORY_FEATURES) goes through Normalization and an encoder LSTM
-stack; its final state is repeated over the horizon, concatenated with the normalized known-future
-inputs (weather forecast, calendar) and decoded by a small LSTM running over the horizon; one Dense
-head per output name gives a standardized forecast per hour.
+Architecture: the most recent `encoder_hours` of the history go through Normalization and an encoder
+LSTM stack; its final state is repeated over the horizon and concatenated, per horizon hour, with the
+normalized known-future inputs (weather forecast, calendar) and with terms derived inside the model from
+the whole lookback (`DecoderTerms`: the same hour on each of the last days, the forecast temperature's
+change since then, TOWT-style temperature hinges and their weighting by last days' occupancy). A small
+LSTM decodes over the horizon; per output name, a Dense head on it plus a linear head on the decoder
+inputs (so temperature effects extrapolate linearly beyond the training range) give the forecast.
 
-Targets are learnt relative to each window's energy level (mean energy over its lookback, computed
-inside the model by `EnergyLevel`), then standardized. Two models share the layers:
-- the *training* model outputs the standardized relative target (the loss is scale-free across
-  buildings and trials);
-- the *serving* model appends Rescaling (× std + mean) and × level per head, so the exported
-  SavedModel takes raw feature values and returns kWh. Normalization statistics are adapted on the
-  training windows and live inside the model, so nothing outside it needs to scale anything.
+Each forecast is the sum of two parts:
+- a *relative* part, learnt relative to the window's energy level (mean energy over its lookback,
+  `EnergyLevel`): it carries the building's scale and regime (open, closed, after a retrofit), so one
+  network serves buildings of any size;
+- an *absolute* part in kWh (scaled by the training targets' spread): weather-driven load is additive in
+  kWh, and relative to a weekly level that itself moves with the weather it is a far harder function.
+Two models share the layers:
+- the *training* model outputs the forecast relative to the level, standardized (the loss is
+  scale-free across buildings and trials);
+- the *serving* model returns kWh, so the exported SavedModel takes raw feature values. Normalization
+  statistics are adapted on the training windows and live inside the model, so nothing outside it
+  needs to scale anything.
 """
 
 from __future__ import annotations
@@ -42,12 +50,15 @@ class ModelParams:
     epochs: int = 30
     patience: int = 5
     seed: int = 42
+    # The encoder LSTM reads only the most recent hours; older hours reach the decoder as same-hour lags.
+    encoder_hours: int = 48
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, model_settings: Any, **overrides: Any) -> "ModelParams":
         values = {k: getattr(model_settings, k) for k in ("units", "layers", "dropout", "learning_rate", "batch_size", "epochs")}
         values["patience"] = getattr(model_settings, "early_stopping_patience", cls.patience)
+        values["encoder_hours"] = getattr(model_settings, "encoder_hours", cls.encoder_hours)
         values.update(overrides)
         return cls(**values)
 
@@ -61,8 +72,12 @@ class PinballLoss(keras.losses.Loss):
         self.quantile = float(quantile)
 
     def call(self, y_true, y_pred):
-        error = y_true - y_pred
-        return keras.ops.mean(keras.ops.maximum(self.quantile * error, (self.quantile - 1.0) * error), axis=-1)
+        # A NaN target is an hour that is not valid (flagged, imputed, missing): it carries no loss, and a
+        # window's weight is its share of valid hours.
+        known = keras.ops.logical_not(keras.ops.isnan(y_true))
+        error = keras.ops.where(known, y_true, y_pred) - y_pred
+        loss = keras.ops.maximum(self.quantile * error, (self.quantile - 1.0) * error)
+        return keras.ops.mean(keras.ops.where(known, loss, keras.ops.zeros_like(loss)), axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "quantile": self.quantile}
@@ -95,6 +110,123 @@ class EnergyLevel(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "energy_index": self.energy_index}
+
+
+# Knots (degC) of the forecast temperature's hinge terms max(0, T - k), max(0, k - T): TOWT's segments.
+TEMPERATURE_KNOTS_C = (5.0, 10.0, 15.0, 20.0, 25.0)
+# Same-hour lags reach back this many days at most (one week: the weekly cycle).
+MAX_LAG_DAYS = 7
+
+
+def lag_days(spec: WindowSpec) -> int:
+    """Whole days of same-hour lags the lookback holds."""
+    return min(MAX_LAG_DAYS, spec.lookback_h // 24)
+
+
+@keras.saving.register_keras_serializable(package="wattflow")
+class DecoderTerms(keras.layers.Layer):
+    """Per-horizon-hour inputs derived from the raw history and future, for the decoder and the linear head.
+
+    With D = min(7, lookback // 24) days, for each horizon step h (hour of day h mod 24):
+    - energy relative to the window's level at the same hour 1..D days before: the daily and weekly
+      profile handed straight to the decoder, so it need not survive the encoder's state;
+    - forecast temperature at h minus the observed temperature at those hours (/10 K): how much warmer or
+      colder than on the days the profile comes from;
+    - hinges max(0, T - k), max(0, k - T) of the forecast temperature at TEMPERATURE_KNOTS_C (/10 K);
+    - occupancy at the same hours as a share of the lookback's peak, and the hinges weighted by the share
+      one day and D days before: HVAC runs harder while a building is occupied (TOWT's occupied and
+      unoccupied modes), and last days' occupancy is the schedule known at the origin.
+    Parts whose columns the spec lacks (index -1) are left out.
+    """
+
+    def __init__(self, lookback_h: int, horizon_h: int, days: int, energy_index: int, temperature_index: int,
+                 occupancy_index: int, forecast_temperature_index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lookback_h, self.horizon_h, self.days = int(lookback_h), int(horizon_h), int(days)
+        self.energy_index, self.temperature_index = int(energy_index), int(temperature_index)
+        self.occupancy_index, self.forecast_temperature_index = int(occupancy_index), int(forecast_temperature_index)
+        steps = np.arange(self.horizon_h)[:, None] % 24
+        back = 24 * np.arange(1, self.days + 1)[None, :]
+        self._lag_index = (self.lookback_h - back + steps).reshape(-1).astype("int32")
+        self._knots = np.asarray(TEMPERATURE_KNOTS_C, np.float32)[None, None, :]
+
+    def _same_hour(self, series):
+        """[n, lookback] -> [n, horizon, days]: the value at the same hour 1..days days before."""
+        picked = keras.ops.take(series, self._lag_index, axis=1)
+        return keras.ops.reshape(picked, (-1, self.horizon_h, self.days))
+
+    def call(self, history, future):
+        parts = []
+        if self.days and self.energy_index >= 0:
+            energy = history[:, :, self.energy_index]
+            level = keras.ops.maximum(keras.ops.mean(energy, axis=1, keepdims=True), LEVEL_FLOOR_KWH)
+            parts.append(self._same_hour(energy / level))
+        if self.forecast_temperature_index >= 0:
+            forecast = future[:, :, self.forecast_temperature_index : self.forecast_temperature_index + 1]
+            if self.days and self.temperature_index >= 0:
+                parts.append((forecast - self._same_hour(history[:, :, self.temperature_index])) / 10.0)
+            hinges = keras.ops.concatenate([keras.ops.relu(forecast - self._knots), keras.ops.relu(self._knots - forecast)], axis=-1) / 10.0
+            parts.append(hinges)
+            if self.days and self.occupancy_index >= 0:
+                occupancy = history[:, :, self.occupancy_index]
+                share = occupancy / keras.ops.maximum(keras.ops.max(occupancy, axis=1, keepdims=True), 1e-6)
+                lags = self._same_hour(share)
+                parts += [lags, hinges * lags[:, :, :1], hinges * lags[:, :, -1:]]
+        return keras.ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, history_shape, future_shape):
+        return (history_shape[0], self.horizon_h, self.width)
+
+    @property
+    def width(self) -> int:
+        n_hinges = 2 * len(TEMPERATURE_KNOTS_C)
+        width = self.days if self.days and self.energy_index >= 0 else 0
+        if self.forecast_temperature_index >= 0:
+            width += self.days if self.days and self.temperature_index >= 0 else 0
+            width += n_hinges
+            width += self.days + 2 * n_hinges if self.days and self.occupancy_index >= 0 else 0
+        return width
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "lookback_h": self.lookback_h, "horizon_h": self.horizon_h, "days": self.days,
+                "energy_index": self.energy_index, "temperature_index": self.temperature_index,
+                "occupancy_index": self.occupancy_index, "forecast_temperature_index": self.forecast_temperature_index}
+
+
+def decoder_terms(spec: WindowSpec) -> DecoderTerms | None:
+    """The spec's DecoderTerms, or None when its features give none."""
+
+    def index(features: tuple[str, ...], name: str) -> int:
+        return features.index(name) if name in features else -1
+
+    layer = DecoderTerms(
+        spec.lookback_h, spec.horizon_h, lag_days(spec),
+        energy_index=index(spec.history_features, spec.target),
+        temperature_index=index(spec.history_features, "temperature"),
+        occupancy_index=index(spec.history_features, "occupancy"),
+        forecast_temperature_index=index(spec.future_features, "forecast_temperature"),
+        name="decoder_terms",
+    )
+    return layer if layer.width else None
+
+
+@keras.saving.register_keras_serializable(package="wattflow")
+class RelativePlusAbsolute(keras.layers.Layer):
+    """The training output: the standardized relative part plus the absolute part expressed in the same
+    units, z_rel + kwh_scale * z_abs / (level * target_std), so one loss trains both."""
+
+    def __init__(self, kwh_scale: float, target_std: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kwh_scale, self.target_std = float(kwh_scale), float(target_std)
+
+    def call(self, z_relative, z_absolute, level):
+        return z_relative + self.kwh_scale * z_absolute / (level * self.target_std)
+
+    def compute_output_shape(self, z_relative_shape, z_absolute_shape, level_shape):
+        return z_relative_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "kwh_scale": self.kwh_scale, "target_std": self.target_std}
 
 
 def window_level(windows: Windows, spec: WindowSpec) -> np.ndarray:
@@ -131,7 +263,7 @@ class Forecaster:
 
 
 def build_forecaster(spec: WindowSpec, params: ModelParams, train: Windows) -> Forecaster:
-    """Layers with Normalization adapted on `train` (valid windows only) and target statistics taken from it."""
+    """Layers with Normalization adapted on `train` and target statistics taken from its valid hours."""
     keras.utils.set_random_seed(params.seed)
     n_hist, n_fut = len(spec.history_features), len(spec.future_features)
     history_in = keras.Input(shape=(spec.lookback_h, n_hist), name=INPUT_HISTORY, dtype="float32")
@@ -144,41 +276,58 @@ def build_forecaster(spec: WindowSpec, params: ModelParams, train: Windows) -> F
     relative_target = (train.target / window_level(train, spec))[train.valid]
     target_mean = float(np.mean(relative_target))
     target_std = float(np.std(relative_target)) or 1.0
+    kwh_scale = float(np.std(train.target[train.valid])) or 1.0
 
     x = history_norm(history_in)
     level = None
     if spec.target in spec.history_features:
         level, relative = EnergyLevel(spec.history_features.index(spec.target), name="energy_level")(history_in)
         x = keras.layers.Concatenate(axis=-1, name="history_and_relative_energy")([x, relative])
+    if 0 < params.encoder_hours < spec.lookback_h:
+        x = keras.layers.Cropping1D((spec.lookback_h - params.encoder_hours, 0), name="recent_hours")(x)
     for i in range(params.layers):
         last = i == params.layers - 1
         x = keras.layers.LSTM(params.units, return_sequences=not last, dropout=params.dropout, name=f"encoder_{i}")(x)
     context = keras.layers.RepeatVector(spec.horizon_h, name="context_over_horizon")(x)
-    decoder_in = keras.layers.Concatenate(axis=-1, name="context_and_future")([context, future_norm(future_in)])
+    per_hour = [context, future_norm(future_in)]
+    terms = decoder_terms(spec)
+    if terms is not None:
+        per_hour.append(terms(history_in, future_in))
+    decoder_in = keras.layers.Concatenate(axis=-1, name="decoder_inputs")(per_hour)
     y = keras.layers.LSTM(params.units, return_sequences=True, name="decoder")(decoder_in)
     if params.dropout:
         y = keras.layers.Dropout(params.dropout, name="decoder_dropout")(y)
     y = keras.layers.Dense(params.units, activation="relu", name="decoder_dense")(y)
 
+    def head(name: str, zero: bool = False) -> Any:
+        """A Dense head on the decoder plus a linear head on its inputs, [n, horizon]."""
+        init = "zeros" if zero else "glorot_uniform"
+        deep = keras.layers.Dense(1, kernel_initializer=init, name=f"{name}_deep")(y)
+        linear = keras.layers.Dense(1, kernel_initializer=init, name=f"{name}_linear")(decoder_in)
+        return keras.layers.Reshape((spec.horizon_h,), name=f"{name}_std")(keras.layers.Add(name=f"{name}_sum")([deep, linear]))
+
     standardized: dict[str, Any] = {}
     served: dict[str, Any] = {}
     for name in spec.output_names:
-        head = keras.layers.Dense(1, name=f"{name}_head")(y)
-        z = keras.layers.Reshape((spec.horizon_h,), name=f"{name}_std")(head)
-        standardized[name] = z
+        z = head(name)
         if level is None:
+            standardized[name] = z
             served[name] = keras.layers.Rescaling(scale=target_std, offset=target_mean, name=name)(z)
-        else:
-            ratio = keras.layers.Rescaling(scale=target_std, offset=target_mean, name=f"{name}_relative")(z)
-            served[name] = keras.layers.Multiply(name=name)([ratio, level])
+            continue
+        # The absolute part starts at zero: training begins from the plain level-relative forecaster.
+        z_abs = head(f"{name}_absolute", zero=True)
+        standardized[name] = RelativePlusAbsolute(kwh_scale, target_std, name=f"{name}_total")(z, z_abs, level)
+        ratio = keras.layers.Rescaling(scale=target_std, offset=target_mean, name=f"{name}_relative")(z)
+        relative_kwh = keras.layers.Multiply(name=f"{name}_relative_kwh")([ratio, level])
+        absolute_kwh = keras.layers.Rescaling(scale=kwh_scale, name=f"{name}_absolute_kwh")(z_abs)
+        served[name] = keras.layers.Add(name=name)([relative_kwh, absolute_kwh])
 
     inputs = {INPUT_HISTORY: history_in, INPUT_FUTURE: future_in}
     training_model = keras.Model(inputs=inputs, outputs=standardized, name="forecaster_training")
     serving_model = keras.Model(inputs=inputs, outputs=served, name="forecaster")
-    if spec.quantiles:
-        losses = {f"p{round(q * 100)}": PinballLoss(q) for q in spec.quantiles}
-    else:
-        losses = {"p50": keras.losses.MeanAbsoluteError()}
+    # Pinball at 0.5 is half the absolute error; unlike Keras' MAE it skips the NaN (invalid) hours.
+    quantiles = spec.quantiles or (0.5,)
+    losses = {f"p{round(q * 100)}": PinballLoss(q) for q in quantiles}
     training_model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=losses)
     return Forecaster(spec, params, training_model, serving_model, target_mean, target_std)
 
@@ -190,7 +339,7 @@ def fit(
     callbacks: list[Any] | None = None,
     verbose: int = 0,
 ) -> Forecaster:
-    """Train on fully valid windows; early-stop on validation loss and keep the best weights."""
+    """Train (invalid target hours carry no loss); early-stop on validation loss and keep the best weights."""
     from ml.windows import as_tf_dataset
 
     names = forecaster.spec.output_names

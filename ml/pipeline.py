@@ -76,12 +76,13 @@ def training_windows(
     train_end: pd.Timestamp | None,
     stride_h: int,
 ) -> "Windows":
-    """Fully valid windows whose every hour (history and target) lies before `train_end`."""
-    from ml.windows import make_windows
+    """Windows whose every hour (history and target) lies before `train_end`, with at least
+    TRAIN_MIN_VALID_SHARE of their target hours valid (the others carry no loss)."""
+    from ml.windows import TRAIN_MIN_VALID_SHARE, make_windows
 
     if train_end is not None:
         frame = frame[pd.to_datetime(frame["ts"], utc=True) < train_end]
-    return make_windows(frame, spec, timezones, stride_h=stride_h, only_valid=True)
+    return make_windows(frame, spec, timezones, stride_h=stride_h, min_valid_share=TRAIN_MIN_VALID_SHARE)
 
 
 def train_model(
@@ -93,12 +94,19 @@ def train_model(
     train_end: pd.Timestamp | None = None,
     stride_h: int = 6,
     validation_fraction: float = 0.15,
+    recent_since: pd.Timestamp | None = None,
+    recent_weight: float = 1.0,
     callbacks: Sequence[Any] = (),
     verbose: int = 0,
 ) -> TrainedModel:
-    """Window the gold frame, fit the LSTM (early stopping on the latest origins), return it. No I/O."""
+    """Window the gold frame, fit the LSTM (early stopping on validation weeks spread over the period), return it. No I/O.
+
+    `recent_since`: the windows whose target reaches past it are the news (data a retrain was requested
+    for). They all train, `recent_weight` times over, and validation is drawn from the older windows only:
+    a chronological cut would put exactly the news in validation, where the model never learns from it.
+    """
     from ml.model import build_forecaster, fit
-    from ml.windows import chronological_split
+    from ml.windows import blocked_split
 
     started = time.perf_counter()
     windows = training_windows(features, spec, timezones, train_end, stride_h)
@@ -106,7 +114,10 @@ def train_model(
         raise NoTrainingData(
             f"{len(windows)} complete window(s) of {spec.lookback_h}+{spec.horizon_h} h before {train_end}; need at least 4"
         )
-    train, validation = chronological_split(windows, validation_fraction)
+    if recent_since is None:
+        train, validation = blocked_split(windows, validation_fraction)
+    else:
+        train, validation = recency_split(windows, spec, _as_utc(recent_since), validation_fraction, recent_weight)
     forecaster = build_forecaster(spec, params, train)
     fit(forecaster, train, validation, list(callbacks), verbose=verbose)
     val_losses = forecaster.history.get("val_loss") or forecaster.history.get("loss") or [float("nan")]
@@ -121,6 +132,19 @@ def train_model(
         epochs_run=len(forecaster.history.get("loss", [])),
         train_seconds=time.perf_counter() - started,
     )
+
+
+def recency_split(windows: "Windows", spec: WindowSpec, recent_since: pd.Timestamp, validation_fraction: float,
+                  recent_weight: float) -> tuple["Windows", "Windows"]:
+    """Old windows split as usual; recent ones (target past `recent_since`) all train, repeated `recent_weight` times."""
+    from ml.windows import Windows, blocked_split
+
+    target_end = windows.origin + np.timedelta64(spec.horizon_h, "h")
+    recent = target_end > np.datetime64(recent_since.tz_convert(None))
+    old_train, validation = blocked_split(windows.take(np.flatnonzero(~recent)), validation_fraction)
+    copies = max(1, int(round(recent_weight)))
+    news = [windows.take(np.flatnonzero(recent))] * copies
+    return Windows.concat([old_train, *news], spec), validation
 
 
 def default_train_end(features: pd.DataFrame, backtest_days: int) -> pd.Timestamp:
@@ -243,7 +267,7 @@ def train_and_register(
     The model trains on data before the last `settings.model.backtest_days` days and is judged on those
     days, beside the current champion on the very same hours. A retrain that monitoring requested passes
     `new_data_since` (the end of the champion's training data) and is judged on the newest part of what
-    came after it instead (`retrain_train_end`).
+    came after it instead (`retrain_train_end`), learning from that new data `retrain_recent_weight` times over.
     """
     import mlflow
 
@@ -271,9 +295,12 @@ def train_and_register(
         params, spec = result.best_params(params), replace(spec, lookback_h=result.best_lookback(spec.lookback_h))
 
     with mlflow.start_run(run_name=f"train-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M}") as run:
+        recent = {} if new_data_since is None else {
+            "recent_since": _as_utc(new_data_since), "recent_weight": settings.monitor.retrain_recent_weight}
         trained = train_model(
             frame, spec, params, timezones=timezones, train_end=train_end,
             stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction,
+            **recent,
         )
         tracking.log_source()
         tracking.log_dataset(ref, frame)
@@ -282,6 +309,7 @@ def train_and_register(
             "train_end": train_end.isoformat(), "n_train_windows": trained.n_train_windows,
             "n_validation_windows": trained.n_validation_windows, "train_origin_stride_h": settings.model.train_origin_stride_h,
             "tuning_trials": tune_trials,
+            **{k: str(v) for k, v in recent.items()},
         })
         tracking.log_epoch_metrics(trained.forecaster.history)
         mlflow.log_metrics({"best_val_loss": trained.best_val_loss, "train_seconds": trained.train_seconds})

@@ -234,6 +234,25 @@ def lineage(model_name: str, version: str | int) -> dict[str, Any]:
     }
 
 
+def training_params_of(model_name: str, version: str | int) -> dict[str, Any]:
+    """The hyperparameters a registered version was trained with: ModelParams fields and lookback_h, typed."""
+    from dataclasses import fields
+
+    from ml.model import ModelParams
+
+    client = _client()
+    model_version = client.get_model_version(model_name, str(version))
+    logged = client.get_run(model_version.run_id or model_version.tags.get("run_id")).data.params
+    defaults = ModelParams()
+    out: dict[str, Any] = {}
+    for f in fields(ModelParams):
+        if f.name in logged and f.name != "extra":
+            out[f.name] = type(getattr(defaults, f.name))(logged[f.name])
+    if "lookback_h" in logged:
+        out["lookback_h"] = int(logged["lookback_h"])
+    return out
+
+
 def window_spec_of(model_name: str, version: str | int):
     """The WindowSpec a registered version was trained with."""
     from ml.spec import WindowSpec

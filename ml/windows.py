@@ -21,6 +21,10 @@ from ml.spec import WindowSpec
 
 # Actuals kept before each origin for the baselines (seasonal naive needs one week).
 BASELINE_MEMORY_H = 168
+# Training: a window learns from its valid target hours if at least this share of them is valid. Quality
+# flags cluster (a humidity sensor saturating every humid morning flags those hours), so demanding every
+# hour valid would drop whole seasons of windows.
+TRAIN_MIN_VALID_SHARE = 0.5
 # Serving: a lookback missing more than this share of its hours is refused rather than filled.
 MAX_MISSING_HISTORY_FRACTION = 0.25
 
@@ -210,13 +214,17 @@ def make_windows(
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
     only_valid: bool = False,
+    min_valid_share: float = 0.0,
 ) -> Windows:
     """Windows for every building in a gold frame, origins at local midnight (in `[start, end)` if given).
 
-    `only_valid=True` (training) drops windows with any unusable target hour; otherwise they are kept
-    and their bad hours flagged in `valid` (backtests mask them). `stride_h < 24` adds origins every
-    `stride_h` hours from midnight: more training examples, same model.
+    `only_valid=True` drops windows with any unusable target hour; `min_valid_share` (training) drops
+    those with fewer usable target hours than that share; otherwise they are kept and their bad hours
+    flagged in `valid` (backtests mask them, training gives them no loss). `stride_h < 24` adds origins
+    every `stride_h` hours from midnight: more training examples, same model.
     """
+    if not 0.0 <= min_valid_share <= 1.0:
+        raise WindowError(f"min_valid_share={min_valid_share} must lie in [0, 1]")
     _require_columns(frame, ["building_id", "ts", *spec.history_features, *spec.future_features, spec.target])
     timezones = timezones or {}
     parts = []
@@ -228,6 +236,8 @@ def make_windows(
         windows = _windows_from_grid(str(building_id), grid, origins, spec)
         if only_valid and len(windows):
             windows = windows.take(np.flatnonzero(windows.fully_valid))
+        elif min_valid_share > 0 and len(windows):
+            windows = windows.take(np.flatnonzero(windows.valid.mean(axis=1) >= min_valid_share))
         parts.append(windows)
     return Windows.concat(parts, spec)
 
@@ -293,6 +303,29 @@ def chronological_split(windows: Windows, validation_fraction: float) -> tuple[W
     return windows.take(np.flatnonzero(~late)), windows.take(np.flatnonzero(late))
 
 
+def blocked_split(windows: Windows, validation_fraction: float, block_days: int = 7) -> tuple[Windows, Windows]:
+    """Validate on whole blocks of days spread over the period (every k-th week), train on the rest.
+
+    Unlike a single cut at the end, training keeps the most recent weeks, the ones most like the days
+    that will be forecast (the season the backtest and the next forecasts fall in); validation still
+    sees every season. The day before and after each validation block belongs to neither set, so no
+    target hour of a day-ahead window lands in both. With fewer than two validation blocks of data,
+    falls back to `chronological_split`.
+    """
+    if len(windows) == 0 or validation_fraction <= 0:
+        return windows, windows.take(np.zeros(0, dtype=np.int64))
+    every = max(2, int(round(1.0 / validation_fraction)))
+    day = windows.origin.astype("datetime64[D]").astype(np.int64)
+    day = day - day.min()
+    if day.max() < 2 * every * block_days:
+        return chronological_split(windows, validation_fraction)
+    block = day // block_days
+    validation = block % every == every - 1
+    first, last = day % block_days == 0, day % block_days == block_days - 1
+    gap = (last & ((block + 1) % every == every - 1)) | (first & ((block - 1) % every == every - 1))
+    return windows.take(np.flatnonzero(~validation & ~gap)), windows.take(np.flatnonzero(validation))
+
+
 def as_tf_dataset(
     windows: Windows,
     output_names: Sequence[str],
@@ -312,7 +345,8 @@ def as_tf_dataset(
 
     from ml.spec import INPUT_FUTURE, INPUT_HISTORY
 
-    target = np.nan_to_num(windows.target) / (1.0 if level is None else level)
+    # Hours that are not valid stay NaN: the loss skips them.
+    target = np.where(windows.valid, windows.target, np.nan) / (1.0 if level is None else level)
     z = ((target - target_mean) / target_std).astype(np.float32)
     inputs = {INPUT_HISTORY: windows.history, INPUT_FUTURE: windows.future}
     dataset = tf.data.Dataset.from_tensor_slices((inputs, {name: z for name in output_names}))

@@ -199,8 +199,12 @@ def _mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def tune(trials: int, timeout_s: float, *, settings: Settings | None = None) -> dict[str, Any]:
-    """Bounded Optuna search on the training period; returns the best parameters (none when trials=0)."""
+def tune(trials: int, timeout_s: float, *, reason: str = "scheduled", settings: Settings | None = None) -> dict[str, Any]:
+    """Bounded Optuna search on the training period; returns the best parameters (none when trials=0).
+
+    A retrain that monitoring requested is not tuned: the world changed, not the best configuration, and a
+    study would rank configurations on the data from before the change; `train` refits the champion's.
+    """
     import pandas as pd
 
     from ml.model import ModelParams
@@ -208,6 +212,8 @@ def tune(trials: int, timeout_s: float, *, settings: Settings | None = None) -> 
     from ml.tuning import tune as run_study
 
     settings = settings or get_settings()
+    if reason.startswith("retrain requested"):
+        return {"best_params": None, "trials": 0, "skipped": "retrain requested: refits the champion's configuration"}
     if trials <= 0:
         return {"best_params": None, "trials": 0}
     engine = _engine(settings)
@@ -236,11 +242,13 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
     settings = settings or get_settings()
     engine = _engine(settings)
     params, spec = None, None
+    retrain_requested = reason.startswith("retrain requested")
+    if retrain_requested and not best_params:
+        best_params = _champion_params(settings)
     if best_params:
         values = dict(best_params)
         lookback = int(values.pop("lookback_h", settings.model.lookback_h))
         params, spec = ModelParams(**values), spec_from_settings(settings, lookback_h=lookback)
-    retrain_requested = reason.startswith("retrain requested")
     since = _champion_trained_through(settings) if retrain_requested else None
     outcome = train_and_register(engine, settings, params=params, spec=spec, new_data_since=since)
     decision = outcome.decision
@@ -255,6 +263,16 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
     if decision.promoted and retrain_requested:
         summary["retrain_outcome"] = _evaluate_retrain(settings, engine, outcome.train_end)
     return summary
+
+
+def _champion_params(settings: Settings) -> dict[str, Any] | None:
+    """The serving champion's hyperparameters: a requested retrain refits them on the new data."""
+    from ml import registry
+    from ml.tracking import configure
+
+    configure(settings)
+    version = registry.alias_version(settings.model.model_name, registry.CHAMPION)
+    return registry.training_params_of(settings.model.model_name, version) if version is not None else None
 
 
 def _champion_trained_through(settings: Settings):

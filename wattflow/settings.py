@@ -213,6 +213,9 @@ class ModelSettings(BaseModel):
     batch_size: int = 64
     units: int = 64
     layers: int = 1
+    # The encoder LSTM reads the most recent hours of the lookback; the rest reaches the decoder as
+    # same-hour lags (the encoder's cost grows with its length, the lags are nearly free).
+    encoder_hours: int = 48
     dropout: float = 0.1
     learning_rate: float = 1e-3
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
@@ -314,6 +317,10 @@ class MonitorSettings(BaseModel):
     # champion's training and is judged on the newest share of it (whole days, at least the minimum).
     retrain_holdout_share: float = 0.5
     retrain_min_holdout_days: int = 2
+    # ...and learns from that new data this many times over (a few new days among months of old ones would
+    # otherwise barely move the weights). It refits the champion's configuration: no tuning study, which
+    # ranks configurations on the old data.
+    retrain_recent_weight: float = 5.0
     anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
 
 

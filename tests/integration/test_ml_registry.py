@@ -106,6 +106,14 @@ def test_lineage_answers_table_and_delta_version(world) -> None:
     assert lineage["run_id"] == world["first"].run_id
 
 
+def test_training_params_come_back_typed_from_the_registry(world) -> None:
+    # A retrain that monitoring requests refits the champion's configuration: it must read back exactly.
+    params = registry.training_params_of(world["settings"].model.model_name, "1")
+    assert params == {**{k: v for k, v in GOOD.__dict__.items() if k != "extra"}, "lookback_h": 48}
+    assert isinstance(params["units"], int) and isinstance(params["learning_rate"], float)
+    assert ModelParams(**{k: v for k, v in params.items() if k != "lookback_h"}) == GOOD
+
+
 def test_rollback_restores_previous_champion_and_history_records_it(world) -> None:
     name = world["settings"].model.model_name
     forced = PromotionDecision(True, "test: operator promoted v2 by hand", "2", "1", {"note": "forced"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,3 +40,27 @@ def test_retrain_learns_from_the_older_part_of_the_new_data(since: str, expected
 def test_retrain_holdout_accepts_naive_timestamps_as_utc() -> None:
     frame = _hours("2024-01-01", "2024-02-01")
     assert retrain_train_end(frame, 28, pd.Timestamp("2024-01-25"), holdout_share=0.5, min_holdout_days=2) == pd.Timestamp("2024-01-28", tz="UTC")
+
+
+def test_requested_retrain_trains_on_all_the_news_and_validates_on_older_windows() -> None:
+    from ml.pipeline import recency_split
+    from ml.spec import WindowSpec
+    from ml.synthetic import synthetic_gold_features
+    from ml.windows import make_windows
+
+    spec = WindowSpec(lookback_h=48, horizon_h=24)
+    windows = make_windows(synthetic_gold_features(days=30, seed=3), spec, stride_h=6)
+    since = pd.Timestamp(windows.origin.max(), tz="UTC") - pd.Timedelta(days=3)
+    target_end = pd.to_datetime(windows.origin + np.timedelta64(24, "h"), utc=True)
+    news = int((target_end > since).sum())
+    assert 0 < news < len(windows)
+
+    train, validation = recency_split(windows, spec, since, validation_fraction=0.15, recent_weight=4)
+
+    # Every new window trains, four times over; none validates, and validation holds only old windows.
+    assert int((pd.to_datetime(train.origin + np.timedelta64(24, "h"), utc=True) > since).sum()) == 4 * news
+    assert len(validation) > 0
+    assert (pd.to_datetime(validation.origin + np.timedelta64(24, "h"), utc=True) <= since).all()
+    # Old windows are split (a time cut on a month), never duplicated.
+    old_train = int((pd.to_datetime(train.origin + np.timedelta64(24, "h"), utc=True) <= since).sum())
+    assert old_train + len(validation) == len(windows) - news

@@ -77,3 +77,62 @@ def test_point_model_exports_p50_only(tmp_path: Path, frame: pd.DataFrame) -> No
     point = train_model(frame.iloc[: 24 * 20], spec, ModelParams(units=8, epochs=1, batch_size=16), stride_h=24)
     signature = tf.saved_model.load(str(export_saved_model(point.forecaster, tmp_path / "1"))).signatures["serving_default"]
     assert set(signature.structured_outputs) == {"p50"}
+
+
+def test_pinball_loss_skips_invalid_hours() -> None:
+    from ml.model import PinballLoss
+
+    loss = PinballLoss(0.9)
+    y_true = np.array([[1.0, np.nan, 3.0, np.nan]], np.float32)
+    y_pred = np.array([[0.0, 100.0, 4.0, -100.0]], np.float32)
+    # Under by 1 costs 0.9, over by 1 costs 0.1; the NaN hours cost nothing, whatever was forecast.
+    assert float(loss(y_true, y_pred)) == pytest.approx((0.9 + 0.1) / 4)
+
+
+def test_decoder_terms_take_the_same_hour_on_previous_days() -> None:
+    from ml.model import TEMPERATURE_KNOTS_C, decoder_terms
+
+    spec = WindowSpec(lookback_h=72, horizon_h=24)
+    n_hist, n_fut = len(spec.history_features), len(spec.future_features)
+    history = np.zeros((1, 72, n_hist), np.float32)
+    hours = np.arange(72, dtype=np.float32)
+    history[0, :, spec.history_features.index("energy_kwh")] = hours + 1.0
+    history[0, :, spec.history_features.index("temperature")] = hours / 10.0
+    history[0, :, spec.history_features.index("occupancy")] = np.where(hours % 24 < 12, 50.0, 0.0)
+    future = np.zeros((1, 24, n_fut), np.float32)
+    future[0, :, spec.future_features.index("forecast_temperature")] = 30.0
+    terms = decoder_terms(spec)
+    out = np.asarray(terms(history, future))[0]
+    assert out.shape == (24, terms.width)
+    days, n_hinges = 3, 2 * len(TEMPERATURE_KNOTS_C)
+    level = (hours + 1.0).mean()
+    for step in (0, 13, 23):
+        # energy relative to the level at the same hour 1, 2, 3 days before the horizon hour
+        np.testing.assert_allclose(out[step, :days], [(72 - 24 * d + step + 1) / level for d in (1, 2, 3)], rtol=1e-5)
+        # forecast minus observed temperature at those hours, in tens of kelvin
+        np.testing.assert_allclose(out[step, days : 2 * days], [(30.0 - (72 - 24 * d + step) / 10.0) / 10 for d in (1, 2, 3)], rtol=1e-5)
+    hinges = out[0, 2 * days : 2 * days + n_hinges]
+    np.testing.assert_allclose(hinges, [(30.0 - k) / 10 for k in TEMPERATURE_KNOTS_C] + [0.0] * len(TEMPERATURE_KNOTS_C))
+    occupied = out[:, 2 * days + n_hinges : 3 * days + n_hinges]
+    np.testing.assert_array_equal(occupied[:12], 1.0)  # mornings were occupied every day
+    np.testing.assert_array_equal(occupied[12:], 0.0)
+    weighted = out[:, 3 * days + n_hinges :]
+    np.testing.assert_allclose(weighted[0], np.concatenate([hinges, hinges]), rtol=1e-6)
+    np.testing.assert_array_equal(weighted[20], 0.0)  # no HVAC term for hours that were empty
+
+
+def test_forecast_adds_an_absolute_part_to_the_level_relative_one(frame: pd.DataFrame, trained) -> None:
+    import keras
+
+    from ml.windows import make_windows
+
+    windows = make_windows(frame, SPEC, start=trained.train_end).take(slice(0, 4))
+    model = trained.forecaster.serving_model
+    inputs = {INPUT_HISTORY: windows.history, INPUT_FUTURE: windows.future}
+
+    def part(layer: str) -> np.ndarray:
+        return np.asarray(keras.Model(model.inputs, model.get_layer(layer).output)(inputs))
+
+    relative, absolute = part("p50_relative_kwh"), part("p50_absolute_kwh")
+    np.testing.assert_allclose(relative + absolute, trained.forecaster.predict(windows)["p50"], rtol=1e-4, atol=1e-3)
+    assert np.abs(absolute).max() > 0.1  # training moved the absolute head off its zero start

@@ -9,7 +9,7 @@ import pytest
 from ml.baselines import persistence_24h, seasonal_naive_168h
 from ml.spec import FUTURE_FEATURES, HISTORY_FEATURES, WindowSpec
 from ml.synthetic import synthetic_gold_features
-from ml.windows import WindowError, chronological_split, make_windows, window_for_origin
+from ml.windows import WindowError, as_tf_dataset, blocked_split, chronological_split, make_windows, window_for_origin
 
 SPEC = WindowSpec(lookback_h=48, horizon_h=24)
 
@@ -63,6 +63,23 @@ def test_invalid_hours_skipped_for_training_and_masked_for_scoring() -> None:
     assert step == 3 and pd.Timestamp(all_windows.origin[row]) == pd.Timestamp("2024-01-06")
 
 
+def test_training_keeps_partly_valid_windows_and_their_bad_hours_carry_no_target() -> None:
+    frame = synthetic_gold_features(days=10)
+    frame.loc[frame.index[5 * 24 + 3 : 5 * 24 + 9], "energy_valid"] = False  # 6 hours of day 5
+    frame.loc[frame.index[7 * 24 : 7 * 24 + 20], "energy_valid"] = False  # 20 hours of day 7
+    all_windows = make_windows(frame, SPEC)
+    half = make_windows(frame, SPEC, min_valid_share=0.5)
+    assert len(half) == len(all_windows) - 1  # day 7 (4 of 24 valid) goes, day 5 (18 of 24) stays
+    day5 = np.flatnonzero(half.origin == np.datetime64("2024-01-06"))[0]
+    assert half.valid[day5].sum() == 18
+    dataset = as_tf_dataset(half, ["p50"], target_mean=0.0, target_std=1.0, batch_size=len(half), shuffle=False)
+    _, targets = next(iter(dataset))
+    target = targets["p50"].numpy()
+    np.testing.assert_array_equal(np.isnan(target), ~half.valid)
+    with pytest.raises(WindowError, match="min_valid_share=1.5"):
+        make_windows(frame, SPEC, min_valid_share=1.5)
+
+
 def test_missing_hours_become_invalid_targets_and_filled_inputs() -> None:
     frame = synthetic_gold_features(days=10).drop(index=range(6 * 24 + 10, 6 * 24 + 13))
     windows = make_windows(frame, SPEC)
@@ -105,5 +122,31 @@ def test_baselines_repeat_yesterday_and_last_week() -> None:
 def test_chronological_split_keeps_time_order() -> None:
     windows = make_windows(synthetic_gold_features(days=30), SPEC, stride_h=6)
     train, validation = chronological_split(windows, 0.2)
+    assert len(train) + len(validation) == len(windows)
+    assert train.origin.max() < validation.origin.min()
+
+
+def test_blocked_split_validates_on_weeks_spread_over_the_period() -> None:
+    windows = make_windows(synthetic_gold_features(days=200), SPEC, stride_h=6)
+    train, validation = blocked_split(windows, 0.15)
+    assert 0.1 < len(validation) / len(windows) < 0.16
+    train_days = set(train.origin.astype("datetime64[D]").tolist())
+    validation_days = set(validation.origin.astype("datetime64[D]").tolist())
+    assert not train_days & validation_days
+    # Validation covers the early, middle and late period; training keeps the last weeks.
+    span = windows.origin.max() - windows.origin.min()
+    position = (validation.origin - windows.origin.min()) / span
+    assert position.min() < 0.25 and position.max() > 0.75
+    assert train.origin.max() > validation.origin.max()
+    # No hour is a target in both sets: the day next to each validation block is left out.
+    def target_hours(w):
+        return set(w.target_hours().asi8.tolist())
+
+    assert not target_hours(train) & target_hours(validation)
+
+
+def test_blocked_split_falls_back_to_a_time_cut_on_short_periods() -> None:
+    windows = make_windows(synthetic_gold_features(days=40), SPEC, stride_h=6)
+    train, validation = blocked_split(windows, 0.2)
     assert len(train) + len(validation) == len(windows)
     assert train.origin.max() < validation.origin.min()

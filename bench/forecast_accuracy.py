@@ -8,7 +8,7 @@ train on the first 80 % by time, backtest the rest (energy_valid: every hour wit
 columns are filled with the observation of the same hour the day before (known at the origin), never the
 observation itself.
 
-    python bench/forecast_accuracy.py [--buildings 3] [--days 240] [--epochs 30] [--skip-uci] [--json PATH]
+    python bench/forecast_accuracy.py [--buildings 3] [--days 240] [--epochs 30] [--trials N] [--skip-uci] [--json PATH]
 """
 
 from __future__ import annotations
@@ -89,13 +89,26 @@ def uci_gold(settings) -> tuple[pd.DataFrame, dict[str, str]]:
     return gold, {"uci-house": "Europe/Brussels"}
 
 
-def evaluate(name: str, gold: pd.DataFrame, timezones: dict[str, str], train_end: pd.Timestamp, settings, epochs: int) -> dict:
+def evaluate(name: str, gold: pd.DataFrame, timezones: dict[str, str], train_end: pd.Timestamp, settings, epochs: int,
+             trials: int = 0) -> dict:
+    from dataclasses import replace
+
     from ml.backtest import backtest
     from ml.model import ModelParams
     from ml.pipeline import spec_from_settings, train_model
 
     spec = spec_from_settings(settings)
     params = ModelParams.from_settings(settings.model, epochs=epochs)
+    t = time.perf_counter()
+    tuned = None
+    if trials:
+        from ml.tuning import tune
+
+        # The study sees only the training period, as `wattflow tune` does; the backtest days stay unseen.
+        tuned = tune(gold[pd.to_datetime(gold["ts"], utc=True) < train_end], settings, n_trials=trials, spec=spec,
+                     base_params=params, timezones=timezones, study_name=f"accuracy-{name}")
+        params, spec = tuned.best_params(params), replace(spec, lookback_h=tuned.best_lookback(spec.lookback_h))
+    tune_s = time.perf_counter() - t
     t = time.perf_counter()
     trained = train_model(gold, spec, params, timezones=timezones, train_end=train_end,
                           stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction)
@@ -105,12 +118,16 @@ def evaluate(name: str, gold: pd.DataFrame, timezones: dict[str, str], train_end
     summary["epochs_run"] = trained.epochs_run
     summary["train_end"] = train_end.isoformat()
     summary["mae_ratio_vs_persistence"] = summary["model"]["mae"] / summary["baselines"]["persistence_24h"]["mae"]
+    summary["tuning_trials"] = trials
+    summary["tuning_s"] = round(tune_s, 1)
+    if tuned is not None:
+        summary["tuned"] = {**tuned.best, "best_val_loss": tuned.best_value}
     return summary
 
 
 def print_summary(summary: dict) -> None:
     print(f"\n{summary['building_id']}: {summary['n_hours']} h scored, trained to {summary['train_end']} in {summary['train_s']} s"
-          f" ({summary['epochs_run']} epochs)")
+          f" ({summary['epochs_run']} epochs{', tuned: ' + str(summary['tuned']) if 'tuned' in summary else ''})")
     print(f"{'forecast':<22}{'MAE':>10}{'RMSE':>10}{'CV(RMSE)':>10}{'NMBE':>9}{'MAPE':>9}")
     rows = {"lstm": summary["model"], **summary["baselines"]}
     for label, m in rows.items():
@@ -124,6 +141,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=240)
     parser.add_argument("--backtest-days", type=int, default=28)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--trials", type=int, default=0, help="Optuna trials before the final training (0: settings' parameters)")
     parser.add_argument("--skip-simulated", action="store_true")
     parser.add_argument("--skip-uci", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -137,13 +155,13 @@ def main() -> None:
     if not args.skip_simulated:
         gold, tz = simulated_gold(args.buildings, args.days, settings)
         last = pd.to_datetime(gold["ts"], utc=True).max()
-        out["simulated"] = evaluate(f"simulated x{args.buildings}", gold, tz, (last - pd.Timedelta(days=args.backtest_days)).floor("D"), settings, args.epochs)
+        out["simulated"] = evaluate(f"simulated x{args.buildings}", gold, tz, (last - pd.Timedelta(days=args.backtest_days)).floor("D"), settings, args.epochs, args.trials)
         print_summary(out["simulated"])
     if not args.skip_uci:
         gold, tz = uci_gold(settings)
         ts = pd.to_datetime(gold["ts"], utc=True)
         cut = (ts.min() + (ts.max() - ts.min()) * 0.8).floor("D")
-        out["uci"] = evaluate("uci-house", gold, tz, cut, settings, args.epochs)
+        out["uci"] = evaluate("uci-house", gold, tz, cut, settings, args.epochs, args.trials)
         print_summary(out["uci"])
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))

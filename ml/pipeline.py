@@ -95,7 +95,7 @@ def train_model(
     stride_h: int = 6,
     validation_fraction: float = 0.15,
     recent_since: pd.Timestamp | None = None,
-    recent_weight: float = 1.0,
+    recent_weight: int = 1,
     callbacks: Sequence[Any] = (),
     verbose: int = 0,
 ) -> TrainedModel:
@@ -135,15 +135,14 @@ def train_model(
 
 
 def recency_split(windows: "Windows", spec: WindowSpec, recent_since: pd.Timestamp, validation_fraction: float,
-                  recent_weight: float) -> tuple["Windows", "Windows"]:
+                  recent_weight: int) -> tuple["Windows", "Windows"]:
     """Old windows split as usual; recent ones (target past `recent_since`) all train, repeated `recent_weight` times."""
     from ml.windows import Windows, blocked_split
 
     target_end = windows.origin + np.timedelta64(spec.horizon_h, "h")
     recent = target_end > np.datetime64(recent_since.tz_convert(None))
     old_train, validation = blocked_split(windows.take(np.flatnonzero(~recent)), validation_fraction)
-    copies = max(1, int(round(recent_weight)))
-    news = [windows.take(np.flatnonzero(recent))] * copies
+    news = [windows.take(np.flatnonzero(recent))] * max(1, recent_weight)
     return Windows.concat([old_train, *news], spec), validation
 
 

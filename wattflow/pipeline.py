@@ -17,6 +17,8 @@ from wattflow.log import get_logger
 from wattflow.settings import Settings, get_settings
 
 log = get_logger(__name__)
+# How a training run's reason starts when monitoring asked for it (the DAG's asset trigger, or by hand).
+REQUESTED_RETRAIN = "retrain requested"
 
 
 class DeploymentFailed(RuntimeError):
@@ -212,7 +214,7 @@ def tune(trials: int, timeout_s: float, *, reason: str = "scheduled", settings: 
     from ml.tuning import tune as run_study
 
     settings = settings or get_settings()
-    if reason.startswith("retrain requested"):
+    if reason.startswith(REQUESTED_RETRAIN):
         return {"best_params": None, "trials": 0, "skipped": "retrain requested: refits the champion's configuration"}
     if trials <= 0:
         return {"best_params": None, "trials": 0}
@@ -242,7 +244,7 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
     settings = settings or get_settings()
     engine = _engine(settings)
     params, spec = None, None
-    retrain_requested = reason.startswith("retrain requested")
+    retrain_requested = reason.startswith(REQUESTED_RETRAIN)
     if retrain_requested and not best_params:
         best_params = _champion_params(settings)
     if best_params:

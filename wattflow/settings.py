@@ -320,7 +320,7 @@ class MonitorSettings(BaseModel):
     # ...and learns from that new data this many times over (a few new days among months of old ones would
     # otherwise barely move the weights). It refits the champion's configuration: no tuning study, which
     # ranks configurations on the old data.
-    retrain_recent_weight: float = 5.0
+    retrain_recent_weight: int = Field(5, ge=1)
     anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
 
 

@@ -64,3 +64,13 @@ def test_requested_retrain_trains_on_all_the_news_and_validates_on_older_windows
     # Old windows are split (a time cut on a month), never duplicated.
     old_train = int((pd.to_datetime(train.origin + np.timedelta64(24, "h"), utc=True) <= since).sum())
     assert old_train + len(validation) == len(windows) - news
+
+
+def test_a_requested_retrain_skips_the_study_and_a_scheduled_one_does_not() -> None:
+    from wattflow.pipeline import tune
+    from wattflow.settings import get_settings
+
+    requested = tune(5, 60, reason="retrain requested by monitoring", settings=get_settings())
+    assert requested["trials"] == 0 and requested["best_params"] is None
+    assert "champion's configuration" in requested["skipped"]
+    assert tune(0, 60, reason="scheduled", settings=get_settings()) == {"best_params": None, "trials": 0}

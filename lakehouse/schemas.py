@@ -184,7 +184,7 @@ BUILDING_HOURLY = TableContract(
             ("n_rejected", pa.int32()),  # readings of the hour (any metric) sent to quarantine
             ("imputed", pa.bool_()),
             ("gap", pa.bool_()),
-            ("outlier", pa.bool_()),
+            ("outlier", pa.bool_()),  # an energy reading of the hour failed a value check (every flag: quality_flags)
             ("quality_flags", pa.string()),
             ("date", pa.date32()),
         ]

@@ -200,9 +200,12 @@ def hourly_from_flagged(
     for name in VALUE_CHECKS + ("duplicate_reading", "future_timestamp", "dst_artifact", "late_arrival",
                                 "cumulative_rollover", "cumulative_reset", "value_present", "unit_known"):
         flagged_hours[name] = per_hour(frame[name].to_numpy()) > 0
+    # `outlier` is about the energy of the hour: a flagged indoor sensor (a stuck humidity logger, say) is
+    # named in quality_flags but does not make a good meter reading unusable as a target.
+    energy_rows = metric_is("energy") | metric_is("energy_cumulative")
     outlier = np.zeros(size, dtype=bool)
     for name in VALUE_CHECKS:
-        outlier |= flagged_hours[name]
+        outlier |= per_hour(frame[name].to_numpy() & energy_rows) > 0
     out["n_readings"] = n_energy.astype(np.int32)
     out["expected_readings"] = expected.astype(np.int32)
     out["n_rejected"] = per_hour(rejected).astype(np.int32)

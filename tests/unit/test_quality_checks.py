@@ -137,3 +137,21 @@ def test_reject_policy_quarantines_with_check_name_and_keeps_good_rows():
     _, rejects_warn, results_warn = readings_to_hourly(series("elec", "energy", v), registry(), warn, validate=False)
     assert len(rejects_warn) == 0
     assert [r.success for r in results_warn if r.expectation == "spike"] == [False]
+
+
+def test_a_flagged_indoor_sensor_is_named_but_leaves_the_hours_energy_usable():
+    # A thermometer stuck for 5 h beside a healthy meter: the hours carry the flag, the energy stays a target.
+    t = 21 + np.sin(np.arange(400) / 30)
+    t[200:220] = t[200]
+    frame = pd.concat([series("temp", "indoor_temperature", t), series("elec", "energy", load_curve(400))])
+    settings = Settings()
+    settings.quality.policies["stuck_sensor"] = "warn"
+    hourly, rejects, _ = readings_to_hourly(frame, registry(), settings, validate=False)
+    stuck_hours = hourly[hourly["quality_flags"].str.contains("stuck_sensor")]
+    assert len(stuck_hours) == 5 and rejects.empty
+    assert not stuck_hours["outlier"].any() and not hourly["outlier"].any()
+    # The same run of identical values on the meter itself does make those hours outliers.
+    v = load_curve(400)
+    v[200:220] = v[200]
+    hourly, _, _ = readings_to_hourly(series("elec", "energy", v), registry(), settings, validate=False)
+    assert hourly["outlier"].sum() == 5

@@ -39,8 +39,8 @@ def _reason(context) -> str:
 ### Train model
 Tunes the LSTM with Optuna (bounded trials and time; a retrain requested by monitoring skips the
 study and refits the champion's configuration, learning from the new data several times over), trains
-on `gold.features` at a pinned Delta version, backtests it against persistence and seasonal-naive baselines, registers it in MLflow as
-`challenger`, and runs the promotion gate. Only a promoted model emits the **new_champion** asset
+on `gold.features` at a pinned Delta version, backtests it against persistence and seasonal-naive
+baselines, registers it in MLflow as `challenger`, and runs the promotion gate. Only a promoted model emits the **new_champion** asset
 (a challenger that is not better is registered but the announce task is skipped).
 Runs in the `training` pool. The task's **MLflow run** link opens the run.
 """,

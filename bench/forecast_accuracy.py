@@ -136,6 +136,7 @@ def evaluate(name: str, gold: pd.DataFrame, timezones: dict[str, str], train_end
     from dataclasses import replace
 
     from ml.backtest import backtest
+    from ml.metrics import accuracy
     from ml.model import ModelParams
     from ml.pipeline import spec_from_settings, train_model
 
@@ -156,12 +157,10 @@ def evaluate(name: str, gold: pd.DataFrame, timezones: dict[str, str], train_end
                           stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction)
     result = backtest(gold, {"model": trained.predictor()}, start=train_end, timezones=timezones, ashrae_p=settings.model.ashrae_p)
     summary = result.summary(name)
+    summary["train_s"] = round(time.perf_counter() - t, 1)
     scored = result.hours[result.hours["scored"]]
-    from ml.metrics import accuracy
-
     yardstick = gradient_boosting_yardstick(gold, train_end, scored)
     summary["yardstick_gradient_boosting"] = accuracy(scored["actual"].to_numpy(), yardstick, p=settings.model.ashrae_p).as_dict()
-    summary["train_s"] = round(time.perf_counter() - t, 1)
     summary["epochs_run"] = trained.epochs_run
     summary["train_end"] = train_end.isoformat()
     summary["mae_ratio_vs_persistence"] = summary["model"]["mae"] / summary["baselines"]["persistence_24h"]["mae"]

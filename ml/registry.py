@@ -212,14 +212,19 @@ def rollback(model_name: str, reason: str = "manual rollback") -> AliasEvent:
     return _record(model_name, CHAMPION, target, "rollback", f"{reason}: v{current} -> v{target}", {"from_version": current})
 
 
+def _version_run(model_name: str, version: str | int):
+    """The MLflow run that produced a registered version (its run_id, or the tag older versions carry)."""
+    client = _client()
+    model_version = client.get_model_version(model_name, str(version))
+    return client.get_run(model_version.run_id or model_version.tags.get("run_id"))
+
+
 def lineage(model_name: str, version: str | int) -> dict[str, Any]:
     """From a registered version back to the exact Delta table version it was trained on."""
     from ml.tracking import TAG_DELTA_VERSION, TAG_TABLE_NAME, TAG_TABLE_URI
 
-    client = _client()
-    model_version = client.get_model_version(model_name, str(version))
-    run_id = model_version.run_id or model_version.tags.get("run_id")
-    run = client.get_run(run_id)
+    run = _version_run(model_name, version)
+    run_id = run.info.run_id
     raw_version = run.data.tags.get(TAG_DELTA_VERSION, "")
     return {
         "model": model_name,
@@ -240,9 +245,7 @@ def training_params_of(model_name: str, version: str | int) -> dict[str, Any]:
 
     from ml.model import ModelParams
 
-    client = _client()
-    model_version = client.get_model_version(model_name, str(version))
-    logged = client.get_run(model_version.run_id or model_version.tags.get("run_id")).data.params
+    logged = _version_run(model_name, version).data.params
     defaults = ModelParams()
     out: dict[str, Any] = {}
     for f in fields(ModelParams):
@@ -258,10 +261,7 @@ def window_spec_of(model_name: str, version: str | int):
     from ml.spec import WindowSpec
     from ml.tracking import TAG_WINDOW_SPEC
 
-    client = _client()
-    model_version = client.get_model_version(model_name, str(version))
-    run_id = model_version.run_id or model_version.tags.get("run_id")
-    return WindowSpec.from_json(client.get_run(run_id).data.tags[TAG_WINDOW_SPEC])
+    return WindowSpec.from_json(_version_run(model_name, version).data.tags[TAG_WINDOW_SPEC])
 
 
 def load_keras(model_name: str, version_or_alias: str):

@@ -245,13 +245,14 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
     engine = _engine(settings)
     params, spec = None, None
     retrain_requested = reason.startswith(REQUESTED_RETRAIN)
-    if retrain_requested and not best_params:
-        best_params = _champion_params(settings)
+    since = None
+    if retrain_requested:
+        champion_params, since = _champion_training(settings)
+        best_params = best_params or champion_params
     if best_params:
         values = dict(best_params)
         lookback = int(values.pop("lookback_h", settings.model.lookback_h))
         params, spec = ModelParams(**values), spec_from_settings(settings, lookback_h=lookback)
-    since = _champion_trained_through(settings) if retrain_requested else None
     outcome = train_and_register(engine, settings, params=params, spec=spec, new_data_since=since)
     decision = outcome.decision
     summary = {
@@ -267,27 +268,21 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
     return summary
 
 
-def _champion_params(settings: Settings) -> dict[str, Any] | None:
-    """The serving champion's hyperparameters: a requested retrain refits them on the new data."""
-    from ml import registry
-    from ml.tracking import configure
-
-    configure(settings)
-    version = registry.alias_version(settings.model.model_name, registry.CHAMPION)
-    return registry.training_params_of(settings.model.model_name, version) if version is not None else None
-
-
-def _champion_trained_through(settings: Settings):
-    """The last hour of data the serving champion was trained on (its registry lineage), if any."""
+def _champion_training(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
+    """The serving champion's hyperparameters and the last hour of data it learnt from (registry lineage),
+    (None, None) when there is none: a requested retrain refits them on what came after."""
     import pandas as pd
 
     from ml import registry
     from ml.tracking import configure
 
     configure(settings)
-    version = registry.alias_version(settings.model.model_name, registry.CHAMPION)
-    end = registry.lineage(settings.model.model_name, version).get("train_end") if version is not None else None
-    return pd.Timestamp(end) if end else None
+    name = settings.model.model_name
+    version = registry.alias_version(name, registry.CHAMPION)
+    if version is None:
+        return None, None
+    end = registry.lineage(name, version).get("train_end")
+    return registry.training_params_of(name, version), pd.Timestamp(end) if end else None
 
 
 def _evaluate_retrain(settings: Settings, engine, learnt_until=None) -> dict[str, Any] | None:

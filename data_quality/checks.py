@@ -58,7 +58,7 @@ READING_CHECKS: tuple[ReadingCheck, ...] = (
     ReadingCheck("unit_mixup_fahrenheit", "indoor temperature not degF labelled degC (by the sensor's median)"),
     ReadingCheck("physical_range", "value inside quality.physical_ranges for its metric"),
     ReadingCheck("spike", "not an isolated outlier: |x - rolling median| <= k * 1.4826 * MAD (Hampel)"),
-    ReadingCheck("stuck_sensor", "fewer than quality.stuck_run_length identical consecutive values"),
+    ReadingCheck("stuck_sensor", "no run of identical values longer than the sensor's resolution makes plausible (stuck_run_limits)"),
     ReadingCheck("cumulative_rollover", "register drops only by wrapping at its capacity"),
     ReadingCheck("cumulative_reset", "register does not drop without wrapping"),
     ReadingCheck("late_arrival", "delivered in order: not after readings stamped later"),
@@ -172,6 +172,29 @@ def _canonical(m_codes: np.ndarray, m_uniques, unit: pd.Series | None, value: np
         out[sel] = value[sel] * scale + offset if (scale, offset) != (1.0, 0.0) else value[sel]
         known[sel] = True
     return out, ~known
+
+
+def stuck_run_limits(runs: np.ndarray, codes: np.ndarray, interval_us: np.ndarray, n_groups: int, quality) -> np.ndarray:
+    """Per sensor code, the shortest run of identical consecutive readings that counts as stuck.
+
+    A live sensor repeats a value as often as its resolution and interval make it: a 0.1 K thermometer
+    in a still room, a 10 Wh appliance meter at night, an hourly building meter almost never. Let p be
+    the sensor's share of consecutive readings that repeat, counted outside runs of the minimum stuck length
+    (so a stuck stretch does not make itself look normal). A run of L equal readings then happens by
+    chance about n * p^(L-1) times in n readings; the limit is the shortest L where that expectation
+    falls below `quality.stuck_false_alarms`, and never shorter than `stuck_min_hours` of readings
+    (at the sensor's interval) nor `stuck_run_length` readings.
+    """
+    n_readings = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    hours = np.ceil(quality.stuck_min_hours * HOUR_US / np.maximum(interval_us[:n_groups], 1))
+    floor = np.maximum(hours, float(quality.stuck_run_length))
+    short = runs < floor[codes]
+    # A run of length r holds r - 1 repeats; each row of it carries (r - 1) / r of them.
+    repeats = np.bincount(codes[short], weights=(runs[short] - 1) / runs[short], minlength=n_groups)
+    pairs = np.maximum(n_readings - 1.0, 1.0)
+    p = np.clip(repeats / pairs, 1e-4, 0.99)
+    chance = 1.0 + np.log(quality.stuck_false_alarms / np.maximum(n_readings, 1.0)) / np.log(p)
+    return np.maximum(np.ceil(chance), floor).astype(np.int64)
 
 
 def dst_switches_utc(timezone: str, start_us: int, end_us: int) -> list[tuple[int, float, float]]:
@@ -339,12 +362,14 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
         spike[idx] = neighbours_agree & off_line
     flags["spike"][seq[spike]] = True
 
-    # Stuck: a long run of identical values (a live sensor always moves a little).
+    # Stuck: a run of identical values longer than the sensor's own resolution makes plausible.
     stuck_metric = metric_is(s_metric, *quality.stuck_metrics) & ~spike
     if stuck_metric.any():
         idx = np.flatnonzero(stuck_metric)
-        runs = _run_lengths(s_val[idx], s_codes[idx])
-        flags["stuck_sensor"][seq[idx[runs >= quality.stuck_run_length]]] = True
+        c = s_codes[idx]
+        runs = _run_lengths(s_val[idx], c)
+        limit = stuck_run_limits(runs, c, interval_by_code, n_groups, quality)
+        flags["stuck_sensor"][seq[idx[runs >= limit[c]]]] = True
 
     # Register drops, after spikes are out of the way.
     keep = cumulative & ~spike

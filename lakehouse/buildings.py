@@ -44,7 +44,8 @@ class Building(BaseModel):
     timezone: str
     country: str  # ISO 3166-1 alpha-2, for public holidays
     use_type: str  # office, retail, school, hospital, residential, ...
-    floor_area_m2: float = Field(gt=0)
+    # None when unknown: plausibility then comes from the meter's own history, never from a guessed area.
+    floor_area_m2: float | None = Field(default=None, gt=0)
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
     grid_emission_factor_kg_per_kwh: float = Field(ge=0)

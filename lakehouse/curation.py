@@ -206,10 +206,25 @@ def readings_to_hourly(
     n_window = int(in_window.sum())
     n_rejected = int((rejected & in_window).sum())
     share = n_rejected / n_window if n_window else 0.0
-    results.append(
+    systematic = np.zeros(len(flagged), dtype=bool)
+    for c in quality.systematic_checks:
+        if c in flagged:
+            systematic |= flagged[c].to_numpy()
+    # Judged per sensor: one meter in the wrong unit is a small share of a portfolio's batch.
+    n_systematic = int((systematic & in_window).sum())
+    systematic_share, worst = 0.0, ""
+    if n_systematic:
+        per_sensor = pd.DataFrame({"b": flagged["building_id"], "s": flagged["sensor_id"], "bad": systematic})[in_window]
+        shares = per_sensor.groupby(["b", "s"], observed=True)["bad"].mean()
+        systematic_share, worst = float(shares.max()), "{}/{}: ".format(*shares.idxmax())
+    results += [
         QualityResult(sensor_spec.name, batch, "reject_share", share <= quality.max_reject_share, f"{share:.6f}",
-                      f"<= {quality.max_reject_share}", n_rejected, n_window, policy_for("reject_share", quality))
-    )
+                      f"<= {quality.max_reject_share}", n_rejected, n_window, policy_for("reject_share", quality)),
+        QualityResult(sensor_spec.name, batch, "systematic_reject_share", systematic_share <= quality.max_systematic_share,
+                      f"{worst}{systematic_share:.6f}", f"<= {quality.max_systematic_share} of a sensor's readings "
+                      f"({', '.join(quality.systematic_checks)})",
+                      n_systematic, n_window, policy_for("systematic_reject_share", quality)),
+    ]
 
     # Weather: observations and forecasts, checked row by row.
     observations = forecasts = None

@@ -35,7 +35,7 @@ def list_buildings() -> None:
         return
     out = Table("building_id", "name", "site_id", "timezone", "country", "use_type", "floor m2", "sensors")
     for b in registry:
-        out.add_row(b.building_id, b.name, b.site_id, b.timezone, b.country, b.use_type, f"{b.floor_area_m2:,.0f}", str(len(b.sensors)))
+        out.add_row(b.building_id, b.name, b.site_id, b.timezone, b.country, b.use_type, f"{b.floor_area_m2:,.0f}" if b.floor_area_m2 else "unknown", str(len(b.sensors)))
     console.print(out)
     console.print(f"{len(registry)} building(s) from {path}")
 

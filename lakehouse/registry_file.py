@@ -446,7 +446,8 @@ def building_for_timezone(
         timezone=timezone,
         country=pick("country", country, place[0] if place else None),
         use_type=use_type,
-        floor_area_m2=pick("floor_area_m2", floor_area_m2, d.new_building_floor_area_m2),
+        # Not guessed: a guessed area would set a plausible maximum the real meter breaks (issue 15).
+        floor_area_m2=floor_area_m2,
         latitude=pick("latitude", latitude, place[1] if place else None),
         longitude=pick("longitude", longitude, place[2] if place else None),
         grid_emission_factor_kg_per_kwh=pick(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ml.spec import WindowSpec
+from ml.spec import WindowSpec, spec_for_frame
 from wattflow.log import get_logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,6 +109,7 @@ def train_model(
     from ml.windows import blocked_split
 
     started = time.perf_counter()
+    spec = spec_for_frame(spec, features)
     windows = training_windows(features, spec, timezones, train_end, stride_h)
     if len(windows) < 4:
         raise NoTrainingData(
@@ -284,7 +285,7 @@ def train_and_register(
                                       holdout_share=settings.monitor.retrain_holdout_share,
                                       min_holdout_days=settings.monitor.retrain_min_holdout_days)
     params = params or ModelParams.from_settings(settings.model)
-    spec = spec or spec_from_settings(settings)
+    spec = spec_for_frame(spec or spec_from_settings(settings), frame)
     tracking.configure(settings)
 
     if tune_trials:
@@ -398,7 +399,7 @@ def backtest_building(
     if frame.empty:
         raise NoTrainingData(f"building {building_id!r} has no gold features, even after curating its readings")
     timezones = building_timezones(engine, settings)
-    spec = spec_from_settings(settings, horizon_h=horizon_h)
+    spec = spec_for_frame(spec_from_settings(settings, horizon_h=horizon_h), frame)
     params = params or ModelParams.from_settings(settings.model)
     if trials:
         from ml.tuning import tune

@@ -5,8 +5,12 @@ Kept free of TensorFlow so that the serving client and DAG files can import it c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 TARGET = "energy_kwh"
 
@@ -35,6 +39,12 @@ FUTURE_FEATURES: tuple[str, ...] = (
     "dow_cos",
     "is_weekend",
     "is_holiday",
+)
+
+# Features every building has by construction (the target and the calendar); the others (weather,
+# occupancy, indoor climate) come from sensors and sources a building may lack.
+ALWAYS_PRESENT: frozenset[str] = frozenset(
+    {TARGET, "hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend", "is_holiday"}
 )
 
 # SavedModel signature `serving_default`: inputs and outputs by name, never by position.
@@ -66,3 +76,30 @@ class WindowSpec:
         for key in ("history_features", "future_features", "quantiles"):
             raw[key] = tuple(raw[key])
         return cls(**raw)
+
+
+def spec_for_frame(spec: WindowSpec, frame: "pd.DataFrame") -> WindowSpec:
+    """The spec with the features this data cannot give left out: features follow what buildings have.
+
+    A feature stays when every building in `frame` has at least one value of it (one model serves them
+    all, so it can only ask for what each of them sends). What was left out is recorded in
+    `extra["dropped_features"]`, which travels with the model (MLflow tag, registry, SavedModel).
+    """
+    import numpy as np
+
+    def present(column: str) -> bool:
+        if column in ALWAYS_PRESENT:
+            return True
+        if column not in frame:
+            return False
+        values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        has = np.isfinite(values)
+        return bool(len(frame)) and bool(frame.assign(_has=has).groupby("building_id", observed=True)["_has"].any().all())
+
+    history = tuple(f for f in spec.history_features if present(f))
+    future = tuple(f for f in spec.future_features if present(f))
+    dropped = sorted({*spec.history_features, *spec.future_features} - {*history, *future})
+    if not dropped and "dropped_features" not in spec.extra:
+        return spec
+    extra = {**spec.extra, "dropped_features": sorted({*spec.extra.get("dropped_features", []), *dropped})}
+    return replace(spec, history_features=history, future_features=future, extra=extra)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ml.spec import WindowSpec
+from ml.spec import WindowSpec, spec_for_frame
 from wattflow.log import get_logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +150,7 @@ def tune(
     from ml.pipeline import NoTrainingData, training_windows
 
     started = time.perf_counter()
-    spec = spec or WindowSpec(horizon_h=settings.model.horizon_h, quantiles=tuple(settings.model.quantiles))
+    spec = spec_for_frame(spec or WindowSpec(horizon_h=settings.model.horizon_h, quantiles=tuple(settings.model.quantiles)), features)
     base_params = base_params or ModelParams.from_settings(settings.model)
     study_name = study_name or f"{settings.model.model_name}-tuning-v{SEARCH_SPACE_VERSION}"
     storage = storage_url(settings)

@@ -61,7 +61,12 @@ class SimulatorSettings(BaseModel):
 
 
 class QualitySettings(BaseModel):
-    stuck_run_length: int = 12
+    # Stuck sensor (`checks.stuck_run_limits`): a run of identical readings is stuck when it is at least
+    # stuck_run_length readings and stuck_min_hours long, and the sensor's own rate of repeats makes a run
+    # that long expected fewer than stuck_false_alarms times in the batch.
+    stuck_run_length: int = 3
+    stuck_min_hours: float = 3.0
+    stuck_false_alarms: float = 0.01
     spike_mad_threshold: float = 8.0
     max_future_skew_h: float = 24.0
     short_gap_max_h: int = 2
@@ -78,7 +83,10 @@ class QualitySettings(BaseModel):
             "hourly_energy_completeness": "warn",
             "hourly_outdoor_weather_coverage": "warn",
             "weather_completeness": "warn",
-            "reject_share": "fail",
+            # Bad readings are quarantined and the rest go on; only a systematic fault (wrong unit, wrong
+            # clock) stops a batch: a real meter with a few flat stretches must not block its building.
+            "reject_share": "warn",
+            "systematic_reject_share": "fail",
             "hourly_keys_unique": "fail",
             "features_keys_unique": "fail",
             "forecast_issued_before_origin": "fail",
@@ -126,7 +134,13 @@ class QualitySettings(BaseModel):
     rollover_fraction: float = 0.9
     dst_window_h: float = 6.0  # hours around a DST switch inspected for missing or doubled slots
     min_completeness: float = 0.9  # share of expected readings per sensor and day (warn below)
-    max_reject_share: float = 0.05  # share of a batch's readings rejected before the batch fails
+    max_reject_share: float = 0.05  # share of a batch's readings rejected before `reject_share` warns
+    # Checks whose failures mean the source is wrong as a whole (its unit or its clock), not a reading:
+    # above max_systematic_share of one sensor's readings in a batch, the batch stops (`systematic_reject_share`).
+    systematic_checks: list[str] = Field(
+        default_factory=lambda: ["unit_known", "unit_mixup_wh_kwh", "unit_mixup_fahrenheit", "dst_artifact", "future_timestamp"]
+    )
+    max_systematic_share: float = 0.25  # of one sensor's readings in the batch (a glitch of hours is not systematic)
     curate_margin_h: int = 24  # read this much before `start` so sequence checks see context
 
 
@@ -153,8 +167,8 @@ class MqttSettings(BaseModel):
 
 class RegistrySettings(BaseModel):
     # Placeholders for a building first seen in a meter export (`wattflow ingest file`); the CLI lists
-    # which fields were guessed so they get edited in the registry file.
-    new_building_floor_area_m2: float = 100.0
+    # which fields were guessed so they get edited in the registry file. Floor area is never guessed: it
+    # stays unknown (a guessed area would set a plausible maximum that a real meter breaks).
     new_building_grid_emission_factor_kg_per_kwh: float = 0.0
     new_building_tariff_per_kwh: float = 0.0
     new_building_currency: str = "EUR"
@@ -163,7 +177,8 @@ class RegistrySettings(BaseModel):
 class ScreenSettings(BaseModel):
     """Source-side plausibility checks before bronze (a stream record failing one goes to quarantine)."""
 
-    # Energy per reading above floor area x this is taken as a unit error (Wh sent as kWh is 1000x).
+    # Energy per reading above floor area x this is taken as a unit error (Wh sent as kWh is 1000x); only
+    # where the registry has the floor area. Without it, silver judges a reading by the meter's own median.
     max_energy_kwh_per_m2: float = 0.5
     indoor_temperature_c: tuple[float, float] = (-30.0, 60.0)
     indoor_humidity_pct: tuple[float, float] = (0.0, 100.0)

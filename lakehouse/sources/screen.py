@@ -200,10 +200,14 @@ def _row_codes(key: pa.Table) -> np.ndarray:
     return out
 
 
-def _bounds(metric: str, floor_area_m2: float, screen: Any) -> tuple[float, float]:
+def _bounds(metric: str, floor_area_m2: float | None, screen: Any) -> tuple[float, float]:
     if metric in ("energy", "energy_cumulative"):
-        # A register only grows, so its bound is not per reading; intervals are bounded by floor area.
-        return (0.0, np.inf) if metric == "energy_cumulative" else (0.0, floor_area_m2 * screen.max_energy_kwh_per_m2)
+        # A register only grows, so its bound is not per reading; intervals are bounded by a floor area the
+        # owner gave. Without one there is no upper bound here: silver's `unit_mixup_wh_kwh` judges each
+        # reading against the meter's own median instead (a Wh-for-kWh mix-up is a ~1000x jump).
+        if metric == "energy_cumulative" or not floor_area_m2:
+            return (0.0, np.inf)
+        return (0.0, floor_area_m2 * screen.max_energy_kwh_per_m2)
     ranges = {
         "indoor_temperature": screen.indoor_temperature_c,
         "indoor_humidity": screen.indoor_humidity_pct,

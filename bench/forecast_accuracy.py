@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-UCI_ZIPS = (REPO / "data" / "uci-appliances" / "energydata_complete.zip",
-            Path("/work/shared/datasets/uci-appliances/energydata_complete.zip"))
+UCI_ZIP = REPO / "data" / "uci-appliances" / "energydata_complete.zip"
 
 
 def simulated_gold(n_buildings: int, days: int, settings) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -55,8 +54,7 @@ def uci_gold(settings) -> tuple[pd.DataFrame, dict[str, str]]:
     from lakehouse.gold import hourly_to_features
     from lakehouse.sources.files import FileMapping, file_records, read_table_file
 
-    path = next(p for p in UCI_ZIPS if p.exists())
-    frame = read_table_file(path)
+    frame = read_table_file(UCI_ZIP)
     temps, hums = [f"T{i}" for i in range(1, 10)], [f"RH_{i}" for i in range(1, 10)]
     mapping = FileMapping(
         building_id="uci-house", timestamp_column="date", energy_column="Appliances", energy_unit="Wh",
@@ -90,45 +88,7 @@ def uci_gold(settings) -> tuple[pd.DataFrame, dict[str, str]]:
     return gold, {"uci-house": "Europe/Brussels"}
 
 
-YARDSTICK_FEATURES = ("hour_of_day", "day_of_week", "month", "is_holiday", "forecast_temperature", "forecast_humidity",
-                      "forecast_solar_radiation", "energy_24h_before", "energy_48h_before", "energy_168h_before",
-                      "mean_energy_24_to_47h_before", "building")
-
-
-def gradient_boosting_yardstick(gold: pd.DataFrame, train_end: pd.Timestamp, hours: pd.DataFrame) -> np.ndarray:
-    """A strong tabular forecaster on the same day-ahead information, predicting the backtest's hours.
-
-    scikit-learn's histogram gradient boosting per hour, with the calendar, the weather forecast and energy
-    24, 48 and 168 h before the hour (and the mean of 24-47 h before): every one known at the local-midnight
-    origin for each of the 24 steps ahead. It says what the data allow, so the LSTM's figures have a
-    reference beside the two naive baselines.
-    """
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    frames = []
-    for building, one in gold.sort_values(["building_id", "ts"]).groupby("building_id"):
-        one = one.set_index(pd.to_datetime(one["ts"], utc=True)).asfreq("h")
-        energy = one["energy_kwh"]
-        one = one.assign(
-            building_id=building, energy_24h_before=energy.shift(24), energy_48h_before=energy.shift(48),
-            energy_168h_before=energy.shift(168), mean_energy_24_to_47h_before=energy.shift(24).rolling(24).mean(),
-            target=energy.where(one["energy_valid"].fillna(False).astype(bool)),
-        )
-        frames.append(one.rename_axis("hour").reset_index())
-    table = pd.concat(frames, ignore_index=True)
-    table["building"] = table["building_id"].astype("category").cat.codes
-    table["is_holiday"] = table["is_holiday"].astype(float)
-    features = list(YARDSTICK_FEATURES)
-    train = table[(table["hour"] < train_end) & table["target"].notna() & table["energy_168h_before"].notna()]
-    model = HistGradientBoostingRegressor(max_iter=500, learning_rate=0.05, random_state=0,
-                                         categorical_features=[features.index("building")])
-    model.fit(train[features], train["target"])
-    table["hour"] = table["hour"].astype("datetime64[ns, UTC]")
-    keys = hours[["building_id", "ts"]].astype({"ts": "datetime64[ns, UTC]"})
-    wanted = keys.merge(table.drop(columns=["ts"]), left_on=["building_id", "ts"], right_on=["building_id", "hour"], how="left")
-    if len(wanted) != len(hours):
-        raise ValueError(f"yardstick: {len(wanted)} rows for {len(hours)} backtest hours")
-    return model.predict(wanted[features])
+from ml.yardstick import gradient_boosting_yardstick  # noqa: E402
 
 
 def evaluate(name: str, gold: pd.DataFrame, timezones: dict[str, str], train_end: pd.Timestamp, settings, epochs: int,

@@ -158,7 +158,7 @@ def test_backtest_cli_prints_the_issue_object(world) -> None:
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["building_id"] == "b1"
-    assert set(summary["baselines"]) == {"persistence_24h", "seasonal_naive_168h"}
+    assert set(summary["baselines"]) == {"persistence_24h", "seasonal_naive_168h", "persistence_ensemble"}
     assert set(summary["model"]) == {"mae", "rmse", "cv_rmse", "nmbe", "mape"}
     assert summary["n_hours"] == 11 * 24  # origins at midnight Feb 1 .. Feb 11, the data ends Feb 11 23:00
     assert 0 < summary["model"]["mae"] < 50

@@ -312,7 +312,7 @@ def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | Non
         nonlocal flags
         value = out[column].to_numpy(dtype=np.float64)
         cover = out[cloud].to_numpy(dtype=np.float64)
-        missing = np.isnan(value) & has_source
+        missing = np.isnan(value) & has_source & np.isfinite(clear_sky)  # a building without a location: nothing to derive
         with_cloud = missing & ~np.isnan(cover)
         out[column] = np.where(with_cloud, cloud_adjusted_ghi_wm2(clear_sky, cover), np.where(missing, clear_sky, value))
         flags = _note(flags, with_cloud, f"{prefix}solar_radiation_from_cloud_cover")

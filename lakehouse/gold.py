@@ -17,6 +17,7 @@ from lakehouse.schemas import FEATURES
 from lakehouse.silver import forecast_origins
 
 HOUR_US = 3_600_000_000
+PERSISTENCE_LAG_H = 24  # a persistence weather forecast repeats the same hour of the previous day
 STANDARDIZED = {"temperature_std": "temperature", "humidity_std": "humidity", "occupancy_std": "occupancy"}
 
 
@@ -45,8 +46,14 @@ def feature_docs(settings) -> list[FeatureDoc]:
         FeatureDoc("dow_sin", "Day of week on the unit circle", "1", "sin(2*pi*dow/7)"),
         FeatureDoc("dow_cos", "Day of week on the unit circle", "1", "cos(2*pi*dow/7)"),
         FeatureDoc("temperature", "Observed outdoor temperature", "degC", "hourly mean of the site's observations"),
-        FeatureDoc("humidity", "Observed outdoor relative humidity", "%", "hourly mean of the site's observations"),
-        FeatureDoc("solar_radiation", "Observed global horizontal radiation", "W/m2", "hourly mean of the site's observations"),
+        FeatureDoc("humidity", "Observed outdoor relative humidity", "%",
+                   "hourly mean of the site's observations; where a site sends dew point but no humidity, derived by "
+                   "the Magnus formula (Alduchov-Eskridge) and named in silver quality_flags as humidity_from_dew_point"),
+        FeatureDoc("solar_radiation", "Observed global horizontal radiation", "W/m2",
+                   "hourly mean of the site's observations; where the site sends none, Haurwitz clear-sky irradiance "
+                   "at the building's location (sun at mid-hour), times 1 - 0.75*(cloud/100)^3.4 (Kasten-Czeplak) where "
+                   "the site sends cloud cover; silver quality_flags name it solar_radiation_from_cloud_cover or "
+                   "solar_radiation_clear_sky"),
         FeatureDoc("indoor_temperature", "Indoor temperature", "degC", "hourly mean of the building's checked sensors"),
         FeatureDoc("occupancy", "Occupancy", "people", "hourly mean of the building's checked sensors"),
         FeatureDoc("heating_degree_hours", "Heating degree-hours", "K*h", f"max(0, {f.heating_base_c} - temperature) for one hour"),
@@ -62,10 +69,21 @@ def feature_docs(settings) -> list[FeatureDoc]:
         FeatureDoc("temperature_std", "Standardized outdoor temperature", "1", "(temperature - mean) / std, per building"),
         FeatureDoc("humidity_std", "Standardized outdoor humidity", "1", "(humidity - mean) / std, per building"),
         FeatureDoc("occupancy_std", "Standardized occupancy", "1", "(occupancy - mean) / std, per building"),
-        FeatureDoc("forecast_temperature", "Forecast outdoor temperature", "degC", "latest forecast issued before the hour's forecast origin (local midnight)"),
-        FeatureDoc("forecast_humidity", "Forecast outdoor relative humidity", "%", "as forecast_temperature"),
-        FeatureDoc("forecast_solar_radiation", "Forecast global horizontal radiation", "W/m2", "as forecast_temperature"),
-        FeatureDoc("forecast_issued_at", "Issue time of the forecast used", "UTC", "always before the hour's forecast origin"),
+        FeatureDoc("forecast_temperature", "Forecast outdoor temperature", "degC",
+                   "latest forecast issued before the hour's forecast origin (local midnight); without one, a persistence "
+                   "forecast: temperature of the same hour the day before (ts - 24 h; ts - 25 h for the 25th hour of a day "
+                   "when clocks go back), always over before the origin, never the hour itself (see forecast_source)"),
+        FeatureDoc("forecast_humidity", "Forecast outdoor relative humidity", "%",
+                   "as forecast_temperature; an issued forecast with dew point but no humidity is converted as humidity is "
+                   "(silver quality_flags: forecast_humidity_from_dew_point)"),
+        FeatureDoc("forecast_solar_radiation", "Forecast global horizontal radiation", "W/m2",
+                   "as forecast_temperature; an issued forecast without radiation gets clear-sky irradiance reduced by its "
+                   "cloud cover as solar_radiation does (silver quality_flags: forecast_solar_radiation_from_cloud_cover "
+                   "or forecast_solar_radiation_clear_sky)"),
+        FeatureDoc("forecast_issued_at", "Issue time of the forecast used", "UTC", "always before the hour's forecast origin; null for persistence"),
+        FeatureDoc("forecast_source", "Where the forecast_* columns come from", "text",
+                   "'issued' (a forecast issued before the origin), 'persistence' (the day-before values above), "
+                   "null (neither exists)"),
     ]
 
 
@@ -142,6 +160,41 @@ def _lag(values: np.ndarray, hours: int) -> np.ndarray:
     return out
 
 
+def persistence_lag_h(hours_us: np.ndarray, origin_us: np.ndarray) -> np.ndarray:
+    """Hours back to the persistence value of each hour: 24 (the same hour of the previous day), or more
+    where that hour is not yet over at the origin (the 25th hour of a day when the clocks go back)."""
+    return np.maximum(PERSISTENCE_LAG_H, (hours_us - origin_us) // HOUR_US + 1)
+
+
+def day_ahead_weather(h: pd.DataFrame, temperature: np.ndarray, humidity: np.ndarray, solar: np.ndarray,
+                      hours_us: np.ndarray, origin_us: np.ndarray) -> dict[str, np.ndarray]:
+    """The weather forecast known at each hour's origin, on one building's complete hourly grid `h`.
+
+    An issued forecast (silver's latest issued before the origin) wins. Without one, a persistence weather
+    forecast: the observed (or silver-derived) value of the same hour the day before, which is over before
+    the origin - never the observation of the hour being forecast. `forecast_source` says which.
+    """
+    issued = h["forecast_issued_at"].notna().to_numpy()
+    source_row = np.arange(len(h)) - persistence_lag_h(hours_us, origin_us)
+    known = source_row >= 0
+
+    def persisted(values: np.ndarray) -> np.ndarray:
+        out = np.full(len(values), np.nan)
+        out[known] = values[source_row[known]]
+        return out
+
+    persistence = {"forecast_temperature": persisted(temperature), "forecast_humidity": persisted(humidity),
+                   "forecast_solar_radiation": persisted(solar)}
+    use_persistence = ~issued & np.logical_or.reduce([np.isfinite(v) for v in persistence.values()])
+    silver_columns = {"forecast_temperature": "forecast_temperature_c", "forecast_humidity": "forecast_humidity_pct",
+                      "forecast_solar_radiation": "forecast_solar_radiation_wm2"}
+    out: dict[str, np.ndarray] = {}
+    for name, column in silver_columns.items():
+        out[name] = np.where(issued, h[column].to_numpy(dtype=np.float64), np.where(use_persistence, persistence[name], np.nan))
+    out["forecast_source"] = np.where(issued, "issued", np.where(use_persistence, "persistence", None)).astype(object)
+    return out
+
+
 def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: dict | None = None) -> pd.DataFrame:
     """Gold features for every silver row. `scaling` (catalogue parameters) is fitted on the frame if None."""
     f = settings.features
@@ -170,7 +223,11 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
         energy = h["energy_kwh"].to_numpy(dtype=np.float64)
         temperature = h["outdoor_temperature_c"].to_numpy(dtype=np.float64)
         humidity = h["outdoor_humidity_pct"].to_numpy(dtype=np.float64)
+        solar = h["solar_radiation_wm2"].to_numpy(dtype=np.float64)
         occupancy = h["occupancy"].to_numpy(dtype=np.float64)
+        hours_us = h["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
+        origin_us = forecast_origins(hours_us, building.timezone)
+        forecast = day_ahead_weather(h, temperature, humidity, solar, hours_us, origin_us)
         out = pd.DataFrame(
             {
                 "building_id": building_id,
@@ -190,7 +247,7 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
                 "dow_cos": np.cos(2 * np.pi * dow / 7),
                 "temperature": temperature,
                 "humidity": humidity,
-                "solar_radiation": h["solar_radiation_wm2"].to_numpy(dtype=np.float64),
+                "solar_radiation": solar,
                 "indoor_temperature": h["indoor_temperature_c"].to_numpy(dtype=np.float64),
                 "occupancy": occupancy,
                 "heating_degree_hours": np.maximum(f.heating_base_c - temperature, 0.0),
@@ -201,14 +258,11 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
                 "lagged_energy_168h": _lag(energy, 168),
                 "rolling_avg_energy": _trailing_mean(energy, 24, int(np.ceil(24 * f.rolling_min_share))),
                 "rolling_avg_energy_168h": _trailing_mean(energy, 168, int(np.ceil(168 * f.rolling_min_share))),
-                "forecast_temperature": h["forecast_temperature_c"].to_numpy(dtype=np.float64),
-                "forecast_humidity": h["forecast_humidity_pct"].to_numpy(dtype=np.float64),
-                "forecast_solar_radiation": h["forecast_solar_radiation_wm2"].to_numpy(dtype=np.float64),
+                **forecast,
                 "forecast_issued_at": h["forecast_issued_at"],
             }
         )
-        hours_us = out["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
-        out["forecast_origin"] = pd.to_datetime(forecast_origins(hours_us, building.timezone), unit="us", utc=True)
+        out["forecast_origin"] = pd.to_datetime(origin_us, unit="us", utc=True)
         parts.append(out[in_silver])
     if not parts:
         return pd.DataFrame(columns=[*FEATURES.schema.names, "forecast_origin"])

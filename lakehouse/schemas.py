@@ -231,12 +231,15 @@ FEATURES = TableContract(
             ("temperature_std", pa.float64()),  # standardized with the catalogue's parameters
             ("humidity_std", pa.float64()),
             ("occupancy_std", pa.float64()),
-            # Day-ahead weather forecast for this hour, issued before the forecast origin (local midnight
-            # of the hour's day): the only weather the model may see for hours it forecasts.
+            # Day-ahead weather forecast for this hour, known at the forecast origin (local midnight of the
+            # hour's day): the only weather the model may see for hours it forecasts. Issued before the
+            # origin where one exists, else persistence (see forecast_source).
             ("forecast_temperature", pa.float64()),
             ("forecast_humidity", pa.float64()),
             ("forecast_solar_radiation", pa.float64()),
-            ("forecast_issued_at", UTC_TS),
+            ("forecast_issued_at", UTC_TS),  # null where forecast_source is not 'issued'
+            # 'issued' | 'persistence' (same hour of the previous day, observed) | null (neither exists)
+            ("forecast_source", pa.string()),
             ("date", pa.date32()),
         ]
     ),

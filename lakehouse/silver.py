@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lakehouse.weather_derivation import clear_sky_ghi_wm2, cloud_adjusted_ghi_wm2, relative_humidity_pct
+
 HOUR_US = 3_600_000_000
 INDOOR = {
     "indoor_temperature": "indoor_temperature_c",
@@ -224,13 +226,28 @@ def hourly_from_flagged(
     return out
 
 
-def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | None, forecasts: pd.DataFrame | None) -> pd.DataFrame:
+def _note(flags: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
+    """Append `name` to the comma-separated quality_flags of the rows in `mask`."""
+    return np.where(mask, np.where(flags == "", name, flags + "," + name), flags).astype(object)
+
+
+def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | None, forecasts: pd.DataFrame | None,
+                   *, derive_observed: bool = True) -> pd.DataFrame:
     """Join each building-hour to its site's observed weather and to the latest forecast issued for it.
 
     Shared by silver and by the forecast step's future rows, so that served inputs align as training's did.
+    What a site did not send is derived where it can be (observed values always win), and named in
+    `quality_flags`: relative humidity from dew point and temperature (`humidity_from_dew_point`), global
+    horizontal radiation from the sun's position at the building, reduced by cloud cover where the site sends
+    it (`solar_radiation_from_cloud_cover`) or clear-sky where it does not (`solar_radiation_clear_sky`); the
+    same for the forecast used (`forecast_humidity_from_dew_point`, `forecast_solar_radiation_from_cloud_cover`,
+    `forecast_solar_radiation_clear_sky`). `derive_observed=False` (future hours: nothing observed yet)
+    leaves the observed columns empty.
     """
     site_of = {b.building_id: b.site_id for b in registry}
     tz_of = {b.building_id: b.timezone for b in registry}
+    latitude_of = {b.building_id: b.latitude for b in registry}
+    longitude_of = {b.building_id: b.longitude for b in registry}
     out["site_id"] = out["building_id"].map(site_of)
     obs_columns = {
         "temperature_c": "outdoor_temperature_c",
@@ -238,18 +255,30 @@ def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | Non
         "solar_radiation_wm2": "solar_radiation_wm2",
         "wind_speed_ms": "wind_speed_ms",
     }
+    helpers = ["_cloud_cover_pct", "_humidity_derived", "_fc_dew_point_c", "_fc_cloud_cover_pct"]
     if observations is not None and len(observations):
-        obs = observations.assign(ts=observations["ts"].dt.floor("h"))
-        hourly_obs = obs.groupby(["site_id", "ts"], as_index=False)[list(obs_columns)].mean().rename(columns=obs_columns)
+        obs = observations.reindex(columns=["site_id", "ts", *obs_columns, "dew_point_c", "cloud_cover_pct"])
+        obs = obs.assign(ts=obs["ts"].dt.floor("h"))
+        rh = obs["relative_humidity_pct"].to_numpy(dtype=np.float64)
+        from_dew = np.isnan(rh) & obs["temperature_c"].notna().to_numpy() & obs["dew_point_c"].notna().to_numpy()
+        if from_dew.any():
+            rh = np.where(from_dew, relative_humidity_pct(obs["temperature_c"].to_numpy(dtype=np.float64),
+                                                          obs["dew_point_c"].to_numpy(dtype=np.float64)), rh)
+        obs = obs.assign(relative_humidity_pct=rh, _humidity_derived=from_dew.astype(np.float64),
+                         _cloud_cover_pct=obs["cloud_cover_pct"].astype(np.float64))
+        hourly_obs = (obs.groupby(["site_id", "ts"], as_index=False)[[*obs_columns, "_cloud_cover_pct", "_humidity_derived"]]
+                      .mean().rename(columns=obs_columns))
         out = out.merge(hourly_obs, on=["site_id", "ts"], how="left")
     else:
-        for column in obs_columns.values():
+        for column in [*obs_columns.values(), "_cloud_cover_pct", "_humidity_derived"]:
             out[column] = np.nan
 
     fc_columns = {
         "temperature_c": "forecast_temperature_c",
         "relative_humidity_pct": "forecast_humidity_pct",
         "solar_radiation_wm2": "forecast_solar_radiation_wm2",
+        "dew_point_c": "_fc_dew_point_c",
+        "cloud_cover_pct": "_fc_cloud_cover_pct",
     }
     hours_us = out["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
     origin = np.zeros(len(out), dtype=np.int64)
@@ -257,7 +286,7 @@ def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | Non
         origin[rows] = forecast_origins(hours_us[rows], tz_of.get(b, "UTC"))
     out["forecast_origin"] = pd.to_datetime(origin, unit="us", utc=True)
     if forecasts is not None and len(forecasts):
-        fc = forecasts[["site_id", "ts", "issued_at", *fc_columns]].rename(columns=fc_columns)
+        fc = forecasts.reindex(columns=["site_id", "ts", "issued_at", *fc_columns]).rename(columns=fc_columns)
         fc = fc.assign(ts=fc["ts"].astype("datetime64[us, UTC]"), forecast_issued_at=fc["issued_at"].astype("datetime64[us, UTC]"))
         fc = fc.drop(columns=["issued_at"]).sort_values("forecast_issued_at", kind="stable")
         left = out[["site_id", "ts", "forecast_origin"]].reset_index().astype({"forecast_origin": "datetime64[us, UTC]", "ts": "datetime64[us, UTC]"})
@@ -273,4 +302,35 @@ def attach_weather(out: pd.DataFrame, registry, observations: pd.DataFrame | Non
         for column in fc_columns.values():
             out[column] = np.nan
         out["forecast_issued_at"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
-    return out.drop(columns=["site_id"])
+
+    # Derived where missing; observed (or issued) values always win.
+    flags = (out["quality_flags"].fillna("") if "quality_flags" in out else pd.Series("", index=out.index)).to_numpy(dtype=object)
+    clear_sky = clear_sky_ghi_wm2(out["building_id"].map(latitude_of).to_numpy(dtype=np.float64),
+                                  out["building_id"].map(longitude_of).to_numpy(dtype=np.float64), hours_us)
+
+    def derive_solar(column: str, cloud: str, has_source: np.ndarray, prefix: str) -> None:
+        nonlocal flags
+        value = out[column].to_numpy(dtype=np.float64)
+        cover = out[cloud].to_numpy(dtype=np.float64)
+        missing = np.isnan(value) & has_source & np.isfinite(clear_sky)  # a building without a location: nothing to derive
+        with_cloud = missing & ~np.isnan(cover)
+        out[column] = np.where(with_cloud, cloud_adjusted_ghi_wm2(clear_sky, cover), np.where(missing, clear_sky, value))
+        flags = _note(flags, with_cloud, f"{prefix}solar_radiation_from_cloud_cover")
+        flags = _note(flags, missing & ~with_cloud, f"{prefix}solar_radiation_clear_sky")
+
+    if derive_observed:
+        flags = _note(flags, out["_humidity_derived"].to_numpy(dtype=np.float64) > 0, "humidity_from_dew_point")
+        derive_solar("solar_radiation_wm2", "_cloud_cover_pct", np.ones(len(out), dtype=bool), "")
+    else:
+        for column in obs_columns.values():
+            out[column] = np.nan
+    fc_rh = out["forecast_humidity_pct"].to_numpy(dtype=np.float64)
+    fc_t = out["forecast_temperature_c"].to_numpy(dtype=np.float64)
+    fc_td = out["_fc_dew_point_c"].to_numpy(dtype=np.float64)
+    fc_from_dew = np.isnan(fc_rh) & ~np.isnan(fc_t) & ~np.isnan(fc_td)
+    out["forecast_humidity_pct"] = np.where(fc_from_dew, relative_humidity_pct(fc_t, fc_td), fc_rh)
+    flags = _note(flags, fc_from_dew, "forecast_humidity_from_dew_point")
+    # Only for hours with an issued forecast: clear sky is no forecast of the weather on its own.
+    derive_solar("forecast_solar_radiation_wm2", "_fc_cloud_cover_pct", out["forecast_issued_at"].notna().to_numpy(), "forecast_")
+    out["quality_flags"] = flags
+    return out.drop(columns=["site_id", *helpers])

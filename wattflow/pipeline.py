@@ -451,7 +451,9 @@ def rollback_stable(exported: dict[str, Any], *, settings: Settings | None = Non
 def future_features(settings: Settings, building_id: str, origin: dt.datetime):
     """Gold-feature rows for the `horizon_h` hours from `origin`: calendar plus the weather forecast
     issued before the origin, built by the same code as gold (silver's forecast alignment, gold's
-    calendar), with no energy and no observed weather since those hours have not happened yet."""
+    calendar), with no energy and no observed weather since those hours have not happened yet. Where no
+    forecast was issued, gold's persistence fallback (the same hour of the previous day) reads the silver
+    history before the origin, exactly as it did for training rows; `forecast_source` says which."""
     import numpy as np
     import pandas as pd
 
@@ -474,7 +476,7 @@ def future_features(settings: Settings, building_id: str, origin: dt.datetime):
                                               ("date", ">=", origin_ts.date()),
                                               ("date", "<=", hours[-1].date())]).to_pandas()
     forecasts = forecasts[forecasts["issued_at"] < origin_ts]
-    ahead = attach_weather(ahead, reg, None, forecasts)
+    ahead = attach_weather(ahead, reg, None, forecasts, derive_observed=False)
     for column in BUILDING_HOURLY.schema.names:
         if column not in ahead.columns:
             ahead[column] = np.nan

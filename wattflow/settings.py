@@ -217,6 +217,15 @@ class WeatherSettings(BaseModel):
     archive_final_after_days: int = 7
     archive_max_days_per_request: int = 366
     forecast_days: int = 7
+    # Previous Runs API: what the forecast said N days before each hour (`<variable>_previous_dayN`).
+    previous_runs_url: str = "https://previous-runs-api.open-meteo.com/v1/forecast"
+    previous_runs_max_days_per_request: int = 92
+    previous_runs_lead_days: tuple[int, ...] = (1, 2)  # day 2 covers the late hours day 1 cannot (see below)
+    # A `_previous_dayN` value comes from a run started at most N*24 h before its hour (the docs: "predicted
+    # 24 hours before valid time"); runs are published hours after they start. Its issue time is stamped
+    # that much later than the latest possible start, so "issued before the origin" never admits a run
+    # that was not yet published at the origin.
+    previous_runs_published_after_h: int = 8
 
 
 class ModelSettings(BaseModel):

@@ -150,15 +150,32 @@ def ingest_weather_command(
     start: Optional[str] = typer.Option(None, "--start", help="Observations from (UTC, inclusive)."),
     end: Optional[str] = typer.Option(None, "--end", help="Observations to (UTC, exclusive)."),
     forecast: bool = typer.Option(False, "--forecast", help="Land the current forecast instead, stamped with its issue hour."),
+    historical_forecast: bool = typer.Option(
+        False, "--historical-forecast", help="Land the day-ahead forecasts issued for the hours in [start, end) "
+        "(Open-Meteo Previous Runs API) instead of observations: real forecasts for backtests."
+    ),
 ) -> None:
-    """Land Open-Meteo weather for a site: archive observations for [start, end), or the current forecast."""
+    """Land Open-Meteo weather for a site: archive observations for [start, end), the forecasts issued for
+    those hours (--historical-forecast), or the current forecast (--forecast)."""
+    import pandas as pd
+
     from lakehouse.sources.weather import WeatherRequestError, WeatherServiceUnavailable, ingest_weather
 
+    if forecast and historical_forecast:
+        raise typer.BadParameter("pass one of --forecast (the current forecast) or --historical-forecast (past forecasts)")
     if not forecast and (start is None or end is None):
-        raise typer.BadParameter("observations need --start and --end (or pass --forecast)")
+        what = "historical forecasts" if historical_forecast else "observations"
+        raise typer.BadParameter(f"{what} need --start and --end (or pass --forecast for the current forecast)")
+    for name, value in (("--start", start), ("--end", end)):
+        if value is not None:
+            try:
+                pd.Timestamp(value)
+            except ValueError:
+                raise typer.BadParameter(f"{value!r} is not a date or time; use e.g. 2024-01-01 or 2024-01-01T06:00",
+                                         param_hint=name) from None
     try:
-        result = ingest_weather(site_id, start, end, forecast=forecast)
-    except (KeyError, WeatherRequestError, WeatherServiceUnavailable) as err:
+        result = ingest_weather(site_id, start, end, forecast=forecast, historical_forecast=historical_forecast)
+    except (KeyError, ValueError, WeatherRequestError, WeatherServiceUnavailable) as err:
         console.print(f"[red]{err.args[0] if err.args else err}[/red]")
         raise typer.Exit(1) from None
     _landing_table("Weather landed", [("bronze.weather", result)])

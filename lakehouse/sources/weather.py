@@ -1,5 +1,8 @@
 """Open-Meteo weather (no API key): hourly observations from the archive, forecasts with their issue time.
 
+- Past forecasts (Previous Runs API, ``previous-runs-api.open-meteo.com/v1/forecast``) land as
+  ``kind=forecast`` with an issue time by which the run was surely published (`OpenMeteoClient.previous_runs`):
+  real day-ahead forecasts for backtests, instead of the persistence fallback.
 - Archive (reanalysis, ``/v1/archive``) lands as ``kind=observation``; the forecast API (``/v1/forecast``)
   lands as ``kind=forecast`` with ``issued_at`` = the request time floored to the hour (Open-Meteo does
   not report the model run; its models update hourly to a few times a day, so the hour of the request
@@ -68,8 +71,9 @@ def site_location(registry: Any, site_id: str) -> Location:
     return Location(site_id, buildings[0].latitude, buildings[0].longitude)
 
 
-def hourly_frame(response: dict[str, Any]) -> pd.DataFrame:
-    """An Open-Meteo JSON response as one row per UTC hour with bronze.weather column names."""
+def hourly_frame(response: dict[str, Any], suffix: str = "") -> pd.DataFrame:
+    """An Open-Meteo JSON response as one row per UTC hour with bronze.weather column names; `suffix`
+    picks the Previous Runs API's variables (``temperature_2m_previous_day1`` for ``_previous_day1``)."""
     hourly = response.get("hourly")
     if not isinstance(hourly, dict) or "time" not in hourly:
         raise WeatherRequestError(f"response has no hourly block: keys {sorted(response)}")
@@ -79,11 +83,16 @@ def hourly_frame(response: dict[str, Any]) -> pd.DataFrame:
     frame = pd.DataFrame({"ts": ts})
     units = response.get("hourly_units", {})
     for variable, column in HOURLY_VARIABLES.items():
-        values = pd.Series(hourly.get(variable, [None] * len(frame)), dtype="float64")
-        if variable == "wind_speed_10m" and units.get(variable) == "km/h":  # asked for m/s; convert if ignored
+        values = pd.Series(hourly.get(variable + suffix, [None] * len(frame)), dtype="float64")
+        if variable == "wind_speed_10m" and units.get(variable + suffix) == "km/h":  # asked for m/s; convert if ignored
             values = values / KMH_PER_MS
         frame[column] = values
     return frame
+
+
+def _utc(value: datetime | str) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 class OpenMeteoClient:
@@ -163,9 +172,7 @@ class OpenMeteoClient:
     # -- public --------------------------------------------------------------
     def archive(self, loc: Location, start: datetime, end: datetime, *, today: date | None = None) -> pd.DataFrame:
         """Hourly observations for [start, end) (UTC), in requests of bounded length (dates are inclusive there)."""
-        start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
-        start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
-        end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts.tz_convert("UTC")
+        start_ts, end_ts = _utc(start), _utc(end)
         first, last = start_ts.date(), (end_ts - pd.Timedelta(microseconds=1)).date()
         today = today or datetime.now(timezone.utc).date()
         frames = []
@@ -184,6 +191,44 @@ class OpenMeteoClient:
         frame.insert(1, "kind", "observation")
         frame.insert(2, "issued_at", frame["ts"])
         return frame
+
+    def previous_runs(self, loc: Location, start: datetime, end: datetime, *, today: date | None = None) -> pd.DataFrame:
+        """Day-ahead forecasts as they were issued, for hours in [start, end) (UTC), from the Previous Runs API.
+
+        For each lead N in `previous_runs_lead_days`, ``<variable>_previous_dayN`` is what a run started at
+        most N*24 h before the hour forecast for it; it lands as ``kind=forecast`` with ``issued_at`` =
+        ts - N*24 h + `previous_runs_published_after_h`, a time by which that run was surely published.
+        So the silver join (latest issued strictly before the origin) takes day 1 where it was out before
+        the origin and day 2 for the later hours of the day, and never a run published after the origin.
+        Hours a lead does not cover (before the archive began) are left out.
+        """
+        start_ts, end_ts = _utc(start), _utc(end)
+        first, last = start_ts.date(), (end_ts - pd.Timedelta(microseconds=1)).date()
+        today = today or datetime.now(timezone.utc).date()
+        leads = tuple(self.cfg.previous_runs_lead_days)
+        hourly = [f"{v}_previous_day{n}" for n in leads for v in HOURLY_VARIABLES]
+        step = timedelta(days=self.cfg.previous_runs_max_days_per_request)
+        frames = []
+        chunk_start = first
+        while chunk_start <= last:
+            chunk_end = min(last, chunk_start + step - timedelta(days=1))
+            params = {**self._params(loc), "hourly": ",".join(hourly),
+                      "start_date": chunk_start.isoformat(), "end_date": chunk_end.isoformat()}
+            # Past runs do not change: a window wholly before today is cached for good.
+            body = self._cached_get(self.cfg.previous_runs_url, params, cacheable=chunk_end < today)
+            for n in leads:
+                frame = hourly_frame(body, suffix=f"_previous_day{n}")
+                values = frame[list(HOURLY_VARIABLES.values())]
+                frame = frame[values.notna().any(axis=1).to_numpy()]
+                frame.insert(0, "issued_at", frame["ts"] - pd.Timedelta(hours=24 * n - self.cfg.previous_runs_published_after_h))
+                frames.append(frame)
+            chunk_start = chunk_end + timedelta(days=1)
+        columns = ["issued_at", "ts", *HOURLY_VARIABLES.values()]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+        frame = frame[(frame["ts"] >= start_ts) & (frame["ts"] < end_ts)].sort_values(["ts", "issued_at"]).reset_index(drop=True)
+        frame.insert(0, "site_id", loc.site_id)
+        frame.insert(1, "kind", "forecast")
+        return frame[["site_id", "kind", *columns]]
 
     def forecast(self, loc: Location, *, now: datetime | None = None, days: int | None = None) -> pd.DataFrame:
         """The current forecast for the next `days`, stamped with its issue hour."""
@@ -213,24 +258,31 @@ def ingest_weather(
     end: datetime | str | None = None,
     *,
     forecast: bool = False,
+    historical_forecast: bool = False,
     engine: Any | None = None,
     registry: Any | None = None,
     client: OpenMeteoClient | None = None,
     now: datetime | None = None,
 ) -> LandingResult:
-    """Archive observations for [start, end) (or the current forecast) for a site, landed in bronze.weather."""
+    """Archive observations for [start, end), the forecasts issued for those hours (`historical_forecast`),
+    or the current forecast, for a site, landed in bronze.weather."""
     from lakehouse.engine import get_engine
     from lakehouse.registry_file import load_registry
 
     registry = registry if registry is not None else load_registry()
     loc = site_location(registry, site_id)
     client = client or OpenMeteoClient()
+    if forecast and historical_forecast:
+        raise ValueError("--forecast (the current forecast) and --historical-forecast (past forecasts) exclude each other")
     if forecast:
         frame = client.forecast(loc, now=now)
         source = "open-meteo:forecast"
+    elif start is None or end is None:
+        raise ValueError("archive weather needs --start and --end")
+    elif historical_forecast:
+        frame = client.previous_runs(loc, start, end)
+        source = "open-meteo:previous-runs"
     else:
-        if start is None or end is None:
-            raise ValueError("archive weather needs --start and --end")
         frame = client.archive(loc, start, end)
         source = "open-meteo:archive"
     records = pa.Table.from_pandas(frame, preserve_index=False)

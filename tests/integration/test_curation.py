@@ -282,3 +282,48 @@ def test_suites_on_the_uci_appliances_data(wattflow_home):
         readings_to_hourly(wrong, registry, settings, weather=weather, batch="uci-appliances-wh", validate=False)
     assert err.value.expectation == "systematic_reject_share"
     assert build_data_docs(settings).is_file()
+
+
+def test_served_future_rows_carry_the_same_day_ahead_weather_as_training_rows(clean, wattflow_home):
+    """`future_features` (the forecast step) against gold for the same hours: the issued forecast where one
+    was issued before the origin, else the same persistence fallback, from the same silver."""
+    import pyarrow as pa
+
+    from lakehouse.engine import get_engine
+    from lakehouse.schemas import BUILDING_HOURLY, BUILDINGS, WEATHER
+    from wattflow.pipeline import future_features
+    from wattflow.settings import get_settings
+
+    settings = get_settings()
+    engine = get_engine(settings)
+    readings, weather = raw_batch(clean)
+    b = clean.registry.buildings[0]
+    readings = readings[readings["building_id"] == b.building_id]
+    weather = weather[weather["site_id"] == b.site_id]
+    engine.upsert(BUILDINGS, clean.registry.to_arrow())
+    hourly, _, _ = readings_to_hourly(readings, clean.registry, settings, weather=weather, start=START, end=END, validate=False)
+    engine.upsert(BUILDING_HOURLY, pa.Table.from_pandas(hourly, preserve_index=False))
+    origin = pd.Timestamp("2024-04-02", tz=b.timezone).tz_convert("UTC")
+    window = [origin + pd.Timedelta(hours=h) for h in range(settings.model.horizon_h)]
+    columns = ["forecast_temperature", "forecast_humidity", "forecast_solar_radiation", "forecast_source"]
+
+    def compare(silver: pd.DataFrame) -> pd.DataFrame:
+        served = future_features(settings, b.building_id, origin.to_pydatetime()).set_index("ts")
+        trained = hourly_to_features(silver, clean.registry, settings, scaling={}).set_index("ts")
+        pd.testing.assert_frame_equal(served.loc[window, columns].reset_index(drop=True),
+                                      trained.loc[window, columns].reset_index(drop=True), check_dtype=False)
+        return served
+
+    # No forecast in bronze: both fall back to persistence, the silver observation 24 h before.
+    served = compare(hourly.assign(forecast_issued_at=pd.NaT, forecast_temperature_c=np.nan,
+                                   forecast_humidity_pct=np.nan, forecast_solar_radiation_wm2=np.nan))
+    assert (served.loc[window, "forecast_source"] == "persistence").all()
+    silver = hourly.set_index("ts")
+    assert np.allclose(served.loc[window, "forecast_temperature"],
+                       silver.loc[[t - pd.Timedelta(hours=24) for t in window], "outdoor_temperature_c"])
+    # With the simulator's issued forecasts landed, both take them.
+    forecasts = weather[weather["kind"] == "forecast"].drop(columns=["ingested_at"])
+    engine.upsert(WEATHER, pa.Table.from_pandas(forecasts.assign(source="simulator", batch_id="t",
+                                                                 ingested_at=DELIVERED), preserve_index=False))
+    served = compare(hourly)
+    assert (served.loc[window, "forecast_source"] == "issued").all()

@@ -8,7 +8,7 @@ Per building: CV(RMSE) (= NRMSE), NMBE, MAE; across buildings the median with a 
 (as BuildingsBench aggregates), the p10-p90 coverage, and the cold start: buildings held out of training
 that join with four weeks of their own history, forecast by the portfolio model at once.
 
-The archive has no issued weather forecasts (its "prediction" columns are future observations), so the
+The archive has no issued weather forecasts (its "prediction" columns are future observations), so gold's
 forecast inputs are the documented persistence weather forecast: the observation at the same hour of the
 previous day (`forecast_source` = persistence), never the observation of the hour being forecast.
 
@@ -52,25 +52,7 @@ def cambridge_gold(settings, buildings=None, start=None, end=None) -> tuple[pd.D
     hourly, _, _ = readings_to_hourly(readings, records.registry, settings, weather=weather, validate=False,
                                       start=start, end=end)
     gold = hourly_to_features(hourly, records.registry, settings)
-    gold = persistence_weather_forecast(gold)
     return gold.sort_values(["building_id", "ts"]).reset_index(drop=True), {b.building_id: b.timezone for b in records.registry}
-
-
-def persistence_weather_forecast(gold: pd.DataFrame) -> pd.DataFrame:
-    """Where no issued forecast exists, the forecast columns take the observation 24 h before the hour."""
-    pairs = {"forecast_temperature": "temperature", "forecast_humidity": "humidity", "forecast_solar_radiation": "solar_radiation"}
-    out = []
-    for _, one in gold.groupby("building_id", observed=True, sort=False):
-        one = one.sort_values("ts")
-        index = pd.DatetimeIndex(pd.to_datetime(one["ts"], utc=True))
-        for forecast, observed in pairs.items():
-            if forecast not in one or observed not in one:
-                continue
-            day_before = pd.Series(one[observed].to_numpy(dtype=float), index=index).shift(freq="24h").reindex(index)
-            issued = one[forecast].astype(float)
-            one[forecast] = issued.where(issued.notna(), day_before.to_numpy())
-        out.append(one)
-    return pd.concat(out, ignore_index=True)
 
 
 def per_building(hours: pd.DataFrame, rows: tuple[str, ...], p: int) -> pd.DataFrame:
@@ -172,7 +154,7 @@ def run(args) -> dict:
         "window_spec": {"history_features": list(trained.spec.history_features),
                         "future_features": list(trained.spec.future_features),
                         "dropped_features": trained.spec.extra.get("dropped_features", [])},
-        "weather_forecast": "persistence (observation 24 h before the hour)",
+        "weather_forecast": {str(k): int(v) for k, v in gold["forecast_source"].value_counts(dropna=False).items()},
         "epochs_run": trained.epochs_run,
         "n_train_windows": trained.n_train_windows,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

@@ -45,6 +45,9 @@ def feature_docs(settings) -> list[FeatureDoc]:
         FeatureDoc("hour_cos", "Hour of day on the unit circle", "1", "cos(2*pi*hour/24)"),
         FeatureDoc("dow_sin", "Day of week on the unit circle", "1", "sin(2*pi*dow/7)"),
         FeatureDoc("dow_cos", "Day of week on the unit circle", "1", "cos(2*pi*dow/7)"),
+        FeatureDoc("doy_sin", "Day of year on the unit circle", "1", "sin(2*pi*(local day of year - 1)/365.25): the "
+                   "season and the academic or business year (terms, vacations) a week of history cannot show"),
+        FeatureDoc("doy_cos", "Day of year on the unit circle", "1", "cos(2*pi*(local day of year - 1)/365.25)"),
         FeatureDoc("temperature", "Observed outdoor temperature", "degC", "hourly mean of the site's observations"),
         FeatureDoc("humidity", "Observed outdoor relative humidity", "%",
                    "hourly mean of the site's observations; where a site sends dew point but no humidity, derived by "
@@ -213,6 +216,7 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
         hour = local.dt.hour.to_numpy()
         dow = local.dt.dayofweek.to_numpy()
         month = local.dt.month.to_numpy()
+        doy = local.dt.dayofyear.to_numpy()
         holiday = _holiday_mask(local.dt.date, building.country)
         weekend = dow >= 5
         season = (month % 12) // 3
@@ -245,6 +249,8 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
                 "hour_cos": np.cos(2 * np.pi * hour / 24),
                 "dow_sin": np.sin(2 * np.pi * dow / 7),
                 "dow_cos": np.cos(2 * np.pi * dow / 7),
+                "doy_sin": np.sin(2 * np.pi * (doy - 1) / 365.25),
+                "doy_cos": np.cos(2 * np.pi * (doy - 1) / 365.25),
                 "temperature": temperature,
                 "humidity": humidity,
                 "solar_radiation": solar,

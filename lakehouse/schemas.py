@@ -215,6 +215,8 @@ FEATURES = TableContract(
             ("hour_cos", pa.float64()),
             ("dow_sin", pa.float64()),
             ("dow_cos", pa.float64()),
+            ("doy_sin", pa.float64()),
+            ("doy_cos", pa.float64()),
             ("temperature", pa.float64()),  # observed outdoor temperature, degC
             ("humidity", pa.float64()),  # observed outdoor relative humidity, %
             ("solar_radiation", pa.float64()),  # observed, W/m2

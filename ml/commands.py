@@ -78,7 +78,7 @@ def train_command(
 
 def _metrics_table(summary: dict) -> Table:
     out = Table("forecast", "MAE", "RMSE", "CV(RMSE)", "NMBE", "MAPE", title=f"building {summary['building_id']}, {summary['n_hours']} h")
-    rows = {"model": summary["model"], **summary["baselines"]}
+    rows = {"model": summary["model"], **summary["baselines"], **summary.get("yardstick", {})}
     for name, m in rows.items():
         out.add_row(name, f"{m['mae']:.3f}", f"{m['rmse']:.3f}", f"{m['cv_rmse']:.1%}", f"{m['nmbe']:+.1%}", f"{m['mape']:.1%}")
     return out
@@ -91,23 +91,36 @@ def backtest_command(
     horizon: int = typer.Option(24, "--horizon", min=1, help="Forecast horizon in hours."),
     trials: int = typer.Option(0, "--trials", min=0, help="Optuna trials before training."),
     as_json: bool = typer.Option(False, "--json", help="Write the result object to stdout as JSON."),
+    yardstick: bool = typer.Option(True, "--yardstick/--no-yardstick", help="Also score a gradient-boosting model on the same hours."),
 ) -> None:
     """Bring your own building: train before --train-end, forecast each later day at local midnight, compare with baselines."""
     from lakehouse.engine import get_engine
+    from data_quality.policy import BatchRejected
     from ml.pipeline import NoTrainingData, backtest_building
     from wattflow.settings import get_settings
 
     settings = get_settings()
     try:
         summary, _ = backtest_building(get_engine(settings), settings, building_id, _parse_time(train_end, "--train-end"),
-                                       horizon_h=horizon, trials=trials)
+                                       horizon_h=horizon, trials=trials, yardstick=yardstick)
     except (NoTrainingData, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from None
+    except BatchRejected as err:
+        console.print(f"[red]{err}. The readings stay in bronze: correct the source (its unit or its clock, e.g. "
+                      f"`wattflow ingest file --energy-unit` or `--clock`) and ingest it again.[/red]")
+        raise typer.Exit(1) from None
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
-    else:
-        Console().print(_metrics_table(summary))
+        return
+    Console().print(_metrics_table(summary))
+    spec = summary.get("window_spec", {})
+    if spec.get("dropped_features"):
+        console.print(f"features the building lacks, left out of the model: {', '.join(spec['dropped_features'])}")
+    sources = summary.get("weather_forecast", {})
+    if sources.get("persistence"):
+        console.print(f"weather forecast: {sources['persistence']:,} of the scored hours had no issued forecast and used the "
+                      "observation 24 h before (persistence); land issued ones with `wattflow ingest weather --historical-forecast`")
 
 
 @models_app.command("history")

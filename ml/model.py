@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.spec import INPUT_FUTURE, INPUT_HISTORY, WindowSpec
+from ml.spec import INPUT_FUTURE, INPUT_HISTORY, WINDOW_SPEC_SIGNATURE, WindowSpec, window_spec_input_names
 from ml.windows import Windows
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -229,6 +229,55 @@ class RelativePlusAbsolute(keras.layers.Layer):
         return {**super().get_config(), "kwh_scale": self.kwh_scale, "target_std": self.target_std}
 
 
+@keras.saving.register_keras_serializable(package="wattflow")
+class QuantileCalibration(keras.layers.Layer):
+    """Scales the p10 and p90 bands around p50 by factors fitted after training (`calibrate_quantiles`).
+
+    Pinball-trained quantiles of a network that early-stops are rarely calibrated: the band is as wide as
+    the training hours' errors, not the unseen ones'. The factors are weights of the serving model, so the
+    exported SavedModel serves calibrated bands and nothing outside it has to know.
+    """
+
+    def build(self, p10_shape, p50_shape, p90_shape):
+        self.lower = self.add_weight(name="lower", shape=(), initializer="ones", trainable=False)
+        self.upper = self.add_weight(name="upper", shape=(), initializer="ones", trainable=False)
+
+    def call(self, p10, p50, p90):
+        return p50 - self.lower * (p50 - p10), p50 + self.upper * (p90 - p50)
+
+    def compute_output_shape(self, p10_shape, p50_shape, p90_shape):
+        return p10_shape, p90_shape
+
+
+def quantile_scales(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray, valid: np.ndarray,
+                    *, lower_q: float = 0.1, upper_q: float = 0.9) -> tuple[float, float]:
+    """Factors so that `lower_q` of the actuals fall below p50 - f_lo (p50 - p10), `1 - upper_q` above p50 + f_hi (p90 - p50)."""
+    eps = 1e-6
+    ok = valid & np.isfinite(actual) & np.isfinite(p10) & np.isfinite(p90)
+    if ok.sum() < 24:
+        return 1.0, 1.0
+    below = (p50[ok] - actual[ok]) / np.maximum(p50[ok] - p10[ok], eps)
+    above = (actual[ok] - p50[ok]) / np.maximum(p90[ok] - p50[ok], eps)
+    lower = float(np.quantile(below, 1.0 - lower_q))
+    upper = float(np.quantile(above, upper_q))
+    return float(np.clip(lower, 0.1, 10.0)), float(np.clip(upper, 0.1, 10.0))
+
+
+def calibrate_quantiles(forecaster: "Forecaster", windows: Windows) -> tuple[float, float] | None:
+    """Fit the serving model's band factors on `windows` (held out from training); None without a band."""
+    layer = next((l for l in forecaster.serving_model.layers if isinstance(l, QuantileCalibration)), None)
+    if layer is None or len(windows) == 0:
+        return None
+    layer.lower.assign(1.0)
+    layer.upper.assign(1.0)
+    raw = forecaster.predict(windows)
+    lower_q, upper_q = min(forecaster.spec.quantiles), max(forecaster.spec.quantiles)
+    scales = quantile_scales(windows.target, raw["p10"], raw["p50"], raw["p90"], windows.valid, lower_q=lower_q, upper_q=upper_q)
+    layer.lower.assign(scales[0])
+    layer.upper.assign(scales[1])
+    return scales
+
+
 def window_level(windows: Windows, spec: WindowSpec) -> np.ndarray:
     """The numpy twin of EnergyLevel for training targets: [n, 1]."""
     if spec.target not in spec.history_features:
@@ -322,6 +371,8 @@ def build_forecaster(spec: WindowSpec, params: ModelParams, train: Windows) -> F
         absolute_kwh = keras.layers.Rescaling(scale=kwh_scale, name=f"{name}_absolute_kwh")(z_abs)
         served[name] = keras.layers.Add(name=name)([relative_kwh, absolute_kwh])
 
+    if {"p10", "p50", "p90"} <= set(served):
+        served["p10"], served["p90"] = QuantileCalibration(name="quantile_calibration")(served["p10"], served["p50"], served["p90"])
     inputs = {INPUT_HISTORY: history_in, INPUT_FUTURE: future_in}
     training_model = keras.Model(inputs=inputs, outputs=standardized, name="forecaster_training")
     serving_model = keras.Model(inputs=inputs, outputs=served, name="forecaster")
@@ -387,9 +438,28 @@ def export_saved_model(model: Forecaster | keras.Model, path: str | Path, spec: 
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
     archive.add_endpoint(name="serve", fn=serve, input_signature=[history_spec, future_spec])
+    add_window_spec_signature(archive, spec)
     archive.write_out(str(path), verbose=False)
     check_signature(path, spec)
     return path
+
+
+def add_window_spec_signature(archive: Any, spec: WindowSpec) -> None:
+    """A `window_spec` signature whose input names spell the feature columns in order.
+
+    TF Serving's GetModelMetadata returns every signature's inputs, so a client learns which columns of
+    `history` and `future` the model takes (features follow what a building has) from the server alone.
+    It is never called; its one output is the count of features.
+    """
+    import tensorflow as tf
+
+    names = window_spec_input_names(spec)
+    specs = [tf.TensorSpec([None], tf.float32, name=n) for n in names]
+
+    def describe(*_features):
+        return {"n_features": tf.constant(len(names), tf.int32)}
+
+    archive.add_endpoint(name=WINDOW_SPEC_SIGNATURE, fn=describe, input_signature=specs)
 
 
 def check_signature(path: str | Path, spec: WindowSpec) -> None:

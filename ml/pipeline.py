@@ -105,7 +105,7 @@ def train_model(
     for). They all train, `recent_weight` times over, and validation is drawn from the older windows only:
     a chronological cut would put exactly the news in validation, where the model never learns from it.
     """
-    from ml.model import build_forecaster, fit
+    from ml.model import build_forecaster, calibrate_quantiles, fit
     from ml.windows import blocked_split
 
     started = time.perf_counter()
@@ -121,6 +121,8 @@ def train_model(
         train, validation = recency_split(windows, spec, _as_utc(recent_since), validation_fraction, recent_weight)
     forecaster = build_forecaster(spec, params, train)
     fit(forecaster, train, validation, list(callbacks), verbose=verbose)
+    # The p10-p90 band is fitted to cover 80% of the held-out validation hours.
+    calibrate_quantiles(forecaster, validation)
     val_losses = forecaster.history.get("val_loss") or forecaster.history.get("loss") or [float("nan")]
     return TrainedModel(
         forecaster=forecaster,
@@ -383,8 +385,12 @@ def backtest_building(
     horizon_h: int = 24,
     trials: int = 0,
     params: "ModelParams | None" = None,
+    yardstick: bool = True,
 ) -> tuple[dict[str, Any], "BacktestResult"]:
     """Bring your own building: train on its data before `train_end`, backtest day-ahead after it.
+
+    The summary also carries the features the model used (and those the building lacks), where the
+    weather forecast of the scored hours came from, and the gradient-boosting yardstick on the same hours.
 
     Returns the summary object of `wattflow backtest --json` and the full result (hours, per step).
     """
@@ -410,4 +416,19 @@ def backtest_building(
     trained = train_model(frame, spec, params, timezones=timezones, train_end=train_end,
                           stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction)
     result = backtest(frame, {"model": trained.predictor()}, start=train_end, timezones=timezones, ashrae_p=settings.model.ashrae_p)
-    return result.summary(building_id), result
+    summary = result.summary(building_id)
+    summary["window_spec"] = {"history_features": list(trained.spec.history_features),
+                              "future_features": list(trained.spec.future_features),
+                              "dropped_features": list(trained.spec.extra.get("dropped_features", []))}
+    if "forecast_source" in frame:
+        scored_ts = set(result.hours.loc[result.hours["scored"], "ts"])
+        sources = frame.loc[pd.to_datetime(frame["ts"], utc=True).isin(scored_ts), "forecast_source"]
+        summary["weather_forecast"] = {str(k): int(v) for k, v in sources.fillna("none").value_counts().items()}
+    if yardstick:
+        from ml.metrics import accuracy
+        from ml.yardstick import gradient_boosting_yardstick
+
+        scored = result.hours[result.hours["scored"]]
+        predicted = gradient_boosting_yardstick(frame, train_end, scored)
+        summary["yardstick"] = {"gradient_boosting": accuracy(scored["actual"].to_numpy(), predicted, p=settings.model.ashrae_p).as_dict()}
+    return summary, result

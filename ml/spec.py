@@ -37,6 +37,8 @@ FUTURE_FEATURES: tuple[str, ...] = (
     "hour_cos",
     "dow_sin",
     "dow_cos",
+    "doy_sin",
+    "doy_cos",
     "is_weekend",
     "is_holiday",
 )
@@ -44,13 +46,32 @@ FUTURE_FEATURES: tuple[str, ...] = (
 # Features every building has by construction (the target and the calendar); the others (weather,
 # occupancy, indoor climate) come from sensors and sources a building may lack.
 ALWAYS_PRESENT: frozenset[str] = frozenset(
-    {TARGET, "hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend", "is_holiday"}
+    {TARGET, "hour_sin", "hour_cos", "dow_sin", "dow_cos", "doy_sin", "doy_cos", "is_weekend", "is_holiday"}
 )
 
 # SavedModel signature `serving_default`: inputs and outputs by name, never by position.
 INPUT_HISTORY = "history"  # float32 [batch, lookback_h, len(history_features)]
 INPUT_FUTURE = "future"  # float32 [batch, horizon_h, len(future_features)]
 OUTPUT_MEDIAN = "p50"  # float32 [batch, horizon_h]; with quantiles also "p10" and "p90"
+# Signature `window_spec`: never called; its input names spell the features, in order
+# (`history_00_energy_kwh`, ..., `future_00_forecast_temperature`, ...), for clients that know only the server.
+WINDOW_SPEC_SIGNATURE = "window_spec"
+
+
+def window_spec_input_names(spec: "WindowSpec") -> list[str]:
+    return [f"{INPUT_HISTORY}_{i:02d}_{f}" for i, f in enumerate(spec.history_features)] + [
+        f"{INPUT_FUTURE}_{i:02d}_{f}" for i, f in enumerate(spec.future_features)]
+
+
+def features_from_input_names(names: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(history_features, future_features) from a `window_spec` signature's input names."""
+    parts: dict[str, list[tuple[int, str]]] = {INPUT_HISTORY: [], INPUT_FUTURE: []}
+    for name in names:
+        group, _, rest = name.partition("_")
+        index, _, feature = rest.partition("_")
+        if group in parts and index.isdigit() and feature:
+            parts[group].append((int(index), feature))
+    return tuple(f for _, f in sorted(parts[INPUT_HISTORY])), tuple(f for _, f in sorted(parts[INPUT_FUTURE]))
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def synthetic_gold_features(
                 "hour_cos": np.cos(2 * np.pi * hour / 24),
                 "dow_sin": np.sin(2 * np.pi * dow / 7),
                 "dow_cos": np.cos(2 * np.pi * dow / 7),
+                "doy_sin": np.sin(2 * np.pi * (local.dayofyear.to_numpy() - 1) / 365.25),
+                "doy_cos": np.cos(2 * np.pi * (local.dayofyear.to_numpy() - 1) / 365.25),
                 "temperature": temperature,
                 "humidity": humidity,
                 "solar_radiation": solar,

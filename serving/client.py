@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ml.spec import INPUT_FUTURE, INPUT_HISTORY, WindowSpec
+from ml.spec import INPUT_FUTURE, INPUT_HISTORY, WINDOW_SPEC_SIGNATURE, WindowSpec, features_from_input_names
 from serving.fallback import NoFallbackPossible, seasonal_naive
 from wattflow.log import get_logger
 
@@ -109,8 +109,14 @@ class ForecastClient:
         horizon = signature.inputs[INPUT_FUTURE].tensor_shape.dim[1].size
         outputs = sorted(signature.outputs)
         quantiles = tuple(sorted(int(name[1:]) / 100 for name in outputs if name[1:].isdigit()))
-        return replace(self._default_spec, lookback_h=lookback, horizon_h=horizon,
+        spec = replace(self._default_spec, lookback_h=lookback, horizon_h=horizon,
                        quantiles=quantiles or self._default_spec.quantiles)
+        # Models exported with their feature columns spelled out (features follow what a building has).
+        if WINDOW_SPEC_SIGNATURE in signatures.signature_def:
+            history, future = features_from_input_names(list(signatures.signature_def[WINDOW_SPEC_SIGNATURE].inputs))
+            if history and future:
+                spec = replace(spec, history_features=history, future_features=future)
+        return spec
 
     def _fill_spec(self, model_spec, version: int | None = None) -> None:
         model_spec.name = self.model_name

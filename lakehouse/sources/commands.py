@@ -58,6 +58,8 @@ def ingest_file_command(
     floor_area_m2: Optional[float] = typer.Option(None, "--floor-area-m2", help="For a new building."),
     use_type: Optional[str] = typer.Option(None, "--use-type", help="For a new building (office, residential, ...)."),
     country: Optional[str] = typer.Option(None, "--country", help="For a new building; default from the timezone."),
+    latitude: Optional[float] = typer.Option(None, "--latitude", min=-90, max=90, help="For a new building; default the timezone's reference city."),
+    longitude: Optional[float] = typer.Option(None, "--longitude", min=-180, max=180, help="For a new building; default the timezone's reference city."),
 ) -> None:
     """Land a meter export in bronze: readings, sensor columns and weather columns; local times become UTC."""
     from lakehouse.registry_file import RegistryFileError
@@ -81,7 +83,8 @@ def ingest_file_command(
             sensor_columns=tuple(parse_assignments(sensor_column, "--sensor-column")),
             site_id=site_id,
         )
-        result = ingest_file(path, mapping, floor_area_m2=floor_area_m2, use_type=use_type, country=country)
+        result = ingest_file(path, mapping, floor_area_m2=floor_area_m2, use_type=use_type, country=country,
+                             latitude=latitude, longitude=longitude)
     except (FileMappingError, LocalTimeError, RegistryFileError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from None
@@ -94,6 +97,29 @@ def ingest_file_command(
         console.print(f"registry: building {building_id!r} and its sensors saved to the registry file")
     if result.guessed_fields:
         console.print(f"[yellow]guessed for the new building (edit the registry file): {', '.join(result.guessed_fields)}[/yellow]")
+
+
+@ingest_app.command("cambridge")
+def ingest_cambridge_command(
+    path: Path = typer.Argument(..., exists=True, help="The archive's zip (data/cambridge-estates/) or its unpacked 2016to2019 folder."),
+    building: Optional[list[str]] = typer.Option(None, "--building", help="Repeatable building number or id (ucam-N); default all 41."),
+    start: Optional[str] = typer.Option(None, "--start", help="First hour (UTC, inclusive), e.g. 2019-01-01."),
+    end: Optional[str] = typer.Option(None, "--end", help="Last hour (UTC, exclusive)."),
+) -> None:
+    """Land the Cambridge University Estates electricity archive: 41 real buildings, hourly 2016-2019, and their weather."""
+    from lakehouse.registry_file import RegistryFileError
+    from lakehouse.sources.cambridge import CambridgeArchiveError, ingest_cambridge
+
+    try:
+        result = ingest_cambridge(path, buildings=building, start=start, end=end)
+    except (CambridgeArchiveError, RegistryFileError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    _landing_table("Cambridge Estates landed", [("bronze.sensor_readings", result.readings), ("bronze.weather", result.weather)])
+    zeros = sum(result.outage_zeros.values())
+    console.print(f"{len(result.buildings)} buildings; {zeros:,} hours published as 0 (outages upstream) were not landed as readings")
+    if result.registry_changed:
+        console.print("registry: the archive's buildings were added to the registry file")
 
 
 @ingest_app.command("mqtt")

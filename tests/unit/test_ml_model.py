@@ -136,3 +136,56 @@ def test_forecast_adds_an_absolute_part_to_the_level_relative_one(frame: pd.Data
     relative, absolute = part("p50_relative_kwh"), part("p50_absolute_kwh")
     np.testing.assert_allclose(relative + absolute, trained.forecaster.predict(windows)["p50"], rtol=1e-4, atol=1e-3)
     assert np.abs(absolute).max() > 0.1  # training moved the absolute head off its zero start
+
+
+def test_features_follow_what_the_building_has_and_travel_with_the_model(tmp_path: Path, frame: pd.DataFrame) -> None:
+    """A meter export without occupancy or solar radiation trains; the SavedModel spells its columns."""
+    import tensorflow as tf
+
+    from ml.spec import WINDOW_SPEC_SIGNATURE, features_from_input_names
+    from ml.windows import make_windows
+
+    bare = frame.assign(occupancy=np.nan, solar_radiation=np.nan, forecast_solar_radiation=np.nan)
+    trained = train_model(bare, SPEC, PARAMS.__class__(**{**PARAMS.__dict__, "epochs": 1}),
+                          train_end=pd.Timestamp("2024-03-11", tz="UTC"), stride_h=24)
+    spec = trained.spec
+    assert "occupancy" not in spec.history_features and "solar_radiation" not in spec.history_features
+    assert "forecast_solar_radiation" not in spec.future_features and "forecast_temperature" in spec.future_features
+    assert spec.extra["dropped_features"] == ["forecast_solar_radiation", "occupancy", "solar_radiation"]
+    path = export_saved_model(trained.forecaster, tmp_path / "1")
+    loaded = tf.saved_model.load(str(path))
+    names = list(loaded.signatures[WINDOW_SPEC_SIGNATURE].structured_input_signature[1])
+    assert features_from_input_names(names) == (spec.history_features, spec.future_features)
+    windows = make_windows(bare, spec, start=pd.Timestamp("2024-03-11", tz="UTC"))
+    served = loaded.signatures["serving_default"](history=tf.constant(windows.history[:2]), future=tf.constant(windows.future[:2]))
+    np.testing.assert_allclose(served["p50"].numpy(), trained.forecaster.predict(windows.take(slice(0, 2)))["p50"], rtol=1e-4, atol=1e-4)
+
+
+def test_quantile_scales_fit_the_band_to_held_out_errors() -> None:
+    from ml.model import quantile_scales
+
+    rng = np.random.default_rng(0)
+    actual = rng.normal(0.0, 1.0, 200_000)
+    zero = np.zeros_like(actual)
+    lower, upper = quantile_scales(actual, zero - 0.5, zero, zero + 2.0, np.ones_like(actual, bool))
+    # N(0, 1): 10% lie below -1.2816 and 10% above +1.2816.
+    assert lower == pytest.approx(1.2816 / 0.5, rel=0.02) and upper == pytest.approx(1.2816 / 2.0, rel=0.02)
+    assert quantile_scales(actual[:10], zero[:10] - 1, zero[:10], zero[:10] + 1, np.ones(10, bool)) == (1.0, 1.0)
+
+
+def test_served_band_is_calibrated_on_validation_windows(frame: pd.DataFrame, trained) -> None:
+    """The factors make the served p10-p90 band hold 80% of the held-out validation hours."""
+    from ml.model import QuantileCalibration
+    from ml.pipeline import training_windows
+    from ml.windows import blocked_split
+
+    layer = next(l for l in trained.forecaster.serving_model.layers if isinstance(l, QuantileCalibration))
+    assert float(layer.lower.numpy()) != 1.0 and float(layer.upper.numpy()) != 1.0
+    windows = training_windows(frame, SPEC, None, trained.train_end, 6)
+    _, validation = blocked_split(windows, 0.15)
+    assert len(validation) == trained.n_validation_windows
+    out = trained.forecaster.predict(validation)
+    valid = validation.valid
+    below = (validation.target < out["p10"])[valid].mean()
+    above = (validation.target > out["p90"])[valid].mean()
+    assert below == pytest.approx(0.1, abs=0.02) and above == pytest.approx(0.1, abs=0.02)

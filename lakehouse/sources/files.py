@@ -128,11 +128,35 @@ def _values(column: pd.Series, divide_by: float = 1.0) -> pa.Array:
     return pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in scaled], pa.string())
 
 
+_NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})\b")
+
+
+def day_first(raw: pd.Series) -> bool:
+    """Whether numeric dates in `raw` put the day first (31/01/2024), judged on the whole column.
+
+    Element-wise guessing reads 05/12/2018 as 12 May next to 13/12/2018 as 13 December, silently. A
+    column is day-first when some first field exceeds 12, month-first when some second field does; a
+    column where both happen is not a date format and fails later as unparseable values.
+    """
+    parts = raw.dropna().astype(str).str.extract(_NUMERIC_DATE)
+    if parts.empty or parts[0].isna().all():
+        return False
+    first, second = parts[0].dropna().astype(int), parts[1].dropna().astype(int)
+    return bool((first > 12).any() and not (second > 12).any())
+
+
+def parse_local_timestamps(raw: pd.Series) -> pd.Series:
+    """The file's timestamps as naive local times (NaT where a value does not parse), one format per column."""
+    if raw.dtype != object:
+        return pd.to_datetime(raw)
+    return pd.to_datetime(raw, errors="coerce", format="mixed", dayfirst=day_first(raw))
+
+
 def file_records(frame: pd.DataFrame, mapping: FileMapping, timezone: str, site_id: str) -> FileRecords:
     """The file's rows as raw reading records (long: one per sensor and timestamp) and weather records."""
     _check_columns(frame, mapping)
     raw_ts = frame[mapping.timestamp_column]
-    parsed = pd.to_datetime(raw_ts, errors="coerce", format="mixed") if raw_ts.dtype == object else pd.to_datetime(raw_ts)
+    parsed = parse_local_timestamps(raw_ts)
     unparsed = parsed.isna() & raw_ts.notna()
     conversion = local_to_utc(parsed, timezone, mapping.clock)
     utc = conversion.utc

@@ -174,6 +174,18 @@ def _canonical(m_codes: np.ndarray, m_uniques, unit: pd.Series | None, value: np
     return out, ~known
 
 
+def sensor_resolution(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per sensor code, the smallest positive change between consecutive readings (0 where none)."""
+    steps = np.abs(np.diff(values, prepend=np.nan))
+    steps[_group_starts(codes)] = np.nan
+    positive = np.isfinite(steps) & (steps > 1e-9)
+    out = np.zeros(n_groups)
+    if positive.any():
+        s = pd.Series(steps[positive]).groupby(codes[positive]).min()
+        out[s.index.to_numpy()] = s.to_numpy()
+    return out
+
+
 def stuck_run_limits(runs: np.ndarray, codes: np.ndarray, interval_us: np.ndarray, n_groups: int, quality) -> np.ndarray:
     """Per sensor code, the shortest run of identical consecutive readings that counts as stuck.
 
@@ -343,8 +355,12 @@ def flag_readings(readings: pd.DataFrame, registry, quality) -> FlaggedReadings:
         floor = np.zeros(len(idx))
         for m, v in quality.spike_absolute_floor.items():
             floor[metric_is(s_metric[idx], m)] = v
-        # Floors keep smooth or quantised sensors from flagging their own ramps and noise.
-        scale = np.maximum.reduce([np.nan_to_num(1.4826 * mad), quality.spike_relative_floor * np.abs(local), floor])
+        # Floors keep smooth or quantised sensors from flagging their own ramps and noise: a share of the
+        # local level, a floor per metric, and a few steps of the sensor's own resolution (its smallest
+        # change between readings: 10 Wh for a 10 Wh meter, 0.1 kWh for a rounded export).
+        resolution = sensor_resolution(s_val[idx], s_codes[idx], n_groups)[s_codes[idx]]
+        scale = np.maximum.reduce([np.nan_to_num(1.4826 * mad), quality.spike_relative_floor * np.abs(local), floor,
+                                   quality.spike_resolution_steps * resolution])
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1e-3)
         spike[idx] = np.abs(residual) > quality.spike_mad_threshold * scale
     reg = cumulative & spike_metric

@@ -120,6 +120,7 @@ class QualitySettings(BaseModel):
     # Floors on the Hampel scale: a share of the local median (smooth load curves have a tiny MAD, and a
     # morning ramp is not a spike) and an absolute floor per metric in its canonical unit.
     spike_relative_floor: float = 0.1
+    spike_resolution_steps: float = 2.0  # the Hampel scale is at least this many steps of the sensor's resolution
     spike_absolute_floor: dict[str, float] = Field(
         default_factory=lambda: {"indoor_temperature": 0.5, "indoor_humidity": 1.0, "co2": 20.0, "energy": 0.0}
     )

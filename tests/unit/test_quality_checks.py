@@ -155,3 +155,24 @@ def test_a_flagged_indoor_sensor_is_named_but_leaves_the_hours_energy_usable():
     v[200:220] = v[200]
     hourly, _, _ = readings_to_hourly(series("elec", "energy", v), registry(), settings, validate=False)
     assert hourly["outlier"].sum() == 5
+
+
+def test_stuck_and_spike_follow_the_sensors_resolution_and_interval():
+    """A 10 Wh meter at night repeats and steps by one unit; an hourly 300 kWh meter almost never repeats."""
+    rng = np.random.default_rng(3)
+    # Quantised: 50 or 60 Wh per 15 minutes (as kWh), runs of equal values by resolution alone, a step of
+    # one unit beside a flat stretch is no spike.
+    night = 0.05 + 0.01 * (rng.random(4 * 24 * 6) < 0.3)
+    night[100:106] = 0.05
+    night[106] = 0.06
+    f = flags(series("elec", "energy", night))
+    assert not f["stuck_sensor"].any() and not f["spike"].any()
+    # Hourly, hundreds of kWh with 0.1 kWh resolution: five equal hours are stuck, two are not.
+    hourly = np.round(300 + 80 * np.sin(np.arange(24 * 30) / 24 * 2 * np.pi) + rng.normal(0, 8, 24 * 30), 1)
+    hourly[200:205] = hourly[200]
+    hourly[400:402] = hourly[400]
+    frame = series("elec", "energy", hourly)
+    frame["ts"] = pd.date_range("2024-01-10", periods=len(hourly), freq="h", tz="UTC")
+    frame["ingested_at"] = frame["ts"] + pd.Timedelta(minutes=1)
+    f = flags(frame)
+    assert np.flatnonzero(f["stuck_sensor"]).tolist() == list(range(200, 205))

@@ -68,25 +68,69 @@ def topic_ids(topic: str) -> dict[str, str]:
     return out
 
 
+# A reading's fields are JSON scalars; anything else (an object, an array) is not a reading field.
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _payload_text(payload: bytes) -> str:
+    return payload.decode("utf-8", "replace")
+
+
+def _as_received(topic: str, item: Any, payload: bytes) -> str:
+    """The quarantine's raw text: topic plus the item as received. An item too deep to re-serialise
+    (it parsed, but json.dumps needs a few more stack frames) is kept as the whole payload's text."""
+    try:
+        return json.dumps({"topic": topic, "payload": item}, default=str)
+    except (RecursionError, ValueError):
+        return json.dumps({"topic": topic, "payload": _payload_text(payload)})
+
+
 def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
-    """The reading objects of one message, the ids its topic carries, and what is not a reading."""
+    """The reading objects of one message, the ids its topic carries, and what is not a reading.
+
+    Never raises for any payload: whatever cannot be decoded comes back as a `Rejected` with its check
+    name and a reason, and the message is acknowledged with its batch. A payload that escaped here used
+    to kill the consumer before it acknowledged anything, so the broker redelivered it forever and the
+    good messages in its batch never landed.
+    """
     ids = topic_ids(topic)
     ids.pop("site_id", None)
+
+    def whole(check: str, reason: str) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
+        raw = json.dumps({"topic": topic, "payload": _payload_text(payload)})
+        return [], ids, [Rejected(raw, check, reason, ids)]
+
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        text = payload.decode("utf-8", "replace")
-        return [], ids, [Rejected(json.dumps({"topic": topic, "payload": text}), "malformed_json", f"payload is not JSON: {err}", ids)]
+        return whole("malformed_json", f"payload is not JSON: {err}")
+    except RecursionError:
+        return whole(
+            "payload_too_deep",
+            "payload nests arrays/objects deeper than the JSON decoder allows; send one reading object or a flat list of them",
+        )
+    except ValueError as err:  # CPython refuses integers of more than 4,300 digits (int_max_str_digits)
+        return whole("number_out_of_range", f"payload holds a number that cannot be parsed ({err}); send values as ordinary decimal numbers")
     items = doc if isinstance(doc, list) else [doc]
-    if all(isinstance(item, dict) for item in items):
-        return items, ids, []
     records, rejected = [], []
     for item in items:
-        if isinstance(item, dict):
-            records.append(item)
-        else:
-            raw = json.dumps({"topic": topic, "payload": item}, default=str)
-            rejected.append(Rejected(raw, "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids))
+        if not isinstance(item, dict):
+            rejected.append(
+                Rejected(_as_received(topic, item, payload), "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids)
+            )
+            continue
+        nested = next((k for k, v in item.items() if not isinstance(v, _SCALARS)), None)
+        if nested is not None:
+            kind = type(item[nested]).__name__
+            rejected.append(
+                Rejected(
+                    _as_received(topic, item, payload), "not_a_reading",
+                    f"field {nested!r}: a {kind} where a number, text or null belongs; a reading's fields are plain values",
+                    ids,
+                )
+            )
+            continue
+        records.append(item)
     return records, ids, rejected
 
 

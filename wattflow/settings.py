@@ -168,8 +168,17 @@ class MqttSettings(BaseModel):
     batch_max_age_s: float = 1.0
     # While a commit is running, the next batch may grow to this many times batch_max_readings (group commit).
     batch_backlog_factor: int = 10
+    # Secrets come from the environment (WATTFLOW_MQTT__USERNAME, WATTFLOW_MQTT__PASSWORD), never a file in git.
     username: str = ""
     password: str = ""
+    # TLS: on when `tls` is set or any file below is given. AWS IoT Core and similar hubs want the CA that
+    # signed the broker's certificate plus the device's own certificate and key (mutual TLS); a broker
+    # with a public certificate and passwords needs only `tls = true`. Paths to PEM files.
+    tls: bool = False
+    tls_ca_file: str = ""  # empty: the system's trusted CAs
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    connect_timeout_s: float = 30.0
 
 
 class RegistrySettings(BaseModel):

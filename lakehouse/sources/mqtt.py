@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +46,10 @@ from lakehouse.sources.screen import Rejected, land_source_readings
 from wattflow.log import get_logger
 
 log = get_logger(__name__)
+
+
+class MqttConnectionError(ConnectionError):
+    """The broker cannot be reached, refused the TLS handshake, or refused the credentials."""
 
 
 def parse_broker(broker: str) -> tuple[str, int]:
@@ -220,6 +226,10 @@ class MqttIngest:
         backlog_factor: int = 10,
         username: str = "",
         password: str = "",
+        tls: bool = False,
+        tls_ca_file: str = "",
+        tls_cert_file: str = "",
+        tls_key_file: str = "",
         source: str | None = None,
         on_commit: Callable[[Batch], None] | None = None,
         settings: Any | None = None,
@@ -250,8 +260,29 @@ class MqttIngest:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
+        self.username = username
+        self.tls = bool(tls or tls_ca_file or tls_cert_file)
+        if self.tls:
+            import ssl
+
+            for what, path in (("tls_ca_file", tls_ca_file), ("tls_cert_file", tls_cert_file), ("tls_key_file", tls_key_file)):
+                if path and not Path(path).is_file():
+                    raise MqttConnectionError(f"mqtt.{what}: no file at {path!r}")
+            if bool(tls_cert_file) != bool(tls_key_file):
+                raise MqttConnectionError("mqtt.tls_cert_file and mqtt.tls_key_file go together: give both or neither")
+            # Verifies the broker's certificate and host name; presents ours when the broker asks (mutual TLS).
+            self.client.tls_set(
+                ca_certs=tls_ca_file or None,
+                certfile=tls_cert_file or None,
+                keyfile=tls_key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         if username:
             self.client.username_pw_set(username, password or None)
+        self._refused: str | None = None
+        self._dropped: str | None = None
+        self._first_answer = threading.Event()
         self.client.reconnect_delay_set(min_delay=1, max_delay=8)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -261,6 +292,8 @@ class MqttIngest:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("mqtt connect refused", reason=str(reason_code))
+            self._refused = str(reason_code)
+            self._first_answer.set()  # wakes _connect(), which reports the refusal
             return
         with self._lock:
             self._generation += 1
@@ -268,11 +301,18 @@ class MqttIngest:
                 self.stats.reconnects += 1
         client.subscribe(self.topic, qos=self.qos)
         self._connected.set()
+        self._first_answer.set()
         log.info("mqtt connected", broker=f"{self.host}:{self.port}", session_present=flags.session_present,
                  generation=self._generation)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        if not self._first_answer.is_set():
+            # Dropped before the broker answered CONNECT: with TLS, the broker refusing our certificate
+            # (or its absence) looks exactly like this from the client's side.
+            self._dropped = str(reason_code)
+            self._first_answer.set()
+            return
         if not self._stop.is_set():
             log.warning("mqtt disconnected; reconnecting", reason=str(reason_code))
 
@@ -283,12 +323,49 @@ class MqttIngest:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, *, max_readings: int | None = None, idle_timeout: float | None = None, connect_timeout: float = 30.0) -> StreamStats:
-        self.client.connect_async(self.host, self.port, keepalive=30)
+    def _connect(self, connect_timeout: float) -> None:
+        """First connection, synchronously, so that a TLS or credential problem is one clear error now
+        rather than a reconnect loop; later reconnects are paho's (persistent session, same client id)."""
+        import ssl
+
+        where = f"the MQTT broker at {self.host}:{self.port}"
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self.client.connect(self.host, self.port, keepalive=30)
+                break
+            except ssl.SSLError as err:
+                hint = (
+                    "check mqtt.tls_ca_file (the CA that signed the broker's certificate) and that the broker wants "
+                    "the client certificate given in mqtt.tls_cert_file / mqtt.tls_key_file"
+                )
+                raise MqttConnectionError(f"TLS handshake with {where} failed: {err.reason or err}; {hint}") from err
+            except (ConnectionRefusedError, TimeoutError, socket.timeout) as err:
+                if time.monotonic() >= deadline:
+                    raise MqttConnectionError(f"no connection to {where} within {connect_timeout:g} s: {err}") from err
+                time.sleep(0.5)
+            except OSError as err:
+                raise MqttConnectionError(f"cannot reach {where}: {err}") from err
         self.client.loop_start()
+        if not self._first_answer.wait(max(0.1, deadline - time.monotonic())):
+            raise MqttConnectionError(f"no answer from {where} within {connect_timeout:g} s")
+        if self._dropped is not None:
+            hint = (
+                "the broker accepted TLS but dropped the session: it probably requires a client certificate it "
+                "trusts (mqtt.tls_cert_file / mqtt.tls_key_file, signed by a CA the broker knows)"
+                if self.tls else "is it a TLS listener? then set mqtt.tls (and mqtt.tls_ca_file)"
+            )
+            raise MqttConnectionError(f"{where} closed the connection before the MQTT session began ({self._dropped}); {hint}")
+        if self._refused is not None:
+            who = f"user {self.username!r}" if self.username else "an anonymous client"
+            raise MqttConnectionError(
+                f"{where} refused {who}: {self._refused}; check mqtt.username and the password in WATTFLOW_MQTT__PASSWORD"
+                + ("" if self.username else " (this broker may not allow anonymous clients)")
+            )
+
+    def run(self, *, max_readings: int | None = None, idle_timeout: float | None = None, connect_timeout: float = 30.0) -> StreamStats:
         try:
-            if not self._connected.wait(connect_timeout):
-                raise ConnectionError(f"no connection to the MQTT broker at {self.host}:{self.port} within {connect_timeout:g} s")
+            self._connect(connect_timeout)
             self._consume(max_readings, idle_timeout)
         finally:
             self._stop.set()
@@ -487,10 +564,14 @@ def ingest_mqtt(
         backlog_factor=m.batch_backlog_factor,
         username=m.username,
         password=m.password,
+        tls=m.tls,
+        tls_ca_file=m.tls_ca_file,
+        tls_cert_file=m.tls_cert_file,
+        tls_key_file=m.tls_key_file,
         on_commit=on_commit,
         settings=settings,
     )
     try:
-        return ingest.run(max_readings=max_readings, idle_timeout=idle_timeout)
+        return ingest.run(max_readings=max_readings, idle_timeout=idle_timeout, connect_timeout=m.connect_timeout_s)
     except KeyboardInterrupt:  # Ctrl-C: the open batch is not acknowledged, so the broker keeps it
         return ingest.stats

@@ -96,12 +96,12 @@ class DeltaRsEngine:
             # scans only those partitions (20x faster than a streamed source here) and its read predicate
             # is those partitions, so it conflicts only with writers touching the same dates.
             source = pa.concat_tables([delta.updates, delta.inserts])
-            (
-                table.merge(source, merge_predicate(contract), source_alias="s", target_alias="t", streamed_exec=False)
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
+            merge = table.merge(source, merge_predicate(contract), source_alias="s", target_alias="t", streamed_exec=False)
+            if delta.updates.num_rows:
+                merge = merge.when_matched_update_all()
+            # New keys only (the common stream case): an insert-only MERGE rewrites no target file. A key
+            # another writer inserted meanwhile is still caught: its file lands in a partition we read.
+            merge.when_not_matched_insert_all().execute()
         return WriteResult(
             contract.qualified_name, table.version(), delta.inserts.num_rows, delta.updates.num_rows, delta.unchanged
         )

@@ -52,6 +52,48 @@ class MqttConnectionError(ConnectionError):
     """The broker cannot be reached, refused the TLS handshake, or refused the credentials."""
 
 
+def secure_client(
+    client: Any,
+    *,
+    username: str = "",
+    password: str = "",
+    tls: bool = False,
+    tls_ca_file: str = "",
+    tls_cert_file: str = "",
+    tls_key_file: str = "",
+) -> bool:
+    """Credentials and TLS on a paho client (consumer and publisher alike); True when TLS is on."""
+    on = bool(tls or tls_ca_file or tls_cert_file)
+    if on:
+        import ssl
+
+        for what, path in (("tls_ca_file", tls_ca_file), ("tls_cert_file", tls_cert_file), ("tls_key_file", tls_key_file)):
+            if path and not Path(path).is_file():
+                raise MqttConnectionError(f"mqtt.{what}: no file at {path!r}")
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise MqttConnectionError("mqtt.tls_cert_file and mqtt.tls_key_file go together: give both or neither")
+        # Verifies the broker's certificate and host name; presents ours when the broker asks (mutual TLS).
+        client.tls_set(
+            ca_certs=tls_ca_file or None,
+            certfile=tls_cert_file or None,
+            keyfile=tls_key_file or None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    if username:
+        client.username_pw_set(username, password or None)
+    return on
+
+
+def security_options(mqtt_settings: Any) -> dict[str, Any]:
+    """The `secure_client` keywords from `settings.mqtt`."""
+    m = mqtt_settings
+    return {
+        "username": m.username, "password": m.password, "tls": m.tls, "tls_ca_file": m.tls_ca_file,
+        "tls_cert_file": m.tls_cert_file, "tls_key_file": m.tls_key_file,
+    }
+
+
 def parse_broker(broker: str) -> tuple[str, int]:
     host, sep, port = broker.rpartition(":")
     if not sep:
@@ -261,25 +303,10 @@ class MqttIngest:
             manual_ack=True,
         )
         self.username = username
-        self.tls = bool(tls or tls_ca_file or tls_cert_file)
-        if self.tls:
-            import ssl
-
-            for what, path in (("tls_ca_file", tls_ca_file), ("tls_cert_file", tls_cert_file), ("tls_key_file", tls_key_file)):
-                if path and not Path(path).is_file():
-                    raise MqttConnectionError(f"mqtt.{what}: no file at {path!r}")
-            if bool(tls_cert_file) != bool(tls_key_file):
-                raise MqttConnectionError("mqtt.tls_cert_file and mqtt.tls_key_file go together: give both or neither")
-            # Verifies the broker's certificate and host name; presents ours when the broker asks (mutual TLS).
-            self.client.tls_set(
-                ca_certs=tls_ca_file or None,
-                certfile=tls_cert_file or None,
-                keyfile=tls_key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        if username:
-            self.client.username_pw_set(username, password or None)
+        self.tls = secure_client(
+            self.client, username=username, password=password, tls=tls, tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+        )
         self._refused: str | None = None
         self._dropped: str | None = None
         self._first_answer = threading.Event()
@@ -562,12 +589,7 @@ def ingest_mqtt(
         batch_max_readings=batch_max_readings or m.batch_max_readings,
         batch_max_age_s=batch_max_age_s or m.batch_max_age_s,
         backlog_factor=m.batch_backlog_factor,
-        username=m.username,
-        password=m.password,
-        tls=m.tls,
-        tls_ca_file=m.tls_ca_file,
-        tls_cert_file=m.tls_cert_file,
-        tls_key_file=m.tls_key_file,
+        **security_options(m),
         on_commit=on_commit,
         settings=settings,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import pytest
 from lakehouse.delta_rs import DeltaRsEngine
 from lakehouse.schemas import QUARANTINE_READINGS, SENSOR_READINGS
 from lakehouse.sources.mqtt import MqttConnectionError, MqttIngest
-from lakehouse.sources.publish import Publisher, reading_messages
+from lakehouse.sources.publish import Message, Publisher, reading_messages
 from tests.integration.stream_fixtures import readings_table, small_registry
 from tests.stand_ins.certs import TestCA
 from tests.stand_ins.mosquitto import BrokerTls, Mosquitto
@@ -35,12 +34,9 @@ def _good(minute: int) -> bytes:
     return json.dumps({"metric": "energy", "ts": f"2026-01-05T00:{minute:02d}:00Z", "value": 1.0 + minute / 100, "unit": "kWh"}).encode()
 
 
-def _publish(address: str, messages: list[tuple[str, bytes]], tls: dict | None = None, pace_s: float = 0.0) -> None:
+def _publish(address: str, messages: list[tuple[str, bytes]], pace_s: float = 0.0) -> None:
     host, port = address.rsplit(":", 1)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{random.random()}")
-    if tls:
-        pub.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"], cert_reqs=ssl.CERT_REQUIRED)
-        pub.username_pw_set(tls["user"], tls["password"])
     pub.connect(host, int(port))
     pub.loop_start()
     for topic, payload in messages:
@@ -182,8 +178,12 @@ def test_client_with_certificate_and_password_lands_readings(tls_broker: Mosquit
     worker = threading.Thread(target=lambda: consumer.run(idle_timeout=1.0, connect_timeout=10))
     worker.start()
     assert consumer._connected.wait(10)
-    tls = {"ca": str(pki.ca.cert), "cert": str(gateway.cert), "key": str(gateway.key), "user": "gateway", "password": PASSWORD}
-    _publish(tls_broker.address, [(TOPIC, _good(m)) for m in (0, 15, 30)], tls=tls)
+    security = {"username": "gateway", "password": PASSWORD, "tls_ca_file": str(pki.ca.cert),
+                "tls_cert_file": str(gateway.cert), "tls_key_file": str(gateway.key)}
+    with Publisher(tls_broker.address, client_id="tls-gateway", security=security) as pub:  # the `simulate publish` client
+        for m in (0, 15, 30):
+            pub.publish(Message(TOPIC, _good(m), 1))
+        assert pub.wait_acknowledged(10) and pub.acknowledged_messages == 3
     worker.join(30)
     assert not worker.is_alive()
     landed = DeltaRsEngine(str(tmp_path / "lake")).read(SENSOR_READINGS).to_pylist()

@@ -48,10 +48,10 @@ def key_of(ts: dt.datetime) -> int:
     return int((ts - START).total_seconds() // 900)
 
 
-def engine_at(root: str):
+def engine_at(root: str, storage_options: dict[str, str] | None = None):
     from lakehouse.delta_rs import DeltaRsEngine
 
-    return DeltaRsEngine(root, retry=TEST_RETRY)
+    return DeltaRsEngine(root, storage_options, retry=TEST_RETRY)
 
 
 def warm_up() -> None:
@@ -72,9 +72,11 @@ def pid(_: int = 0) -> int:
     return os.getpid()
 
 
-def write_steps(root: str, writer: int, steps: list[list[int]], start_at: float) -> list[dict[str, Any]]:
+def write_steps(
+    root: str, writer: int, steps: list[list[int]], start_at: float, storage_options: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Upsert `steps` in order, starting at wall-clock `start_at` so all writers collide; one record per step."""
-    engine = engine_at(root)
+    engine = engine_at(root, storage_options)
     time.sleep(max(0.0, start_at - time.time()))
     out = []
     for j, keys in enumerate(steps):

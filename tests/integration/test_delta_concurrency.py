@@ -45,49 +45,59 @@ def _steps(writer: int, trial: int, n_steps: int) -> list[list[int]]:
     return [overlap + [1000 + trial * 100 + writer * 20 + j * 4 + i for i in range(4)] for j in range(n_steps)]
 
 
-def _final(uri: str) -> dict[int, list[float]]:
-    table = DeltaTable(uri).to_pyarrow_table(columns=["ts", "value"]).to_pylist()
+def _final(uri: str, storage_options: dict[str, str] | None) -> dict[int, list[float]]:
+    table = DeltaTable(uri, storage_options=storage_options).to_pyarrow_table(columns=["ts", "value"]).to_pylist()
     out: dict[int, list[float]] = {}
     for row in table:
         out.setdefault(dw.key_of(row["ts"]), []).append(row["value"])
     return out
 
 
+def _race(pool, root: str, trial: int, existing: bool, storage_options: dict[str, str] | None = None) -> int:
+    """One trial: four writers at the same instant, three upserts each; checks the table; returns retries."""
+    n_steps = 3
+    uri = f"{root}/bronze/sensor_readings"
+    if existing:  # a table holding the overlap keys already, in both partitions
+        seed = dw.readings([0, 1, 2, 3, 96, 97, 98, 99], -1.0, "seed")
+        dw.engine_at(root, storage_options).upsert(dw.SENSOR_READINGS, seed)
+    start_at = time.time() + 0.3
+    futures = [
+        pool.submit(dw.write_steps, root, w, _steps(w, trial, n_steps), start_at, storage_options) for w in range(WRITERS)
+    ]
+    writes = [rec for f in futures for rec in f.result(timeout=120)]
+
+    final = _final(uri, storage_options)
+    expected_keys = {k for w in writes for k in w["keys"]}
+    assert set(final) == expected_keys  # no write lost
+    assert all(len(v) == 1 for v in final.values()), {k: v for k, v in final.items() if len(v) > 1}
+    # Each write changed every row it named, so each committed exactly one, distinct, version.
+    first = 1 if existing else 0
+    assert sorted(w["version"] for w in writes) == list(range(first, first + len(writes)))
+    assert DeltaTable(uri, storage_options=storage_options).version() == first + len(writes) - 1
+    # Latest wins: the value of the highest committed version naming the key.
+    latest: dict[int, tuple[int, float]] = {}
+    for w in writes:
+        for k in w["keys"]:
+            if k not in latest or w["version"] > latest[k][0]:
+                latest[k] = (w["version"], w["value"])
+    assert {k: v[0] for k, v in final.items()} == {k: v for k, (_, v) in latest.items()}
+    # Counts agree with the table: inserts add up to the keys, nothing counted twice.
+    assert sum(w["inserted"] for w in writes) == len(expected_keys) - (8 if existing else 0)
+    return sum(w["retries"] for w in writes)
+
+
 @pytest.mark.parametrize("existing", [False, True], ids=["create-race", "existing-table"])
 def test_concurrent_upserts_keep_every_key_once_and_the_last_value(pool, tmp_path: Path, existing: bool) -> None:
-    trials, n_steps = 3, 3
-    retries = 0
-    for trial in range(trials):
-        root = str(tmp_path / f"lake{trial}")
-        uri = f"{root}/bronze/sensor_readings"
-        if existing:  # a table holding the overlap keys already, in both partitions
-            dw.engine_at(root).upsert(dw.SENSOR_READINGS, dw.readings([0, 1, 2, 3, 96, 97, 98, 99], -1.0, "seed"))
-        start_at = time.time() + 0.3
-        futures = [pool.submit(dw.write_steps, root, w, _steps(w, trial, n_steps), start_at) for w in range(WRITERS)]
-        writes = [rec for f in futures for rec in f.result(timeout=60)]
-        retries += sum(w["retries"] for w in writes)
-
-        final = _final(uri)
-        expected_keys = {k for w in writes for k in w["keys"]}
-        assert set(final) == expected_keys  # no write lost
-        assert all(len(v) == 1 for v in final.values()), {k: v for k, v in final.items() if len(v) > 1}
-        # Each write changed every row it named, so each committed exactly one, distinct, version.
-        versions = [w["version"] for w in writes]
-        assert len(set(versions)) == len(writes)
-        first = 1 if existing else 0
-        assert sorted(versions) == list(range(first, first + len(writes)))
-        assert DeltaTable(uri).version() == first + len(writes) - 1
-        # Latest wins: the value of the highest committed version naming the key.
-        latest: dict[int, tuple[int, float]] = {}
-        for w in writes:
-            for k in w["keys"]:
-                if k not in latest or w["version"] > latest[k][0]:
-                    latest[k] = (w["version"], w["value"])
-        assert {k: v[0] for k, v in final.items()} == {k: v for k, (_, v) in latest.items()}
-        # Counts agree with the table: inserts add up to the keys, nothing counted twice.
-        seeded = 8 if existing else 0
-        assert sum(w["inserted"] for w in writes) == len(expected_keys) - seeded
+    retries = sum(_race(pool, str(tmp_path / f"lake{trial}"), trial, existing) for trial in range(3))
     # Four writers on the same rows at the same instant must have collided and retried.
+    assert retries > 0
+
+
+def test_concurrent_upserts_on_s3_commit_through_conditional_writes(pool, s3_endpoint, s3_bucket: str) -> None:
+    # The settings' S3 options: conditional put, no unsafe rename; moto refuses a second If-None-Match put.
+    options = s3_endpoint.delta_storage_options()
+    assert options["conditional_put"] == "etag" and "AWS_S3_ALLOW_UNSAFE_RENAME" not in options
+    retries = sum(_race(pool, f"s3://{s3_bucket}/lake{trial}", trial, trial == 1, options) for trial in range(2))
     assert retries > 0
 
 

@@ -73,9 +73,9 @@ class WriteConflict(RuntimeError):
 class CommitRetry:
     """How an upsert redoes a commit that lost to a concurrent writer (numbers from settings)."""
 
-    max_attempts: int = 25
+    max_attempts: int = 50
     backoff_initial_s: float = 0.02
-    backoff_max_s: float = 2.0
+    backoff_max_s: float = 1.0
 
     @classmethod
     def from_settings(cls, lakehouse: Any) -> "CommitRetry":

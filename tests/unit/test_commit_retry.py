@@ -71,6 +71,6 @@ def test_settings_refuse_unsafe_s3_renames_and_carry_the_retry_policy() -> None:
     with pytest.raises(ValidationError, match="AWS_S3_ALLOW_UNSAFE_RENAME='true'.*conditional_put=etag"):
         LakehouseSettings(storage_options={"AWS_S3_ALLOW_UNSAFE_RENAME": "true"})
     ok = LakehouseSettings(storage_options={"conditional_put": "etag"}, commit_max_attempts=9)
-    assert CommitRetry.from_settings(ok) == CommitRetry(9, 0.02, 2.0)
+    assert CommitRetry.from_settings(ok) == CommitRetry(9, 0.02, 1.0)
     with pytest.raises(ValidationError):
         LakehouseSettings(commit_max_attempts=0)

@@ -88,7 +88,7 @@ def _race(pool, root: str, trial: int, existing: bool, storage_options: dict[str
 
 @pytest.mark.parametrize("existing", [False, True], ids=["create-race", "existing-table"])
 def test_concurrent_upserts_keep_every_key_once_and_the_last_value(pool, tmp_path: Path, existing: bool) -> None:
-    retries = sum(_race(pool, str(tmp_path / f"lake{trial}"), trial, existing) for trial in range(3))
+    retries = sum(_race(pool, str(tmp_path / f"lake{trial}"), trial, existing) for trial in range(2))
     # Four writers on the same rows at the same instant must have collided and retried.
     assert retries > 0
 
@@ -116,7 +116,7 @@ def test_writer_killed_mid_commit_leaves_the_last_version_and_a_rerun_lands_each
     n_batches = 40
     rng = random.Random(16)
     kills, versions_seen = 0, []
-    for round_ in range(4):
+    for round_ in range(3):
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.delta_writers", root, str(n_batches)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -140,7 +140,7 @@ def test_writer_killed_mid_commit_leaves_the_last_version_and_a_rerun_lands_each
             assert new_keys <= landed or not new_keys & landed  # a batch is in whole or not at all
             whole += new_keys <= landed
         assert version == whole - 1  # one commit per landed batch, nothing half-committed in between
-    assert kills == 4 and len(versions_seen) == 4
+    assert kills == 3 and len(versions_seen) == 3
 
     rerun = subprocess.run(
         [sys.executable, "-m", "tests.integration.delta_writers", root, str(n_batches)],

@@ -7,8 +7,11 @@ twice changes nothing and makes no new Delta version.
 
 from __future__ import annotations
 
+import dataclasses
+import random
+import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +30,8 @@ class WriteResult:
     rows_inserted: int
     rows_updated: int
     rows_unchanged: int
+    # Commits refused because another writer changed the rows this one had read, then redone.
+    conflicts_retried: int = 0
 
     @property
     def changed(self) -> bool:
@@ -58,6 +63,48 @@ class TableEngine(Protocol):
     def optimize(self, contract: TableContract) -> dict[str, Any]: ...
 
     def vacuum(self, contract: TableContract, retention_hours: int, dry_run: bool = True) -> list[str]: ...
+
+
+class WriteConflict(RuntimeError):
+    """Other writers kept changing the rows an upsert read, through every allowed attempt."""
+
+
+@dataclass(frozen=True)
+class CommitRetry:
+    """How an upsert redoes a commit that lost to a concurrent writer (numbers from settings)."""
+
+    max_attempts: int = 50
+    backoff_initial_s: float = 0.02
+    backoff_max_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls, lakehouse: Any) -> "CommitRetry":
+        return cls(lakehouse.commit_max_attempts, lakehouse.commit_backoff_initial_s, lakehouse.commit_backoff_max_s)
+
+    def delay_s(self, failed_attempts: int, rng: random.Random) -> float:
+        """Full jitter: a uniform share of the doubling backoff, so writers that collided spread out."""
+        cap = min(self.backoff_max_s, self.backoff_initial_s * (2 ** min(failed_attempts - 1, 30)))
+        return rng.uniform(0.0, cap)
+
+    def run(self, table: str, attempt: Callable[[], WriteResult], is_conflict: Callable[[BaseException], bool]) -> WriteResult:
+        """Call `attempt` until it commits; a conflict is retried after a jittered sleep, anything else raised."""
+        rng = random.Random()
+        for failed in range(self.max_attempts):
+            try:
+                result = attempt()
+            except Exception as err:
+                if not is_conflict(err):
+                    raise
+                if failed + 1 >= self.max_attempts:
+                    raise WriteConflict(
+                        f"{table}: concurrent writers changed the rows this upsert read {self.max_attempts} times in a row "
+                        f"(last: {str(err).splitlines()[0]}); nothing of this batch was written. Re-run it, or raise "
+                        "lakehouse.commit_max_attempts / commit_backoff_max_s (WATTFLOW_LAKEHOUSE__COMMIT_MAX_ATTEMPTS)."
+                    ) from err
+                time.sleep(self.delay_s(failed + 1, rng))
+                continue
+            return dataclasses.replace(result, conflicts_retried=failed) if failed else result
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class SchemaMismatch(ValueError):

@@ -20,6 +20,9 @@ import pyarrow.compute as pc
 UTC_US = pa.timestamp("us", tz="UTC")
 # Epoch numbers above this are taken as milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 EPOCH_MS_THRESHOLD = 1e11
+# Epoch seconds beyond this (2262-04-11) do not fit a nanosecond datetime, which pandas and the quality
+# stages use: such a number is no reading's timestamp, and is rejected as unparseable.
+EPOCH_MAX_ABS_S = 9_223_372_036.0
 
 
 def to_arrow_columns(records: Any) -> tuple[pa.Table, "RawRows"]:
@@ -141,8 +144,9 @@ def parse_timestamps(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.n
         seconds = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
         with np.errstate(invalid="ignore"):
             seconds = np.where(np.abs(seconds) > EPOCH_MS_THRESHOLD, seconds / 1000.0, seconds)
-            bad = ~np.isfinite(seconds) & ~np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False))
-            micros = np.where(np.isfinite(seconds), np.round(seconds * 1e6), 0).astype(np.int64)
+            fits = np.isfinite(seconds) & (np.abs(seconds) <= EPOCH_MAX_ABS_S)
+            bad = ~fits & ~np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False))
+            micros = np.where(fits, np.round(seconds * 1e6), 0).astype(np.int64)
         mask = pc.is_null(arr).to_numpy(zero_copy_only=False) | bad
         return pa.array(micros, type=pa.int64(), mask=mask).cast(UTC_US), bad
     if pa.types.is_string(t) or pa.types.is_large_string(t):

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse.engine import (
+    CommitRetry,
     Filter,
     SchemaMismatch,
     WriteResult,
@@ -33,6 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
 
 
+class _LostCreateRace(Exception):
+    """Another writer created the table between our look and our CREATE TABLE."""
+
+
 class SparkEngine:
     name = "spark"
 
@@ -43,12 +48,14 @@ class SparkEngine:
         storage_options: dict[str, str] | None = None,
         *,
         prune_max_partition_values: int = 1000,
+        retry: CommitRetry | None = None,
     ) -> None:
         self.root_uri = root_uri.rstrip("/")
         self.spark = spark
         # Kept for parity with DeltaRsEngine; the session's S3A configuration already carries them.
         self.storage_options = dict(storage_options or {})
         self.prune_max_partition_values = prune_max_partition_values
+        self.retry = retry or CommitRetry()
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SparkEngine":
@@ -57,6 +64,7 @@ class SparkEngine:
             get_spark(settings),
             settings.lakehouse.storage_options,
             prune_max_partition_values=settings.lakehouse.spark_merge_prune_max_partition_values,
+            retry=CommitRetry.from_settings(settings.lakehouse),
         )
 
     # -- locations -----------------------------------------------------------------------------------
@@ -106,10 +114,45 @@ class SparkEngine:
     # -- writes --------------------------------------------------------------------------------------
 
     def upsert(self, contract: TableContract, data: pa.Table) -> WriteResult:
+        """One MERGE per batch. delta-spark checks it against the version it read (WriteSerializable: a
+        concurrent MERGE that added or changed files in the partitions this one read makes it fail with a
+        ConcurrentAppend/ConcurrentDelete... exception); the upsert then re-diffs and retries (settings)."""
         batch = dedupe_last(contract, conform(contract, data))
+        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, batch), self._is_conflict)
+
+    def _is_conflict(self, err: BaseException) -> bool:
+        from delta.exceptions.base import (
+            ConcurrentAppendException,
+            ConcurrentDeleteDeleteException,
+            ConcurrentDeleteReadException,
+            ConcurrentTransactionException,
+            ConcurrentWriteException,
+            DeltaConcurrentModificationException,
+            MetadataChangedException,
+            ProtocolChangedException,
+        )
+
+        if isinstance(err, _LostCreateRace):
+            return True
+        return isinstance(
+            err,
+            (
+                ConcurrentAppendException, ConcurrentDeleteDeleteException, ConcurrentDeleteReadException,
+                ConcurrentTransactionException, ConcurrentWriteException, DeltaConcurrentModificationException,
+                MetadataChangedException, ProtocolChangedException,
+            ),
+        )
+
+    def _upsert_once(self, contract: TableContract, batch: pa.Table) -> WriteResult:
         path = self._path(contract)
         if not self.exists(contract):
-            self._create(contract, batch, path)
+            try:
+                self._create(contract, batch, path)
+            except Exception as err:
+                # Two writers creating one table: the loser's CTAS finds the table (or version 0) there.
+                if self.exists(contract) and not self._is_conflict(err):
+                    raise _LostCreateRace(f"{contract.qualified_name}: another writer created the table first") from err
+                raise
             version = self.version(contract)
             assert version is not None
             return WriteResult(contract.qualified_name, version, batch.num_rows, 0, 0)

@@ -211,7 +211,9 @@ class S3Endpoint:
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
             "AWS_REGION": self.region,
             "AWS_ALLOW_HTTP": "true",
-            "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+            # Commits use S3 conditional writes (If-None-Match), which moto honours: two writers can never
+            # both create the same log version. Never AWS_S3_ALLOW_UNSAFE_RENAME (settings refuse it).
+            "conditional_put": "etag",
         }
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,30 @@ class LakehouseSettings(BaseModel):
     # (tests, CI) at one shared folder, e.g. ~/.cache/wattflow/jars, to download the jars once.
     spark_jars_dir: str = ""
     vacuum_retention_hours: int = 168
+    # Concurrent writers (overlapping DAG runs, MQTT, file drops, backfills) upsert the same tables. Each
+    # upsert commits against the version it read; Delta refuses a commit whose read data another writer
+    # changed in between, and the upsert then re-reads, re-diffs and tries again, up to this many attempts,
+    # sleeping a random share ("full jitter") of a doubling backoff so the losers do not collide again.
+    # Sized for the worst case bench/concurrency.py measures: 4 writers upserting the same partitions back
+    # to back, where each retry wins with odds of about 1 in 4 (one upsert needed 24 retries in 200);
+    # 50 attempts make giving up a ~1e-6 event there, and far rarer under ordinary overlap.
+    commit_max_attempts: int = Field(default=50, ge=1)
+    commit_backoff_initial_s: float = Field(default=0.02, ge=0.0)
+    commit_backoff_max_s: float = Field(default=1.0, ge=0.0)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_unsafe_rename(cls, options: dict[str, str]) -> dict[str, str]:
+        # With unsafe renames two writers can both "win" the same log version and one commit is silently
+        # lost. delta-rs commits with S3 conditional writes (If-None-Match) instead; see docs/security.md.
+        for key, value in options.items():
+            if key.upper() == "AWS_S3_ALLOW_UNSAFE_RENAME" and str(value).strip().lower() in {"true", "1", "yes"}:
+                raise ValueError(
+                    f"lakehouse.storage_options: {key}={value!r} lets two concurrent writers overwrite each other's "
+                    "Delta commit. Remove it; for an S3-compatible store that supports conditional writes (MinIO, "
+                    "AWS S3) set conditional_put=etag instead (docs/security.md, 'Delta tables and object stores')."
+                )
+        return options
 
 
 class SimulatorSettings(BaseModel):
@@ -162,8 +186,17 @@ class MqttSettings(BaseModel):
     batch_max_age_s: float = 1.0
     # While a commit is running, the next batch may grow to this many times batch_max_readings (group commit).
     batch_backlog_factor: int = 10
+    # Secrets come from the environment (WATTFLOW_MQTT__USERNAME, WATTFLOW_MQTT__PASSWORD), never a file in git.
     username: str = ""
     password: str = ""
+    # TLS: on when `tls` is set or any file below is given. AWS IoT Core and similar hubs want the CA that
+    # signed the broker's certificate plus the device's own certificate and key (mutual TLS); a broker
+    # with a public certificate and passwords needs only `tls = true`. Paths to PEM files.
+    tls: bool = False
+    tls_ca_file: str = ""  # empty: the system's trusted CAs
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    connect_timeout_s: float = 30.0
 
 
 class RegistrySettings(BaseModel):

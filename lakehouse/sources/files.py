@@ -9,7 +9,9 @@ updates the registry and lands both tables.
 
 from __future__ import annotations
 
+import io
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,22 +73,49 @@ def parse_assignments(items: list[str] | None, option: str) -> list[tuple[str, s
     return out
 
 
+class FileReadError(FileMappingError):
+    """The file is not a readable table of its type (corrupt, truncated, not CSV/Parquet at all)."""
+
+
+def _suffix(path: Path) -> str:
+    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+
+
 def read_table_file(path: str | Path) -> pd.DataFrame:
     """A CSV, CSV.gz, Parquet file, or a .zip with exactly one CSV, as a DataFrame (values as in the file)."""
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            members = [n for n in zf.namelist() if n.lower().endswith(".csv") and not n.startswith("__MACOSX")]
-            if len(members) != 1:
-                raise FileMappingError(f"{path}: a .zip must hold exactly one CSV, found {members or 'none'}")
-            with zf.open(members[0]) as fh:
-                return pd.read_csv(fh, skipinitialspace=True)
-    if suffix in (".csv", ".csv.gz", ".txt"):
-        return pd.read_csv(path, skipinitialspace=True)
-    raise FileMappingError(f"{path}: unsupported file type {suffix!r} (csv, csv.gz, parquet, zip)")
+    return _read_table(path, _suffix(path), str(path))
+
+
+def parse_file_bytes(content: bytes, suffix: str, name: str = "file") -> pd.DataFrame:
+    """`read_table_file` for a file's bytes (an upload, a message attachment); `suffix` says its type."""
+    return _read_table(io.BytesIO(content), suffix.lower(), name)
+
+
+def _read_table(source: Path | io.BytesIO, suffix: str, label: str) -> pd.DataFrame:
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(source)
+        if suffix == ".zip":
+            with zipfile.ZipFile(source) as zf:
+                members = [n for n in zf.namelist() if n.lower().endswith(".csv") and not n.startswith("__MACOSX")]
+                if len(members) != 1:
+                    raise FileMappingError(f"{label}: a .zip must hold exactly one CSV, found {members or 'none'}")
+                with zf.open(members[0]) as fh:
+                    return pd.read_csv(fh, skipinitialspace=True)
+        if suffix in (".csv", ".csv.gz", ".txt"):
+            return pd.read_csv(source, skipinitialspace=True, compression="gzip" if suffix == ".csv.gz" else None)
+    except (FileMappingError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        # Whatever the reader's complaint (no columns, a bad quote, not a Parquet footer, bad UTF-8),
+        # the operator needs the file, what is wrong and what to do, not a reader's traceback.
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileReadError(
+            f"{label}: not a readable {suffix.lstrip('.')} table ({detail[:200]}); check the file type, or export it "
+            "again as UTF-8 CSV with one header row"
+        ) from err
+    raise FileMappingError(f"{label}: unsupported file type {suffix!r} (csv, csv.gz, parquet, zip)")
 
 
 @dataclass(frozen=True)
@@ -145,25 +174,46 @@ def day_first(raw: pd.Series) -> bool:
     return bool((first > 12).any() and not (second > 12).any())
 
 
-def parse_local_timestamps(raw: pd.Series) -> pd.Series:
-    """The file's timestamps as naive local times (NaT where a value does not parse), one format per column."""
-    if raw.dtype != object:
-        return pd.to_datetime(raw)
-    return pd.to_datetime(raw, errors="coerce", format="mixed", dayfirst=day_first(raw))
+def parse_local_timestamps(raw: pd.Series, column: str = "timestamp") -> pd.Series:
+    """The timestamp column as datetimes, one format for the whole column; a cell that is not a date and
+    time becomes NaT (quarantined).
+
+    Typed datetimes (Parquet) are kept. Anything else is read as text, numbers included: a bare number
+    is no timestamp a meter export means (pandas would take it as nanoseconds since 1970).
+    """
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return raw
+    text = raw.where(raw.isna(), raw.astype(str))
+    try:
+        with warnings.catch_warnings():
+            # Mixed offsets come back as objects (refused just below); pandas' warning about it is noise.
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=day_first(text))
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. local times mixed with UTC offsets
+        parsed, detail = None, str(err).splitlines()[0] if str(err) else type(err).__name__
+    else:
+        detail = "values with and without a UTC offset"
+    if parsed is None or not pd.api.types.is_datetime64_any_dtype(parsed):
+        raise FileMappingError(
+            f"--timestamp-column {column!r}: cannot read it as one clock ({detail}); export every timestamp either "
+            "in local time without an offset, or with its UTC offset"
+        )
+    return parsed
 
 
 def file_records(frame: pd.DataFrame, mapping: FileMapping, timezone: str, site_id: str) -> FileRecords:
     """The file's rows as raw reading records (long: one per sensor and timestamp) and weather records."""
     _check_columns(frame, mapping)
     raw_ts = frame[mapping.timestamp_column]
-    parsed = parse_local_timestamps(raw_ts)
+    parsed = parse_local_timestamps(raw_ts, mapping.timestamp_column)
     unparsed = parsed.isna() & raw_ts.notna()
     conversion = local_to_utc(parsed, timezone, mapping.clock)
     utc = conversion.utc
     if unparsed.any():  # the raw text travels on, so bronze quarantines it as an unparseable timestamp
         ts_col = pa.array([str(r) if bad else t.isoformat() for r, t, bad in zip(raw_ts, utc, unparsed)], pa.string())
     else:
-        ts_col = pa.Array.from_pandas(utc).cast(pa.timestamp("us", tz="UTC"))
+        # safe=False: a sub-microsecond part is truncated, as Delta's timestamp holds microseconds.
+        ts_col = pa.Array.from_pandas(utc).cast(pa.timestamp("us", tz="UTC"), safe=False)
 
     n = len(frame)
     blocks = []

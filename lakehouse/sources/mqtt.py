@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +46,52 @@ from lakehouse.sources.screen import Rejected, land_source_readings
 from wattflow.log import get_logger
 
 log = get_logger(__name__)
+
+
+class MqttConnectionError(ConnectionError):
+    """The broker cannot be reached, refused the TLS handshake, or refused the credentials."""
+
+
+def secure_client(
+    client: Any,
+    *,
+    username: str = "",
+    password: str = "",
+    tls: bool = False,
+    tls_ca_file: str = "",
+    tls_cert_file: str = "",
+    tls_key_file: str = "",
+) -> bool:
+    """Credentials and TLS on a paho client (consumer and publisher alike); True when TLS is on."""
+    on = bool(tls or tls_ca_file or tls_cert_file)
+    if on:
+        import ssl
+
+        for what, path in (("tls_ca_file", tls_ca_file), ("tls_cert_file", tls_cert_file), ("tls_key_file", tls_key_file)):
+            if path and not Path(path).is_file():
+                raise MqttConnectionError(f"mqtt.{what}: no file at {path!r}")
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise MqttConnectionError("mqtt.tls_cert_file and mqtt.tls_key_file go together: give both or neither")
+        # Verifies the broker's certificate and host name; presents ours when the broker asks (mutual TLS).
+        client.tls_set(
+            ca_certs=tls_ca_file or None,
+            certfile=tls_cert_file or None,
+            keyfile=tls_key_file or None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    if username:
+        client.username_pw_set(username, password or None)
+    return on
+
+
+def security_options(mqtt_settings: Any) -> dict[str, Any]:
+    """The `secure_client` keywords from `settings.mqtt`."""
+    m = mqtt_settings
+    return {
+        "username": m.username, "password": m.password, "tls": m.tls, "tls_ca_file": m.tls_ca_file,
+        "tls_cert_file": m.tls_cert_file, "tls_key_file": m.tls_key_file,
+    }
 
 
 def parse_broker(broker: str) -> tuple[str, int]:
@@ -68,25 +116,69 @@ def topic_ids(topic: str) -> dict[str, str]:
     return out
 
 
+# A reading's fields are JSON scalars; anything else (an object, an array) is not a reading field.
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _payload_text(payload: bytes) -> str:
+    return payload.decode("utf-8", "replace")
+
+
+def _as_received(topic: str, item: Any, payload: bytes) -> str:
+    """The quarantine's raw text: topic plus the item as received. An item too deep to re-serialise
+    (it parsed, but json.dumps needs a few more stack frames) is kept as the whole payload's text."""
+    try:
+        return json.dumps({"topic": topic, "payload": item}, default=str)
+    except (RecursionError, ValueError):
+        return json.dumps({"topic": topic, "payload": _payload_text(payload)})
+
+
 def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
-    """The reading objects of one message, the ids its topic carries, and what is not a reading."""
+    """The reading objects of one message, the ids its topic carries, and what is not a reading.
+
+    Never raises for any payload: whatever cannot be decoded comes back as a `Rejected` with its check
+    name and a reason, and the message is acknowledged with its batch. A payload that escaped here used
+    to kill the consumer before it acknowledged anything, so the broker redelivered it forever and the
+    good messages in its batch never landed.
+    """
     ids = topic_ids(topic)
     ids.pop("site_id", None)
+
+    def whole(check: str, reason: str) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
+        raw = json.dumps({"topic": topic, "payload": _payload_text(payload)})
+        return [], ids, [Rejected(raw, check, reason, ids)]
+
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        text = payload.decode("utf-8", "replace")
-        return [], ids, [Rejected(json.dumps({"topic": topic, "payload": text}), "malformed_json", f"payload is not JSON: {err}", ids)]
+        return whole("malformed_json", f"payload is not JSON: {err}")
+    except RecursionError:
+        return whole(
+            "payload_too_deep",
+            "payload nests arrays/objects deeper than the JSON decoder allows; send one reading object or a flat list of them",
+        )
+    except ValueError as err:  # CPython refuses integers of more than 4,300 digits (int_max_str_digits)
+        return whole("number_out_of_range", f"payload holds a number that cannot be parsed ({err}); send values as ordinary decimal numbers")
     items = doc if isinstance(doc, list) else [doc]
-    if all(isinstance(item, dict) for item in items):
-        return items, ids, []
     records, rejected = [], []
     for item in items:
-        if isinstance(item, dict):
-            records.append(item)
-        else:
-            raw = json.dumps({"topic": topic, "payload": item}, default=str)
-            rejected.append(Rejected(raw, "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids))
+        if not isinstance(item, dict):
+            rejected.append(
+                Rejected(_as_received(topic, item, payload), "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids)
+            )
+            continue
+        nested = next((k for k, v in item.items() if not isinstance(v, _SCALARS)), None)
+        if nested is not None:
+            kind = type(item[nested]).__name__
+            rejected.append(
+                Rejected(
+                    _as_received(topic, item, payload), "not_a_reading",
+                    f"field {nested!r}: a {kind} where a number, text or null belongs; a reading's fields are plain values",
+                    ids,
+                )
+            )
+            continue
+        records.append(item)
     return records, ids, rejected
 
 
@@ -176,6 +268,10 @@ class MqttIngest:
         backlog_factor: int = 10,
         username: str = "",
         password: str = "",
+        tls: bool = False,
+        tls_ca_file: str = "",
+        tls_cert_file: str = "",
+        tls_key_file: str = "",
         source: str | None = None,
         on_commit: Callable[[Batch], None] | None = None,
         settings: Any | None = None,
@@ -206,8 +302,14 @@ class MqttIngest:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        if username:
-            self.client.username_pw_set(username, password or None)
+        self.username = username
+        self.tls = secure_client(
+            self.client, username=username, password=password, tls=tls, tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+        )
+        self._refused: str | None = None
+        self._dropped: str | None = None
+        self._first_answer = threading.Event()
         self.client.reconnect_delay_set(min_delay=1, max_delay=8)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -217,6 +319,8 @@ class MqttIngest:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("mqtt connect refused", reason=str(reason_code))
+            self._refused = str(reason_code)
+            self._first_answer.set()  # wakes _connect(), which reports the refusal
             return
         with self._lock:
             self._generation += 1
@@ -224,11 +328,18 @@ class MqttIngest:
                 self.stats.reconnects += 1
         client.subscribe(self.topic, qos=self.qos)
         self._connected.set()
+        self._first_answer.set()
         log.info("mqtt connected", broker=f"{self.host}:{self.port}", session_present=flags.session_present,
                  generation=self._generation)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        if not self._first_answer.is_set():
+            # Dropped before the broker answered CONNECT: with TLS, the broker refusing our certificate
+            # (or its absence) looks exactly like this from the client's side.
+            self._dropped = str(reason_code)
+            self._first_answer.set()
+            return
         if not self._stop.is_set():
             log.warning("mqtt disconnected; reconnecting", reason=str(reason_code))
 
@@ -239,12 +350,49 @@ class MqttIngest:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, *, max_readings: int | None = None, idle_timeout: float | None = None, connect_timeout: float = 30.0) -> StreamStats:
-        self.client.connect_async(self.host, self.port, keepalive=30)
+    def _connect(self, connect_timeout: float) -> None:
+        """First connection, synchronously, so that a TLS or credential problem is one clear error now
+        rather than a reconnect loop; later reconnects are paho's (persistent session, same client id)."""
+        import ssl
+
+        where = f"the MQTT broker at {self.host}:{self.port}"
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self.client.connect(self.host, self.port, keepalive=30)
+                break
+            except ssl.SSLError as err:
+                hint = (
+                    "check mqtt.tls_ca_file (the CA that signed the broker's certificate) and that the broker wants "
+                    "the client certificate given in mqtt.tls_cert_file / mqtt.tls_key_file"
+                )
+                raise MqttConnectionError(f"TLS handshake with {where} failed: {err.reason or err}; {hint}") from err
+            except (ConnectionRefusedError, TimeoutError, socket.timeout) as err:
+                if time.monotonic() >= deadline:
+                    raise MqttConnectionError(f"no connection to {where} within {connect_timeout:g} s: {err}") from err
+                time.sleep(0.5)
+            except OSError as err:
+                raise MqttConnectionError(f"cannot reach {where}: {err}") from err
         self.client.loop_start()
+        if not self._first_answer.wait(max(0.1, deadline - time.monotonic())):
+            raise MqttConnectionError(f"no answer from {where} within {connect_timeout:g} s")
+        if self._dropped is not None:
+            hint = (
+                "the broker accepted TLS but dropped the session: it probably requires a client certificate it "
+                "trusts (mqtt.tls_cert_file / mqtt.tls_key_file, signed by a CA the broker knows)"
+                if self.tls else "is it a TLS listener? then set mqtt.tls (and mqtt.tls_ca_file)"
+            )
+            raise MqttConnectionError(f"{where} closed the connection before the MQTT session began ({self._dropped}); {hint}")
+        if self._refused is not None:
+            who = f"user {self.username!r}" if self.username else "an anonymous client"
+            raise MqttConnectionError(
+                f"{where} refused {who}: {self._refused}; check mqtt.username and the password in WATTFLOW_MQTT__PASSWORD"
+                + ("" if self.username else " (this broker may not allow anonymous clients)")
+            )
+
+    def run(self, *, max_readings: int | None = None, idle_timeout: float | None = None, connect_timeout: float = 30.0) -> StreamStats:
         try:
-            if not self._connected.wait(connect_timeout):
-                raise ConnectionError(f"no connection to the MQTT broker at {self.host}:{self.port} within {connect_timeout:g} s")
+            self._connect(connect_timeout)
             self._consume(max_readings, idle_timeout)
         finally:
             self._stop.set()
@@ -441,12 +589,11 @@ def ingest_mqtt(
         batch_max_readings=batch_max_readings or m.batch_max_readings,
         batch_max_age_s=batch_max_age_s or m.batch_max_age_s,
         backlog_factor=m.batch_backlog_factor,
-        username=m.username,
-        password=m.password,
+        **security_options(m),
         on_commit=on_commit,
         settings=settings,
     )
     try:
-        return ingest.run(max_readings=max_readings, idle_timeout=idle_timeout)
+        return ingest.run(max_readings=max_readings, idle_timeout=idle_timeout, connect_timeout=m.connect_timeout_s)
     except KeyboardInterrupt:  # Ctrl-C: the open batch is not acknowledged, so the broker keeps it
         return ingest.stats

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehouse.sources.mqtt import parse_broker
+from lakehouse.sources.mqtt import parse_broker, secure_client, security_options
 
 READING_FIELDS = ("building_id", "sensor_id", "metric", "ts", "value", "unit")
 
@@ -70,11 +70,15 @@ def _by_timestamp(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 class Publisher:
     """A QoS 1 publisher that keeps publishing across broker restarts and counts broker acknowledgements."""
 
-    def __init__(self, broker: str, *, client_id: str = "", max_inflight: int = 1000) -> None:
+    def __init__(
+        self, broker: str, *, client_id: str = "", max_inflight: int = 1000, security: dict[str, Any] | None = None
+    ) -> None:
         import paho.mqtt.client as mqtt
 
         self.host, self.port = parse_broker(broker)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        # `security`: credentials and TLS as `secure_client` takes them (`security_options(settings.mqtt)`).
+        secure_client(self.client, **(security or {}))
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=4)
@@ -144,11 +148,12 @@ def publish_readings(
     qos: int = 1,
     ack_timeout: float = 60.0,
     on_message: Callable[[Message, int], None] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> PublishResult:
     """Publish readings (the simulator's table or any bronze-shaped table) at `rate` readings/s (None: as fast as possible)."""
     start = time.monotonic()
     messages = readings_sent = 0
-    with Publisher(broker) as pub:
+    with Publisher(broker, security=security) as pub:
         for msg in reading_messages(readings, site_of, readings_per_message=readings_per_message):
             mid = pub.publish(msg, qos=qos)
             messages += 1
@@ -193,4 +198,7 @@ def simulate_and_publish(
             pass
         upsert_building(b, registry_file)
     site_of = {b.building_id: b.site_id for b in portfolio.registry.buildings}
-    return publish_readings(portfolio.readings, broker, site_of=site_of, rate=rate, readings_per_message=readings_per_message)
+    return publish_readings(
+        portfolio.readings, broker, site_of=site_of, rate=rate, readings_per_message=readings_per_message,
+        security=security_options(settings.mqtt),
+    )

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -22,8 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """A locked-down listener: TLS with client certificates required, no anonymous clients, a password file."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    users: dict[str, str]  # username -> password, hashed into Mosquitto's password file
+
+
 class Mosquitto:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, tls: BrokerTls | None = None) -> None:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(self.binary).exists():
             raise RuntimeError("mosquitto is not installed (apt-get install -y mosquitto; .ci/run installs it)")
@@ -31,11 +42,28 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.config = self.workdir / "mosquitto.conf"
+        self.tls = tls
+        security = ["allow_anonymous true"]
+        if tls is not None:
+            passwords = self.workdir / "passwords"
+            passwords.write_text("")
+            for user, password in tls.users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True, capture_output=True)
+            passwords.chmod(0o600)
+            security = [
+                "allow_anonymous false",
+                f"password_file {passwords}",
+                f"cafile {tls.ca_file}",
+                f"certfile {tls.cert_file}",
+                f"keyfile {tls.key_file}",
+                "require_certificate true",
+                "tls_version tlsv1.2",
+            ]
         self.config.write_text(
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
-                    "allow_anonymous true",
+                    *security,
                     "persistence true",
                     f"persistence_location {self.workdir}/",
                     "persistence_file mosquitto.db",

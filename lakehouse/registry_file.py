@@ -438,7 +438,8 @@ def building_for_timezone(
         return fallback
 
     if place is None and (country is None or latitude is None or longitude is None):
-        raise ValueError(f"timezone {timezone!r} has no reference city; give country, latitude and longitude")
+        raise ValueError(f"timezone {timezone!r} has no reference city; give its country, latitude and longitude "
+                         "(`wattflow ingest file --country --latitude --longitude`, or the registry file)")
     building = Building(
         building_id=building_id,
         name=name or building_id,

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "lakehouse.simulator.commands",
     "ml.commands",
     "ml.monitoring_commands",
+    "monitoring.savings_commands",
     "wattflow.dashboard.commands",
 ]
 

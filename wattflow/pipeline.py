@@ -568,3 +568,17 @@ def monitor(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str
             "retrain_requested": bool(outcome.retrain_requested), "reasons": list(outcome.decision.reasons),
             "figures": _summary(outcome.decision.figures), "anomalies": outcome.anomalies,
             "report_uri": f"file://{report}" if report else None}
+
+
+# -- savings ------------------------------------------------------------------------------------------
+
+
+def verify_savings(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Verified savings per building and month since each recorded level shift, MERGEd into gold.savings."""
+    from monitoring.savings_verify import monthly_savings
+
+    settings = settings or get_settings()
+    outcome = monthly_savings(_engine(settings), settings, as_of, model_name=settings.model.model_name)
+    return {"as_of": as_of.isoformat(), "rows": outcome.rows, "buildings": outcome.buildings, "skipped": outcome.skipped,
+            "table_version": None if outcome.write is None else outcome.write.version}
+

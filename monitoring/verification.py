@@ -136,6 +136,19 @@ def fractional_savings_uncertainty(fit: FitStatistics, m: int, savings_fraction:
     return float(G14_FSU_FACTOR * t * fit.cv_rmse * np.sqrt((n / n_eff) * (1 + 2 / n_eff) / m) / abs(savings_fraction))
 
 
+def savings_uncertainty_kwh(fit: FitStatistics, m: int, adjusted_baseline_kwh: float, confidence: float,
+                            systematic: bool = False) -> float:
+    """Absolute uncertainty of the savings: FSU · savings = 1.26 · t · CV · sqrt((n/n')(1 + 2/n')/m) · adjusted
+    baseline (Guideline 14; defined even when the savings are zero). With `systematic`, the out-of-sample
+    NMBE times the adjusted baseline is added in quadrature: a bias measured weeks away from the model's
+    data does not shrink with more reporting hours, which the random part alone would claim."""
+    n, n_eff = fit.n_hours, max(fit.n_effective, 1.0)
+    t = t_value(confidence, n - fit.n_parameters)
+    random = G14_FSU_FACTOR * t * fit.cv_rmse * np.sqrt((n / n_eff) * (1 + 2 / n_eff) / max(m, 1)) * abs(adjusted_baseline_kwh)
+    bias = abs(fit.nmbe) * abs(adjusted_baseline_kwh) if systematic else 0.0
+    return float(np.hypot(random, bias))
+
+
 @dataclass
 class BaselineFit:
     """What a baseline model gives verification: in-sample fit on the baseline and the counterfactual."""
@@ -146,6 +159,9 @@ class BaselineFit:
     counterfactual: pd.Series  # predicted kWh on reporting hours (UTC index)
     params: dict[str, Any] = field(default_factory=dict)  # for MLflow
     notes: list[str] = field(default_factory=list)
+    # `fitted` holds out-of-sample predictions (hours the model did not learn from): its NMBE is then a
+    # measured systematic error and joins the uncertainty (see `savings_uncertainty_kwh`).
+    out_of_sample: bool = False
 
 
 @dataclass
@@ -169,8 +185,8 @@ class SavingsResult:
     savings_pct: float | None
     fsu_68: float | None  # fractions
     fsu_90: float | None
-    uncertainty_68_kwh: float | None
-    uncertainty_90_kwh: float | None
+    uncertainty_68_kwh: float
+    uncertainty_90_kwh: float
     cost: float
     currency: str
     kgco2e: float
@@ -200,8 +216,8 @@ class SavingsResult:
             "savings_pct": None if self.savings_pct is None else round(self.savings_pct, 3),
             "fsu_68_pct": pct(self.fsu_68),
             "fsu_90_pct": pct(self.fsu_90),
-            "uncertainty_68_kwh": None if self.uncertainty_68_kwh is None else round(self.uncertainty_68_kwh, 3),
-            "uncertainty_90_kwh": None if self.uncertainty_90_kwh is None else round(self.uncertainty_90_kwh, 3),
+            "uncertainty_68_kwh": round(self.uncertainty_68_kwh, 3),
+            "uncertainty_90_kwh": round(self.uncertainty_90_kwh, 3),
             "cost": round(self.cost, 2),
             "currency": self.currency,
             "kgco2e": round(self.kgco2e, 3),
@@ -264,9 +280,9 @@ def verify(
     metered, adjusted = float(rep_y.sum()), float(rep_yhat.sum())
     savings = adjusted - metered
     fraction = savings / adjusted if adjusted > 0 else float("nan")
-    fsu_68 = fractional_savings_uncertainty(stats, m, fraction, 0.68)
-    fsu_90 = fractional_savings_uncertainty(stats, m, fraction, 0.90)
-    fsu_req = fractional_savings_uncertainty(stats, m, fraction, confidence)
+    u68, u90, u_req = (savings_uncertainty_kwh(stats, m, adjusted, c, fit.out_of_sample) for c in (0.68, 0.90, confidence))
+    fsu = lambda u: None if savings == 0 or not np.isfinite(fraction) else u / abs(savings)  # noqa: E731
+    fsu_68, fsu_90, fsu_req = fsu(u68), fsu(u90), fsu(u_req)
     notes = list(fit.notes)
     fit_ok = stats.cv_rmse <= max_cv_rmse and abs(stats.nmbe) <= max_abs_nmbe
     if not fit_ok:
@@ -284,7 +300,9 @@ def verify(
                 f"reporting period too short for {confidence:.0%} confidence: FSU {fsu_req:.0%} exceeds {max_fsu:.0%} "
                 f"over {m} usable h; at this savings rate about {needed} h are needed"
             )
-    base_excl, rep_excl = excluded(baseline, len(base_ts)), excluded(reporting, m)
+    # Hours a baseline leaves unpredicted by design (the LSTM's statistics use held-out weeks) are not
+    # non-routine: only hours missing or flagged invalid count as excluded from the baseline.
+    base_excl, rep_excl = excluded(baseline, int(in_base.sum())), excluded(reporting, m)
     if base_excl or rep_excl:
         notes.append(
             f"non-routine hours left out of both periods alike: {base_excl} baseline h, {rep_excl} reporting h "
@@ -303,8 +321,8 @@ def verify(
         savings_pct=None if not np.isfinite(fraction) else 100 * fraction,
         fsu_68=fsu_68,
         fsu_90=fsu_90,
-        uncertainty_68_kwh=None if fsu_68 is None else abs(fsu_68 * savings),
-        uncertainty_90_kwh=None if fsu_90 is None else abs(fsu_90 * savings),
+        uncertainty_68_kwh=u68,
+        uncertainty_90_kwh=u90,
         cost=savings * tariff_per_kwh,
         currency=currency,
         kgco2e=savings * grid_factor_kg_per_kwh,

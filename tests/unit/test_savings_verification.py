@@ -17,6 +17,7 @@ from monitoring.verification import (
     VerificationError,
     fit_statistics,
     fractional_savings_uncertainty,
+    savings_uncertainty_kwh,
     verify,
 )
 
@@ -121,6 +122,12 @@ def test_fsu_follows_guideline_14_with_the_autocorrelation_adjustment():
     # four times the reporting hours halve it; no savings, no fraction
     assert fractional_savings_uncertainty(fit, 2000, 0.1, 0.90) == pytest.approx(expected / 2)
     assert fractional_savings_uncertainty(fit, 500, 0.0, 0.90) is None
+    # in kWh: FSU times the savings (10% of a 1,000 kWh adjusted baseline), defined at zero savings too
+    assert savings_uncertainty_kwh(fit, 500, 1000.0, 0.90) == pytest.approx(expected * 100)
+    # an out-of-sample bias (the LSTM's held-out NMBE) joins in quadrature and does not shrink with m
+    biased = FitStatistics(**{**fit.__dict__, "nmbe": -0.05})
+    assert savings_uncertainty_kwh(biased, 500, 1000.0, 0.90, systematic=True) == pytest.approx(np.hypot(expected * 100, 50))
+    assert savings_uncertainty_kwh(biased, 10**9, 1000.0, 0.90, systematic=True) == pytest.approx(50, rel=1e-3)
 
 
 def test_fit_statistics_use_n_minus_p_and_the_effective_sample_size():

@@ -63,7 +63,8 @@ def fit_baseline(model: str, frame: pd.DataFrame, baseline: Period, reporting: P
         from ml.pipeline import spec_from_settings
 
         s = settings.savings
-        params = ModelParams.from_settings(settings.model, units=s.lstm_units, epochs=s.lstm_epochs, patience=s.lstm_patience)
+        params = ModelParams.from_settings(settings.model, units=s.lstm_units, epochs=s.lstm_epochs,
+                                           batch_size=s.lstm_batch_size, patience=s.lstm_patience)
         return fit_lstm_baseline(frame, baseline, reporting, building.timezone, spec=spec_from_settings(settings),
                                  params=params, building_id=building.building_id)
     raise VerificationError(f"model {model!r} is not a savings baseline; use one of {', '.join(MODELS)}")

@@ -340,7 +340,9 @@ class SavingsSettings(BaseModel):
     # The platform's LSTM as baseline: a small network trained on the baseline period only.
     lstm_units: int = 32
     lstm_epochs: int = 30
-    lstm_patience: int = 5
+    # Six weeks give ~150 training windows: small batches make enough updates before early stopping.
+    lstm_batch_size: int = 32
+    lstm_patience: int = 3
     # Baselines the monthly DAG verifies with (the LSTM costs a training per building and month).
     monthly_models: list[str] = Field(default_factory=lambda: ["towt"])
 

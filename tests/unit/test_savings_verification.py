@@ -43,7 +43,8 @@ def run(world, building_id: str, model: str, reporting: Period = REPORTING, fram
         from ml.pipeline import spec_from_settings
 
         s = settings.savings
-        params = ModelParams.from_settings(settings.model, units=s.lstm_units, epochs=s.lstm_epochs, patience=s.lstm_patience)
+        params = ModelParams.from_settings(settings.model, units=s.lstm_units, epochs=s.lstm_epochs,
+                                           batch_size=s.lstm_batch_size, patience=s.lstm_patience)
         fit = fit_lstm_baseline(frame, BASELINE, reporting, building.timezone, spec=spec_from_settings(settings),
                                 params=params, building_id=building_id)
     return verify(building_id, frame, BASELINE, reporting, fit, tariff_per_kwh=building.tariff_per_kwh,

@@ -4,6 +4,9 @@ Baseline: the six weeks before the cut; reporting: the three weeks after."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,3 +161,31 @@ def test_a_baseline_fit_without_any_usable_hour_is_refused(world):
     with pytest.raises(VerificationError, match="no usable hour for building 'b01'"):
         verify("b01", frame, BASELINE, REPORTING, fit, tariff_per_kwh=0.3, currency="EUR", grid_factor_kg_per_kwh=0.4,
                max_cv_rmse=0.3, max_abs_nmbe=0.1, max_fsu=0.5, confidence=0.68)
+
+
+def test_towt_reproduces_opendsm_caltrack_hourly_on_the_same_data():
+    """OpenDSM 1.2.7's own CalTRACK hourly model (tests/fixtures/opendsm/make_reference.py; not a
+    dependency) on a year of simulated baseline: ours predicts the same daily kWh, single segment and
+    CalTRACK's weighted monthly segments alike."""
+    from monitoring.towt import fit_towt
+    from tests.fixtures.opendsm.world import CUT as REF_CUT, reference_world
+
+    reference = json.loads((Path(__file__).parents[1] / "fixtures" / "opendsm" / "towt_reference.json").read_text())
+    registry, features = reference_world()
+    cut = pd.Timestamp(REF_CUT, tz="UTC")
+    for case, expected in reference["cases"].items():
+        building_id, segmentation = case.split("/")
+        frame = features[features["building_id"] == building_id]
+        ts = pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True))
+        base, rep = np.asarray(ts < cut), np.asarray(ts >= cut)
+        energy, temperature = frame["energy_kwh"].to_numpy(), frame["temperature"].to_numpy()
+        observed = pd.Series(energy[rep], index=ts[rep])
+        assert observed.groupby(observed.index.floor("D")).sum().round(4).tolist() == pytest.approx(expected["observed_kwh"])
+        model = fit_towt(ts[base], energy[base], temperature[base], timezone=registry.get(building_id).timezone,
+                         segment_type=segmentation)
+        assert model.segment_type == segmentation and len(model.segments) == (1 if segmentation == "single" else 12)
+        ours = pd.Series(model.predict(ts[rep], temperature[rep]), index=ts[rep])
+        daily = ours.groupby(ours.index.floor("D")).sum()
+        assert daily.index.strftime("%Y-%m-%d").tolist() == expected["days"]
+        np.testing.assert_allclose(daily.to_numpy(), expected["predicted_kwh"], rtol=2e-3)
+        assert daily.sum() == pytest.approx(sum(expected["predicted_kwh"]), rel=1e-4)

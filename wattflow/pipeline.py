@@ -286,7 +286,7 @@ def _champion_training(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
 
 
 def _evaluate_retrain(settings: Settings, engine, learnt_until=None) -> dict[str, Any] | None:
-    from ml.monitoring import evaluate_retrain
+    from monitoring.monitor import evaluate_retrain
     from lakehouse.schemas import MONITORING_DECISIONS
 
     decisions = engine.read(MONITORING_DECISIONS).to_pandas()
@@ -558,7 +558,7 @@ def forecast(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None 
 
 def monitor(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str, Any]:
     """One monitoring pass; `retrain_requested` is what the DAG turns into an asset event."""
-    from ml.monitoring import run_monitoring
+    from monitoring.monitor import run_monitoring
 
     settings = settings or get_settings()
     outcome = run_monitoring(_engine(settings), settings, as_of)

@@ -1,9 +1,9 @@
 """Monitoring benchmark: one pass over a 20-building portfolio (drift + accuracy + anomalies).
 
-A synthetic portfolio (`ml.monitoring_synthetic`: gold-feature rows, one building retrofitted, one with
+A synthetic portfolio (`monitoring.synthetic`: gold-feature rows, one building retrofitted, one with
 after-hours waste) and a weather-aware forecaster's served day-ahead forecasts are written to Delta
 first, untimed. Then, in this process: importing Evidently (a one-time cost of every worker), a warm-up
-pass, and `--repeats` timed passes of `ml.monitoring.run_monitoring` (read 35 days of features and
+pass, and `--repeats` timed passes of `monitoring.monitor.run_monitoring` (read 35 days of features and
 forecasts, seasonality-matched input drift, per-building residual drift, ASHRAE accuracy, three
 Evidently reports as HTML + JSON, an MLflow run with the reports, the decision, anomalies with cost and
 carbon, every table write). Stage timings come from separate calls of the cores on the same frames.
@@ -47,7 +47,7 @@ def main() -> None:
 
     from lakehouse.engine import get_engine
     from lakehouse.schemas import FEATURES, FORECASTS
-    from ml.monitoring_synthetic import (
+    from monitoring.synthetic import (
         AfterHoursWaste, LinearForecaster, Retrofit, portfolio_features, served_forecasts, to_contract_table,
     )
 
@@ -71,7 +71,7 @@ def main() -> None:
             self.building_id, self.tariff_per_kwh, self.currency = building_id, 0.25, "EUR"
             self.grid_emission_factor_kg_per_kwh, self.timezone = 0.35, "UTC"
 
-    import data_quality.anomaly_store as store
+    import monitoring.anomaly_store as store
 
     store.building_metadata = lambda engine, settings: {b: Meta(b) for b in ids}  # no registry file in a temp home
 
@@ -79,7 +79,7 @@ def main() -> None:
     import evidently  # noqa: F401
 
     import_s = time.perf_counter() - t
-    from ml.monitoring import run_monitoring
+    from monitoring.monitor import run_monitoring
 
     as_of = start + pd.Timedelta(days=days - 1)
     run_monitoring(engine, settings, as_of - pd.Timedelta(days=1))  # warm-up: MLflow store, first reports
@@ -90,9 +90,9 @@ def main() -> None:
         passes.append(time.perf_counter() - t)
 
     # stages, on the same data
-    from data_quality.anomaly_store import find_anomalies, read_window
-    from ml.monitoring import save_reports
-    from ml.monitoring_check import assess
+    from monitoring.anomaly_store import find_anomalies, read_window
+    from monitoring.monitor import save_reports
+    from monitoring.check import assess
 
     stage: dict[str, float] = {}
     t = time.perf_counter()

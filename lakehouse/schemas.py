@@ -400,6 +400,44 @@ RETRAIN_OUTCOMES = TableContract(
     description="After a retrain: did the new champion beat the old one on the drifted period?",
 )
 
+SAVINGS = TableContract(
+    layer="gold",
+    name="savings",
+    schema=pa.schema(
+        [
+            ("building_id", pa.string()),
+            ("month", pa.date32()),  # first day of the reporting month (UTC)
+            ("model", pa.string()),  # towt | lstm
+            ("decision_as_of", UTC_TS),  # the monitoring decision that recorded the level shift
+            ("baseline_start", UTC_TS),
+            ("baseline_end", UTC_TS),
+            ("reporting_start", UTC_TS),  # this month's part of the reporting period
+            ("reporting_end", UTC_TS),
+            ("n_hours", pa.int64()),
+            ("excluded_hours", pa.int64()),  # non-routine hours left out of this month
+            ("metered_kwh", pa.float64()),
+            ("adjusted_baseline_kwh", pa.float64()),
+            ("savings_kwh", pa.float64()),
+            ("savings_pct", pa.float64()),
+            ("fsu_68_pct", pa.float64()),
+            ("fsu_90_pct", pa.float64()),
+            ("uncertainty_68_kwh", pa.float64()),
+            ("uncertainty_90_kwh", pa.float64()),
+            ("cost", pa.float64()),
+            ("currency", pa.string()),
+            ("kgco2e", pa.float64()),
+            ("cv_rmse", pa.float64()),  # baseline fit, ASHRAE Guideline 14
+            ("nmbe", pa.float64()),
+            ("fit_acceptable", pa.bool_()),
+            ("mlflow_run_id", pa.string()),
+            ("verified_at", UTC_TS),
+        ]
+    ),
+    keys=("building_id", "month", "model"),
+    volatile=("mlflow_run_id", "verified_at"),
+    description="Verified savings (IPMVP Option C) per building, reporting month and baseline model, with FSU.",
+)
+
 CONTRACTS: dict[str, TableContract] = {
     c.qualified_name: c
     for c in [
@@ -416,6 +454,7 @@ CONTRACTS: dict[str, TableContract] = {
         DRIFT_REPORTS,
         ANOMALIES,
         RETRAIN_OUTCOMES,
+        SAVINGS,
     ]
 }
 

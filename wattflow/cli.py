@@ -15,7 +15,8 @@ COMMAND_MODULES = [
     "serving.commands",
     "lakehouse.simulator.commands",
     "ml.commands",
-    "ml.monitoring_commands",
+    "monitoring.commands",
+    "monitoring.savings_commands",
     "wattflow.dashboard.commands",
 ]
 

@@ -286,7 +286,7 @@ def _champion_training(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
 
 
 def _evaluate_retrain(settings: Settings, engine, learnt_until=None) -> dict[str, Any] | None:
-    from ml.monitoring import evaluate_retrain
+    from monitoring.monitor import evaluate_retrain
     from lakehouse.schemas import MONITORING_DECISIONS
 
     decisions = engine.read(MONITORING_DECISIONS).to_pandas()
@@ -560,7 +560,7 @@ def forecast(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None 
 
 def monitor(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str, Any]:
     """One monitoring pass; `retrain_requested` is what the DAG turns into an asset event."""
-    from ml.monitoring import run_monitoring
+    from monitoring.monitor import run_monitoring
 
     settings = settings or get_settings()
     outcome = run_monitoring(_engine(settings), settings, as_of)
@@ -570,3 +570,17 @@ def monitor(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str
             "retrain_requested": bool(outcome.retrain_requested), "reasons": list(outcome.decision.reasons),
             "figures": _summary(outcome.decision.figures), "anomalies": outcome.anomalies,
             "report_uri": f"file://{report}" if report else None}
+
+
+# -- savings ------------------------------------------------------------------------------------------
+
+
+def verify_savings(as_of: dt.datetime, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Verified savings per building and month since each recorded level shift, MERGEd into gold.savings."""
+    from monitoring.savings_verify import monthly_savings
+
+    settings = settings or get_settings()
+    outcome = monthly_savings(_engine(settings), settings, as_of, model_name=settings.model.model_name)
+    return {"as_of": as_of.isoformat(), "rows": outcome.rows, "buildings": outcome.buildings, "skipped": outcome.skipped,
+            "table_version": None if outcome.write is None else outcome.write.version}
+

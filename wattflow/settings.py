@@ -382,6 +382,29 @@ class MonitorSettings(BaseModel):
     anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
 
 
+class SavingsSettings(BaseModel):
+    """Measurement and verification of savings (IPMVP Option C, ASHRAE Guideline 14)."""
+
+    experiment: str = "wattflow-savings"
+    # Guideline 14's acceptance of an hourly baseline model.
+    max_cv_rmse: float = 0.30
+    max_abs_nmbe: float = 0.10
+    # Savings are established when the FSU at `confidence` is at most `max_fsu` (G14: 50% at 68%).
+    max_fsu: float = 0.50
+    confidence: float = Field(0.68, gt=0, lt=1)
+    # A level shift recorded by monitoring proposes a baseline of this many days before the accuracy
+    # window the shift showed up in; that window (the installation) belongs to neither period.
+    baseline_days: int = Field(42, ge=8)
+    # The platform's LSTM as baseline: a small network trained on the baseline period only.
+    lstm_units: int = 32
+    lstm_epochs: int = 30
+    # Six weeks give ~150 training windows: small batches make enough updates before early stopping.
+    lstm_batch_size: int = 32
+    lstm_patience: int = 3
+    # Baselines the monthly DAG verifies with (the LSTM costs a training per building and month).
+    monthly_models: list[str] = Field(default_factory=lambda: ["towt"])
+
+
 class AirflowSettings(BaseModel):
     owner: str = "wattflow"
     # Where the hourly ingest/forecast DAGs start; catchup is safe because every step is idempotent.
@@ -462,6 +485,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    savings: SavingsSettings = Field(default_factory=SavingsSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 

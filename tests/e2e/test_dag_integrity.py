@@ -21,6 +21,7 @@ EXPECTED_DAGS = {
     "deploy_model",
     "forecast",
     "monitor",
+    "verify_savings",
 }
 
 # Imports Airflow's authoring API first (the DAG processor has it loaded; its start-up is not the DAG
@@ -102,5 +103,7 @@ def test_no_cycles_and_assets_wire_the_loop(dagbag) -> None:
     assert outlets[("train_model", "announce_champion")] == ["wattflow://registry/champion"]
     train = dagbag.dags["train_model"]
     assert "retrain_requested" in repr(train.timetable.asset_condition)
+    savings = dagbag.dags["verify_savings"]
+    assert [t.task_id for t in savings.tasks] == ["verify"] and "savings" in savings.tags
     training_tasks = [t for t in train.tasks if t.task_id in ("tune", "train_and_gate")]
     assert all(t.pool == "training" for t in training_tasks)

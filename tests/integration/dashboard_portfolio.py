@@ -2,7 +2,7 @@
 
 Synthesised with numpy (seconds, not the whole pipeline): silver energy with a weekday office profile
 and a heating term, served day-ahead forecasts with a p10–p90 band, the buildings' reference rows from
-the simulator's registry, and anomalies priced by the real `data_quality.savings.price_anomalies`,
+the simulator's registry, and anomalies priced by the real `monitoring.savings_advice.price_anomalies`,
 including after-hours waste injected into the last week of one building.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data_quality.savings import price_anomalies
+from monitoring.savings_advice import price_anomalies
 from lakehouse.schemas import ANOMALIES, BUILDING_HOURLY, BUILDINGS, FORECASTS, TableContract
 from lakehouse.simulator.portfolio import build_registry
 

@@ -234,3 +234,49 @@ def test_cli_serves_the_dashboard(dashboard: Dashboard) -> None:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_savings_page_shows_counterfactual_vs_metered_cumulative_band_and_fit(dashboard: Dashboard, page, artifacts_dir: Path) -> None:
+    """Monthly verified savings of a simulated 40% HVAC cut (tests/savings_world.py), verified by the real
+    TOWT baseline and written to gold.savings as the monthly step writes them."""
+    from monitoring.savings_verify import LevelShift, fit_baseline, month_periods, result_for, savings_rows
+    from monitoring.verification import Period
+    from tests.savings_world import CUT, END, START, savings_world
+
+    portfolio, features = savings_world()
+    settings, engine = dashboard.settings, get_engine(dashboard.settings)
+    building = portfolio.registry.get("b04")
+    frame = features[features["building_id"] == "b04"]
+    baseline, reporting = Period.of(START, CUT), Period.of(CUT, END)
+    fit = fit_baseline("towt", frame, baseline, reporting, building, settings)
+    shift = LevelShift("b04", pd.Timestamp(CUT, tz="UTC"), pd.Timestamp(CUT, tz="UTC"), -0.2)
+    now = pd.Timestamp.now(tz="UTC")
+    rows = [savings_rows(result_for(frame, building, baseline, m, fit, settings), shift, baseline, m, None, now)
+            for m in month_periods(reporting.start, reporting.end)]
+    from lakehouse.schemas import SAVINGS
+
+    engine.upsert(SAVINGS, pa.Table.from_pandas(pd.DataFrame(rows)[list(SAVINGS.schema.names)], schema=SAVINGS.schema, preserve_index=False))
+    expected = pd.DataFrame(rows)
+
+    page.goto(f"{dashboard.url}/savings")
+    page.wait_for_selector("#savings-buildings")
+    assert page.locator("#savings-buildings .savings-row").count() == 1
+    page.click("#savings-buildings a[href='/savings/b04']")
+    page.wait_for_selector("#savings-cumulative .scatterlayer .trace")
+    assert page.inner_text("#kpi-savings .kpi-value") == f"{expected['savings_kwh'].sum():,.0f}"
+    assert page.inner_text("#kpi-savings-cost .kpi-value") == f"{expected['cost'].sum():,.2f}"
+    # counterfactual vs metered: two bar traces, one bar per reporting month (Feb, Mar)
+    assert page.locator("#savings-months .barlayer .trace").count() == 2
+    assert page.locator("#savings-months .barlayer .point").count() == 2 * len(rows) == 4
+    legend = page.text_content("#savings-months .legend") or ""
+    assert "adjusted baseline (counterfactual)" in legend and "metered" in legend
+    # cumulative savings inside its band: the upper edge, the filled lower edge, the line
+    assert page.locator("#savings-cumulative .scatterlayer .trace").count() == 3
+    band = page.evaluate("document.querySelector('#savings-cumulative .js-plotly-plot').data.map(t => t.y)")
+    upper, lower, line = band
+    assert all(lo < y < hi for lo, y, hi in zip(lower, line, upper))
+    assert line[-1] == pytest.approx(expected["savings_kwh"].sum(), abs=0.1)
+    fit_text = page.inner_text("#fit-stats")
+    assert f"{100 * rows[0]['cv_rmse']:.1f} % (Guideline 14: ≤ 30 %)" in fit_text
+    assert "meets Guideline 14" in fit_text and "NMBE" in fit_text
+    page.screenshot(path=str(artifacts_dir / "dashboard-savings.png"), full_page=True)

@@ -9,8 +9,8 @@ import pytest
 
 from lakehouse.engine import get_engine
 from lakehouse.schemas import ANOMALIES, DRIFT_REPORTS, FEATURES, FORECASTS, MONITORING_DECISIONS
-from ml.monitoring import run_monitoring
-from ml.monitoring_synthetic import (
+from monitoring.monitor import run_monitoring
+from monitoring.synthetic import (
     AfterHoursWaste,
     LinearForecaster,
     Retrofit,
@@ -43,7 +43,7 @@ def test_a_pass_writes_reports_runs_decisions_and_anomalies_and_a_rerun_changes_
     engine = get_engine(settings)
     engine.upsert(FEATURES, to_contract_table(features, FEATURES))
     engine.upsert(FORECASTS, to_contract_table(forecasts, FORECASTS))
-    import data_quality.anomaly_store as store
+    import monitoring.anomaly_store as store
 
     monkeypatch.setattr(store, "building_metadata", lambda engine, settings: {b: _Meta(b) for b in buildings})
 

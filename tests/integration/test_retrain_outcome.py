@@ -12,7 +12,7 @@ import pytest
 from lakehouse.engine import get_engine
 from lakehouse.schemas import FEATURES, RETRAIN_OUTCOMES
 from ml.model import ModelParams
-from ml.monitoring import evaluate_retrain
+from monitoring.monitor import evaluate_retrain
 from ml.pipeline import train_and_register
 from ml.spec import WindowSpec
 from ml.synthetic import synthetic_gold_features

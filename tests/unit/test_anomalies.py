@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from data_quality.anomalies import AnomalyInputError, detect_anomalies, stuck_runs
-from data_quality.savings import building_savings, price_anomalies
-from ml.monitoring_synthetic import portfolio_features
+from monitoring.anomalies import AnomalyInputError, detect_anomalies, stuck_runs
+from monitoring.savings_advice import building_savings, price_anomalies
+from monitoring.synthetic import portfolio_features
 from wattflow.settings import AnomalySettings
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_quality.drift import (
+from monitoring.drift import (
     DriftInputError,
     column_drift,
     drift_report,
@@ -18,7 +18,7 @@ from data_quality.drift import (
     matched_reference,
     served_pairs,
 )
-from ml.monitoring_synthetic import LinearForecaster, portfolio_features, served_forecasts
+from monitoring.synthetic import LinearForecaster, portfolio_features, served_forecasts
 
 START = pd.Timestamp("2025-01-06", tz="UTC")
 

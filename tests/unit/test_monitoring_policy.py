@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from ml.monitoring import compare_on_period
-from ml.monitoring_check import assess
-from ml.monitoring_policy import AccuracyFigures, Check, decide
-from ml.monitoring_synthetic import LinearForecaster, Retrofit, portfolio_features, served_forecasts
+from monitoring.monitor import compare_on_period
+from monitoring.check import assess
+from monitoring.retrain_policy import AccuracyFigures, Check, decide
+from monitoring.synthetic import LinearForecaster, Retrofit, portfolio_features, served_forecasts
 from wattflow.settings import MonitorSettings
 
 BUILDINGS = tuple(f"b{i}" for i in range(5))

@@ -13,7 +13,7 @@ from typing import Any
 import dash
 from dash import Input, Output, State, dcc, html
 
-from wattflow.dashboard import pages
+from wattflow.dashboard import pages, savings_page
 from wattflow.dashboard.data import DashboardData
 from wattflow.log import get_logger
 
@@ -34,7 +34,7 @@ def create_app(settings: Any, engine: Any | None = None, data: DashboardData | N
             dcc.Location(id="url"),
             dcc.Store(id="versions", data=_stringify(data.versions())),
             dcc.Interval(id="tick", interval=refresh_ms),
-            html.Header([dcc.Link("wattflow · energy", href="/"),
+            html.Header([dcc.Link("wattflow · energy", href="/"), dcc.Link("savings", href="/savings", className="nav"),
                          html.Span(f"refreshes every {settings.dashboard.refresh_interval_s:g} s when the tables change",
                                    className="refresh")]),
             html.Main(id="page"),
@@ -57,6 +57,14 @@ def create_app(settings: Any, engine: Any | None = None, data: DashboardData | N
             days = pages.span_from_query(search, settings.dashboard.chart_days)
             try:
                 return pages.building_page(data.building(building_id, days))
+            except KeyError:
+                return pages.not_found(f"No building {building_id!r} in the registry.")
+        if path == "/savings":
+            return savings_page.savings_index(data)
+        if path.startswith("/savings/"):
+            building_id = path.removeprefix("/savings/")
+            try:
+                return savings_page.savings_page(savings_page.savings_view(data, building_id, savings_page.model_from_query(search)))
             except KeyError:
                 return pages.not_found(f"No building {building_id!r} in the registry.")
         return pages.not_found(f"No page at {path}.")

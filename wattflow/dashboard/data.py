@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lakehouse.schemas import ANOMALIES, BUILDING_HOURLY, BUILDINGS, FORECASTS
+from lakehouse.schemas import ANOMALIES, BUILDING_HOURLY, BUILDINGS, FORECASTS, SAVINGS
 from ml.metrics import Accuracy
 from wattflow.dashboard.figures import (
     anomaly_hours,
@@ -27,7 +27,7 @@ from wattflow.dashboard.figures import (
 )
 from wattflow.dashboard.reader import TableReader
 
-TABLES = (BUILDINGS, BUILDING_HOURLY, FORECASTS, ANOMALIES)
+TABLES = (BUILDINGS, BUILDING_HOURLY, FORECASTS, ANOMALIES, SAVINGS)
 BUILDING_COLUMNS = ["building_id", "name", "site_id", "timezone", "use_type", "floor_area_m2",
                     "grid_emission_factor_kg_per_kwh", "tariff_per_kwh", "currency"]
 FORECAST_COLUMNS = ["building_id", "issued_at", "ts", "yhat_p10", "yhat_p50", "yhat_p90", "model_name", "model_version", "is_fallback"]

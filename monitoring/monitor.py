@@ -1,5 +1,5 @@
 """The monitoring shell: one pass at `as_of` reads gold features and served forecasts, measures the
-production model (`ml.monitoring_check.assess`), decides (`ml.monitoring_policy.decide`), saves the
+production model (`monitoring.check.assess`), decides (`monitoring.retrain_policy.decide`), saves the
 Evidently reports (HTML + JSON) under `settings.reports_dir`, logs them to an MLflow run tagged with the
 model name and version, summarises them in `monitoring.drift_reports`, records the decision in
 `monitoring.decisions`, and looks for consumption anomalies. A retrain decision sets
@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data_quality.anomaly_store import read_window, utc
-from data_quality.drift import SavedReport, accuracy_report, drift_report, summary_json
+from monitoring.anomaly_store import read_window, utc
+from monitoring.drift import SavedReport, accuracy_report, drift_report, summary_json
 from lakehouse.schemas import DRIFT_REPORTS, FEATURES, FORECASTS, MONITORING_DECISIONS, RETRAIN_OUTCOMES
-from ml.monitoring_check import Assessment, assess
-from ml.monitoring_policy import Check, Decision, decide, last_retrain
+from monitoring.check import Assessment, assess
+from monitoring.retrain_policy import Check, Decision, decide, last_retrain
 from wattflow.log import get_logger
 
 log = get_logger(__name__)
@@ -249,7 +249,7 @@ def run_monitoring(
 
     found = 0
     if with_anomalies:
-        from data_quality.anomaly_store import find_anomalies
+        from monitoring.anomaly_store import find_anomalies
 
         result = find_anomalies(engine, settings, since=end - pd.Timedelta(days=policy.drift_window_days), until=end)
         found = len(result.anomalies)

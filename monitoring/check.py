@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from data_quality.drift import (
+from monitoring.drift import (
     DriftJudgement,
     MatchedSample,
     judge_input_drift,
@@ -22,7 +22,7 @@ from data_quality.drift import (
     served_pairs,
 )
 from ml.metrics import accuracy
-from ml.monitoring_policy import AccuracyFigures, Check, window_bounds
+from monitoring.retrain_policy import AccuracyFigures, Check, window_bounds
 from wattflow.settings import MonitorSettings
 
 

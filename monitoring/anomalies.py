@@ -13,7 +13,7 @@ weeks before, so that a cold night is not called waste. An hour is anomalous whe
 
 Flagged hours of one building and kind that are at most `merge_gap_h` apart form one anomaly; its
 excess is the sum of measured − expected over the span. Functions take frames and return frames; the
-shell that reads tables and writes `monitoring.anomalies` lives in `data_quality.anomaly_store`.
+shell that reads tables and writes `monitoring.anomalies` lives in `monitoring.anomaly_store`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def monitor(
 ) -> None:
     """Drift and accuracy of the production model, the retrain decision (recorded either way), reports."""
     from lakehouse.engine import get_engine
-    from ml.monitoring import run_monitoring
+    from monitoring.monitor import run_monitoring
     from wattflow.settings import get_settings
 
     outcome = run_monitoring(get_engine(), get_settings(), as_of, with_anomalies=anomalies)
@@ -48,7 +48,7 @@ def anomalies_command(
     as_json: bool = typer.Option(False, "--json", help="Print anomalies as JSON lines."),
 ) -> None:
     """Consumption anomalies with excess kWh, cost, kgCO2e and a recommendation; recorded in monitoring.anomalies."""
-    from data_quality.anomaly_store import find_anomalies
+    from monitoring.anomaly_store import find_anomalies
     from lakehouse.engine import get_engine
     from wattflow.settings import get_settings
 

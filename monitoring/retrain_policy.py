@@ -3,7 +3,7 @@
 A `Check` is what one monitoring pass measured for the production model: accuracy over the last days
 (portfolio and per building, ASHRAE Guideline 14 CV(RMSE) and NMBE) and drift (residuals, inputs).
 `decide` turns the history of checks into a typed `Decision`; every decision, retrain or hold, is
-recorded with its reasons and figures by the shell (`ml.monitoring`).
+recorded with its reasons and figures by the shell (`monitoring.monitor`).
 
 Triggers (any one):
 * accuracy: CV(RMSE) over `accuracy_window_days` above `cv_rmse_threshold`, or more than

@@ -132,7 +132,7 @@ class LinearForecaster:
         """Least squares on [start, end); the last `recent_days` count `recent_weight` times (a retrain
         after a change must learn the new regime from the few days it has seen of it, so it is given
         those days repeated)."""
-        from data_quality.anomalies import fit_time_of_week
+        from monitoring.anomalies import fit_time_of_week
 
         train = features[(features["ts"] < end) & features["energy_valid"]]
         if start is not None:

@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import pandas as pd
 import pyarrow as pa
 
-from data_quality.anomalies import detect_anomalies
-from data_quality.savings import BuildingMetadata, building_savings, price_anomalies
+from monitoring.anomalies import detect_anomalies
+from monitoring.savings_advice import BuildingMetadata, building_savings, price_anomalies
 from lakehouse.schemas import ANOMALIES, FEATURES, FORECASTS
 
 ANOMALY_FEATURE_COLUMNS = [

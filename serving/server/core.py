@@ -30,16 +30,18 @@ from serving.server.servable import (
     Signature,
     read_warmup_requests,
 )
-from serving.server.tensors import ndarray_to_proto, proto_to_ndarray
+from serving.server.tensors import declared, ndarray_to_proto, proto_to_ndarray
 
 
 class ServingCore:
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, batcher: BatchScheduler | None,
-                 *, warmup_iterations: int = 1) -> None:
+                 *, warmup_iterations: int = 1, max_tensor_bytes: int | None = None) -> None:
         self.manager = manager
         self.metrics = metrics
         self.batcher = batcher
         self.warmup_iterations = warmup_iterations
+        # The decoded size of one request's tensors, all inputs together (the --max_request_bytes flag).
+        self.max_tensor_bytes = max_tensor_bytes
 
     # ---- model spec --------------------------------------------------------------------------------
     def resolve(self, model_spec) -> Servable:
@@ -65,7 +67,19 @@ class ServingCore:
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         servable = self.resolve(request.model_spec)
-        inputs = {name: proto_to_ndarray(tensor, name) for name, tensor in request.inputs.items()}
+        # Names, dtypes and shapes against the signature from the protos' declarations, before any allocation.
+        declarations = {name: declared(tensor, name) for name, tensor in request.inputs.items()}
+        servable.signature(request.model_spec.signature_name).check_inputs(declarations)
+        if self.max_tensor_bytes is not None:
+            sizes = {name: d.nbytes for name, d in declarations.items()}
+            if sum(sizes.values()) > self.max_tensor_bytes:
+                name = max(sizes, key=sizes.get)
+                raise invalid_argument(
+                    f"Input tensor {name} of shape {list(declarations[name].shape)} would take {sizes[name]} bytes; "
+                    f"the request's tensors ({sum(sizes.values())} bytes) exceed the limit of "
+                    f"{self.max_tensor_bytes} bytes (--max_request_bytes)"
+                )
+        inputs = {name: proto_to_ndarray(tensor, name, self.max_tensor_bytes) for name, tensor in request.inputs.items()}
         signature, wanted, outputs = self.run_signature(
             servable, request.model_spec.signature_name, inputs, request.output_filter
         )

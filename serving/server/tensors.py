@@ -134,14 +134,31 @@ def ndarray_to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, tensor_content=array.tobytes())
 
 
+_JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
 def json_to_ndarray(value, dtype: np.dtype, name: str) -> np.ndarray:
+    """A JSON (nested list) value as an array of the signature's dtype; one numpy conversion from the lists.
+
+    Numbers only for numeric inputs, booleans only for bool inputs: numpy would otherwise turn null into NaN and
+    "1" into 1.0 where TF Serving answers that the JSON value is not of the expected type.
+    """
     try:
-        array = np.asarray(value, dtype=dtype)
+        array = np.asarray(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise invalid_argument(f"Failed to process element: 0 key: {name} of 'instances' list. Error: {exc}") from None
     if array.dtype == object:
-        raise invalid_argument(f"Input {name} is a ragged list; every row must have the same shape")
-    return array
+        raise invalid_argument(
+            f"Input {name} is ragged or holds values that are not {np.dtype(dtype).name} (null, objects or mixed "
+            "types); every row must have the same shape and every value be a number"
+        )
+    allowed = _JSON_KINDS.get(np.dtype(dtype).kind, "")
+    if array.size and array.dtype.kind not in allowed:
+        raise invalid_argument(
+            f"Input {name}: JSON values of type {array.dtype.name} are not of the expected type {np.dtype(dtype).name}"
+        )
+    with np.errstate(over="ignore"):  # 1e39 into float32 is inf, as a C++ cast would give
+        return array.astype(dtype, copy=False)
 
 
 def ndarray_to_json(array: np.ndarray):

@@ -382,3 +382,103 @@ def _outcome(channel) -> str:
         return "OK"
     except grpc.RpcError as exc:
         return exc.code().name
+
+
+# ---- property tests: the REST request parser never lets an exception out ------------------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                       st.text(alphabet='[]{}"\\ab,:', max_size=8))
+_JSON = st.recursive(_JSON_LEAF, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.sampled_from(["instances", "inputs", "history", "future",
+                                                        "signature_name", "x"]), inner, max_size=4),
+                     max_leaves=40)
+_PATHS = st.sampled_from([f"/v1/models/{MODEL}:predict", f"/v1/models/{MODEL}/versions/1:predict",
+                          f"/v1/models/{MODEL}:classify", f"/v1/models/{MODEL}:regress", f"/v1/models/{MODEL}",
+                          f"/v1/models/{MODEL}/metadata", "/v1/models/nope:predict", "/v1/models/x/labels/y"])
+_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _assert_tf_serving_shaped(status: int, content_type: str, text: str) -> None:
+    assert content_type == "application/json"
+    body = json.loads(text)
+    if status == 200:
+        assert isinstance(body, dict) and "error" not in body
+    else:
+        assert status in (400, 404, 413, 500, 501, 503), status
+        assert list(body) == ["error"] and isinstance(body["error"], str) and body["error"]
+        assert not body["error"].startswith("Internal error"), body  # a 500 here would be a parser bug
+
+
+@pytest.fixture(scope="module")
+def rest_api(servers):
+    from serving.server.rest import RestApi
+
+    return RestApi(servers["tls"].core, servers["tls"].monitoring, max_json_depth=LIMITED_JSON_DEPTH)
+
+
+@_SETTINGS
+@given(method=st.sampled_from(["GET", "POST"]), path=_PATHS, body=st.binary(max_size=200))
+def test_any_bytes_get_a_result_or_a_tf_serving_error(rest_api, method, path, body):
+    _assert_tf_serving_shaped(*rest_api.handle(method, path, body))
+
+
+@_SETTINGS
+@given(path=_PATHS, payload=_JSON)
+def test_any_json_gets_a_result_or_a_tf_serving_error(rest_api, path, payload):
+    _assert_tf_serving_shaped(*rest_api.handle("POST", path, json.dumps(payload).encode()))
+
+
+@_SETTINGS
+@given(rows=st.integers(0, 3), lookback=st.sampled_from([SPEC.lookback_h, 1]), value=st.one_of(
+    st.floats(allow_nan=False, width=32), st.integers(-10**30, 10**30), st.text(max_size=3), st.none()))
+def test_near_valid_tensors_get_a_result_or_a_tf_serving_error(rest_api, rows, lookback, value):
+    history = [[[value] * len(SPEC.history_features)] * lookback] * rows
+    future = [[[0.0] * len(SPEC.future_features)] * SPEC.horizon_h] * rows
+    status, content_type, text = rest_api.handle(
+        "POST", f"/v1/models/{MODEL}:predict", json.dumps({"inputs": {"history": history, "future": future}}).encode())
+    _assert_tf_serving_shaped(status, content_type, text)
+    # Numbers are accepted (float32 overflow gives inf, as a C++ cast would); null, strings and integers beyond
+    # int64 are not of the expected type.
+    valid = rows > 0 and lookback == SPEC.lookback_h and (
+        isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**63))
+    assert (status == 200) == valid, text
+
+
+def _reference_depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max((_reference_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_reference_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=_JSON, indent=st.sampled_from([None, 1]))
+def test_json_nesting_depth_counts_brackets_outside_strings_only(payload, indent):
+    from serving.server.rest import json_nesting_depth
+
+    assert json_nesting_depth(json.dumps(payload, indent=indent).encode()) == _reference_depth(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.one_of(st.integers(-5, 2000).map(str), st.text(max_size=6)), body=st.binary(max_size=1500))
+def test_read_body_returns_at_most_the_limit_or_refuses_with_400_or_413(length, body):
+    import io
+    from email.message import Message
+
+    from serving.server.rest import RequestRefused, read_body
+
+    headers = Message()
+    try:
+        headers["Content-Length"] = length
+    except ValueError:  # header text the HTTP layer could never have parsed
+        return
+    try:
+        read = read_body(headers, io.BytesIO(body), max_body=1000)
+    except RequestRefused as exc:
+        assert exc.status in (400, 413) and exc.message
+        text = length.strip()
+        assert exc.status == 413 or not (text.isdigit() and text.isascii()) or int(text) > len(body)
+        return
+    assert read == body[: int(length.strip())] and len(read) <= 1000

@@ -261,9 +261,10 @@ class ServingSettings(BaseModel):
     tls_server_name: str = ""
     # Export: write the serving signature as an XLA-compiled function (`jit_compile=True`). TF Serving then needs
     # --xla_cpu_compilation_enabled=true (compose and Kubernetes pass it when this is on); batches are padded to
-    # `xla_batch_sizes` so XLA compiles each shape once, during warmup.
+    # `xla_batch_sizes` (= allowed_batch_sizes in infra/serving/batching.config) so XLA compiles each shape once,
+    # during the warmup requests the export writes for every size.
     xla: bool = False
-    xla_batch_sizes: tuple[int, ...] = (1, 4, 32)
+    xla_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class AnomalySettings(BaseModel):

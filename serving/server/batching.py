@@ -127,14 +127,19 @@ class BatchScheduler:
                     task.done.set()
 
     def _run_batch(self, batch: list[_Task]) -> None:
-        if len(batch) == 1:
-            batch[0].outputs = batch[0].run(batch[0].inputs)
-            self._record(batch[0].size)
-            return
-        names = batch[0].inputs.keys()
-        merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
         total = sum(task.size for task in batch)
         padded = self._padded_size(total)
+        if len(batch) == 1 and padded == total:
+            batch[0].outputs = batch[0].run(batch[0].inputs)
+            self._record(total)
+            return
+        names = batch[0].inputs.keys()
+        if len(batch) == 1:
+            merged = batch[0].inputs
+        else:
+            merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
+        # Padded to an allowed size even for one task: an XLA-compiled signature then only ever sees the shapes
+        # that warmup compiled.
         if padded > total:
             merged = {name: _pad(array, padded) for name, array in merged.items()}
         outputs = batch[0].run(merged)

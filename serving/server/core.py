@@ -168,6 +168,7 @@ class ServingCore:
         status = "OK"
         try:
             logs = read_warmup_requests(servable.path)
+            warmed = set()
             for _ in range(max(1, self.warmup_iterations)):
                 for log in logs:
                     kind = log.WhichOneof("log_type")
@@ -178,6 +179,8 @@ class ServingCore:
                     signature = servable.signature(request.model_spec.signature_name)
                     signature.check_inputs(inputs)
                     signature(inputs)
+                    warmed.add(signature.name)
+            self._compile_allowed_batch_sizes(servable, warmed or {DEFAULT_SIGNATURE})
         except ServingError as exc:
             status = exc.code.name
             raise
@@ -185,6 +188,26 @@ class ServingCore:
             self.metrics.model_warmup_latency.observe(
                 str(servable.path), status, value=(time.perf_counter() - started) * 1e6
             )
+
+
+    def _compile_allowed_batch_sizes(self, servable: Servable, signature_names: set[str]) -> None:
+        """XLA compiles once per input shape: run every allowed batch size now, so no request pays a compile.
+
+        Only for XLA-compiled signatures that may run (a refused one fails at its first request, as in TF Serving)
+        and when the batcher pads to allowed sizes; inputs are zeros of each signature's declared shape.
+        """
+        sizes = self.batcher.params.allowed_batch_sizes if self.batcher is not None else ()
+        if not sizes or not servable.uses_xla:
+            return
+        for name in sorted(signature_names):
+            signature = servable.signatures.get(name)
+            if signature is None or signature.xla_refused:
+                continue
+            specs = signature.inputs.values()
+            if any(spec.shape is None or None in spec.shape[1:] for spec in specs):
+                continue  # a dimension besides the batch is free: no fixed set of shapes to compile
+            for size in sizes:
+                signature({spec.name: np.zeros((size, *spec.shape[1:]), dtype=spec.dtype) for spec in specs})
 
 
 class _WithResponse(ServingError):

@@ -47,7 +47,8 @@ class ModelServer:
             batcher = BatchScheduler(
                 params, on_batch=lambda size: self.metrics.processed_batch_size.observe("batch_threads", value=size)
             )
-        self.manager = ModelManager(allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models)
+        self.manager = ModelManager(allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+                                    xla_enabled=options.xla_cpu_compilation_enabled)
         self.core = ServingCore(self.manager, self.metrics, batcher,
                                 warmup_iterations=options.num_request_iterations_for_warmup,
                                 max_tensor_bytes=options.max_request_bytes)

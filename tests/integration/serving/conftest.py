@@ -124,6 +124,18 @@ def _wait_ready(endpoint: Endpoint, process, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="session")
+def small_exports(tmp_path_factory) -> dict[str, Path]:
+    """One small contract model, exported once plain and once XLA-compiled from that export (same weights), for
+    the in-process servers of the security and XLA tests: `<dir>/1` each, so `<dir>` is a model base path."""
+    from serving.contract_model import export_contract_model
+    from serving.xla import write_xla_saved_model
+
+    root = tmp_path_factory.mktemp("small-models")
+    plain = export_contract_model(root / "plain" / "1", SPEC, units=UNITS, seed=3)
+    return {"plain": plain, "xla": write_xla_saved_model(plain, root / "xla" / "1")}
+
+
+@pytest.fixture(scope="session")
 def channel(endpoint: Endpoint):
     import grpc
 

@@ -42,6 +42,8 @@ class ServingCore:
         self.warmup_iterations = warmup_iterations
         # The decoded size of one request's tensors, all inputs together (the --max_request_bytes flag).
         self.max_tensor_bytes = max_tensor_bytes
+        # Where the gRPC front end runs model calls without a batcher, and every blocking handler.
+        self.executor = None
 
     # ---- model spec --------------------------------------------------------------------------------
     def resolve(self, model_spec) -> Servable:
@@ -66,6 +68,32 @@ class ServingCore:
         return signature, wanted, outputs
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        servable, inputs = self._predict_inputs(request)
+        signature, wanted, outputs = self.run_signature(
+            servable, request.model_spec.signature_name, inputs, request.output_filter
+        )
+        return _predict_response(request, servable, signature, wanted, outputs)
+
+    async def predict_async(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """Predict from the gRPC event loop: everything but the model call runs in the loop, the model call in
+        the batcher (no thread waits for it); without batching the call goes to `executor`."""
+        servable, inputs = self._predict_inputs(request)  # checked against the signature already
+        signature = servable.signature(request.model_spec.signature_name)
+        wanted = signature.check_outputs(request.output_filter)
+        started = time.perf_counter()
+        if self.batcher is not None:
+            key = (servable.model_name, servable.version, id(servable), signature.name)
+            outputs = await self.batcher.run_async(key, inputs, signature)
+        else:
+            import asyncio
+
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, signature, inputs)
+        self.metrics.runtime_latency.observe(
+            servable.model_name, "Predict", "TF2", value=(time.perf_counter() - started) * 1e6
+        )
+        return _predict_response(request, servable, signature, wanted, outputs)
+
+    def _predict_inputs(self, request: predict_pb2.PredictRequest) -> tuple[Servable, dict[str, np.ndarray]]:
         servable = self.resolve(request.model_spec)
         # Names, dtypes and shapes against the signature from the protos' declarations, before any allocation.
         declarations = {name: declared(tensor, name) for name, tensor in request.inputs.items()}
@@ -80,17 +108,7 @@ class ServingCore:
                     f"{self.max_tensor_bytes} bytes (--max_request_bytes)"
                 )
         inputs = {name: proto_to_ndarray(tensor, name, self.max_tensor_bytes) for name, tensor in request.inputs.items()}
-        signature, wanted, outputs = self.run_signature(
-            servable, request.model_spec.signature_name, inputs, request.output_filter
-        )
-        response = predict_pb2.PredictResponse()
-        spec = response.model_spec
-        spec.name = request.model_spec.name
-        spec.version.value = servable.version
-        spec.signature_name = signature.name
-        for name in wanted:
-            response.outputs[name].CopyFrom(ndarray_to_proto(outputs[name]))
-        return response
+        return servable, inputs
 
     # ---- metadata and status -----------------------------------------------------------------------
     def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
@@ -208,6 +226,18 @@ class ServingCore:
                 continue  # a dimension besides the batch is free: no fixed set of shapes to compile
             for size in sizes:
                 signature({spec.name: np.zeros((size, *spec.shape[1:]), dtype=spec.dtype) for spec in specs})
+
+
+def _predict_response(request, servable: Servable, signature: Signature, wanted: list[str],
+                      outputs: dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse()
+    spec = response.model_spec
+    spec.name = request.model_spec.name
+    spec.version.value = servable.version
+    spec.signature_name = signature.name
+    for name in wanted:
+        response.outputs[name].CopyFrom(ndarray_to_proto(outputs[name]))
+    return response
 
 
 class _WithResponse(ServingError):

@@ -161,28 +161,25 @@ class RestApi:
         return json.dumps({"outputs": {name: outputs[name].tolist() for name in wanted}})
 
 
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # a string literal (or an unterminated one)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def json_nesting_depth(body: bytes) -> int:
-    """The deepest `[`/`{` nesting of a JSON text, brackets inside strings not counted; vectorised (no Python
-    loop per byte), so it can run before the parser on every body. Invalid JSON still gets a number (the parser
-    then rejects it)."""
-    data = np.frombuffer(body, dtype=np.uint8)
-    opens = (data == 0x5B) | (data == 0x7B)
-    if not opens.any():
+    """The deepest `[`/`{` nesting of a JSON text, brackets inside strings not counted. Cheap enough to run
+    before the parser on every body (~2 ms for a 1.3 MB batch-32 body): strings are cut out with one regex,
+    everything but brackets dropped with `bytes.translate`, and the running depth taken in numpy. Invalid JSON
+    still gets a number (the parser then rejects it)."""
+    if b"[" not in body and b"{" not in body:
         return 0
-    closes = (data == 0x5D) | (data == 0x7D)
-    quotes = data == 0x22
-    if quotes.any():
-        backslash = (data == 0x5C).astype(np.int64)
-        ran = np.cumsum(backslash)
-        # Backslashes immediately before each position: a quote after an odd run is escaped.
-        base = np.maximum.accumulate(np.where(backslash == 0, ran, 0))
-        before = np.concatenate(([0], (ran - base)[:-1]))
-        real = quotes & (before % 2 == 0)
-        inside = (np.cumsum(real) % 2 == 1) & ~real
-        opens &= ~inside
-        closes &= ~inside
-    depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32))
-    return int(depth.max(initial=0))
+    if b'"' in body:
+        body = _JSON_STRING.sub(b"", body)
+    brackets = body.translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    data = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((data == 0x5B) | (data == 0x7B), 1, -1).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _rows_to_inputs(instances, signature) -> dict[str, np.ndarray]:

@@ -4,9 +4,11 @@
 
 The model is the default forecaster (lookback 168 h, horizon 24 h, LSTM 64 units) from ml.model's builder
 (untrained weights: latency does not depend on them), exported with ml.model.export_saved_model, served by
-`wattflow-model-server` subprocesses (one without batching, one with). Requests are built once and reused,
-so the figures are the serving path, not the client's protobuf building. Targets on 2 cores: gRPC p50 at
-batch 1 <= in-process p50 + 1 ms; with batching, 32 concurrent clients >= 70% of in-process batch-32 windows/s.
+`wattflow-model-server` subprocesses: plain and XLA-compiled (serving.xla.write_xla_saved_model, the server
+started with --xla_cpu_compilation_enabled and batches padded to allowed sizes), each without and with
+batching. Requests are built once and reused, so the figures are the serving path, not the client's protobuf
+building. Targets (issue 21, 2 shared cores): in-process b1 p50 <= 1 ms with XLA; gRPC b1 p50 <= in-process
+b1 p50 + the floor's b1 p50 + 0.5 ms; 32 concurrent batch-1 clients >= 60% of the floor's request rate, 0 errors.
 
 What is compared with what:
 - "inprocess" calls the loaded signature (`signature(history=..., future=...)`) in this process; the servers
@@ -26,6 +28,9 @@ What is compared with what:
 - "grpc_floor" is the same client against a bare grpcio server (same thread pool) whose Predict returns a
   canned copy of the model server's response without running anything: the latency and request rate the
   Python gRPC stack alone allows on this machine, i.e. the best any Python model server could reach here.
+  The model server itself now runs on grpc.aio (one event loop, no thread handed each call), so the same
+  canned response from a bare grpc.aio server ("grpc_floor_aio") is reported beside it; the targets use the
+  thread-pool floor, as issue 21 defines it.
 """
 
 from __future__ import annotations
@@ -111,13 +116,13 @@ def inprocess_throughput(call, batch: int, seconds: float) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def start_server(base: Path, model: str, batching_file: Path | None, extra_flags: list[str]):
+def start_server(base: Path, model: str, batching_file: Path | None, extra_flags: list[str], label: str = ""):
     grpc_port, rest_port = free_port(), free_port()
     argv = [str(REPO / ".venv/bin/wattflow-model-server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
             f"--model_name={model}", f"--model_base_path={base / model}", "--host=127.0.0.1", *extra_flags]
     if batching_file:
         argv += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
-    log = open(base.parent / f"server-{'batching' if batching_file else 'plain'}.log", "w")
+    log = open(base.parent / f"server-{label or ('batching' if batching_file else 'plain')}.log", "w")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     return process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
 
@@ -198,7 +203,7 @@ def mean_batch_size(rest_url: str) -> float | None:
     return total / count if count else None
 
 
-def serve_canned_predict(port: int, response_file: Path) -> None:
+def serve_canned_predict(port: int, response_file: Path, aio: bool = False) -> None:
     """The gRPC floor: a grpcio server like the model server's whose Predict returns fixed response bytes."""
     from concurrent import futures
 
@@ -206,6 +211,20 @@ def serve_canned_predict(port: int, response_file: Path) -> None:
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     response = predict_pb2.PredictResponse.FromString(response_file.read_bytes())
+    if aio:
+        class CannedAio(prediction_service_pb2_grpc.PredictionServiceServicer):
+            async def Predict(self, request, context):  # noqa: N802 (gRPC's naming)
+                return response
+
+        async def run() -> None:
+            server = grpc.aio.server()
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(CannedAio(), server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            await server.wait_for_termination()
+
+        asyncio.run(run())
+        return
 
     class Canned(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):  # noqa: N802 (gRPC's naming)
@@ -218,10 +237,10 @@ def serve_canned_predict(port: int, response_file: Path) -> None:
     server.wait_for_termination()
 
 
-def start_canned_server(response_file: Path) -> tuple[subprocess.Popen, str]:
+def start_canned_server(response_file: Path, aio: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen([sys.executable, __file__, "--canned-server-port", str(port),
-                                "--canned-response", str(response_file)])
+                                "--canned-response", str(response_file), *(["--canned-aio"] if aio else [])])
     return process, f"127.0.0.1:{port}"
 
 
@@ -243,15 +262,18 @@ def main() -> None:
                         help="TensorFlow inter-op threads, in-process and in the servers (0: TensorFlow's choice)")
     parser.add_argument("--canned-server-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--canned-response", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--canned-aio", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.canned_server_port:
-        serve_canned_predict(args.canned_server_port, args.canned_response)
+        serve_canned_predict(args.canned_server_port, args.canned_response, aio=args.canned_aio)
         return
 
     import grpc
     import requests
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from serving.xla import write_xla_saved_model
 
     # Before anything runs a TensorFlow op: the in-process reference gets the servers' thread pools.
     if args.tf_intra_op_threads:
@@ -263,39 +285,55 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="wattflow-bench-serving-"))
     model = "bench_lstm"
-    base = work / "models"
+    base, base_xla = work / "models", work / "models-xla"
     spec, model_source = export_model(base / model / "1")
-    batching_file = work / "batching.config"
-    batching_file.write_text(
+    write_xla_saved_model(base / model / "1", base_xla / model / "1")
+    allowed = sorted({size for size in (1, 2, 4, 8, 16) if size < args.max_batch_size} | {args.max_batch_size})
+    batching_text = (
         f"max_batch_size {{ value: {args.max_batch_size} }}\nbatch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
         f"num_batch_threads {{ value: {args.num_batch_threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n"
     )
+    batching_file, batching_xla_file = work / "batching.config", work / "batching-xla.config"
+    batching_file.write_text(batching_text)
+    # XLA compiles per shape: pad to a few sizes, each compiled by warmup before the version is AVAILABLE.
+    batching_xla_file.write_text(batching_text + f"allowed_batch_sizes: [{', '.join(map(str, allowed))}]\n")
     monitoring_file = work / "monitoring.config"
     monitoring_file.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
-    plain = start_server(base, model, None, server_flags)
-    batched = start_server(base, model, batching_file, [*server_flags, f"--monitoring_config_file={monitoring_file}"])
+    xla_flags = [*server_flags, "--xla_cpu_compilation_enabled=true"]
+    monitored = [f"--monitoring_config_file={monitoring_file}"]
+    servers = {
+        "plain": start_server(base, model, None, server_flags, "plain"),
+        "batched": start_server(base, model, batching_file, [*server_flags, *monitored], "batched"),
+        "xla": start_server(base_xla, model, None, xla_flags, "xla"),
+        "batched_xla": start_server(base_xla, model, batching_xla_file, [*xla_flags, *monitored], "batched-xla"),
+    }
     results: dict = {"model": model_source, "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0],
                      "tf_threads": {"intra_op": args.tf_intra_op_threads, "inter_op": args.tf_inter_op_threads},
                      "batching": {"max_batch_size": args.max_batch_size,
                                   "batch_timeout_micros": args.batch_timeout_micros,
-                                  "num_batch_threads": args.num_batch_threads}}
+                                  "num_batch_threads": args.num_batch_threads,
+                                  "allowed_batch_sizes_xla": allowed}}
+    floors: dict[str, tuple] = {}
     try:
         # Servers start (import TensorFlow, load, warm up) before anything is timed, so nothing competes.
-        for process, _target, rest in (plain, batched):
+        for process, _target, rest in servers.values():
             wait_ready(rest, model, process)
         signature = tf.saved_model.load(str(base / model / "1")).signatures["serving_default"]
+        signature_xla = tf.saved_model.load(str(base_xla / model / "1")).signatures["serving_default"]
         h1, f1 = inputs(spec, 1)
         h32, f32 = inputs(spec, 32, seed=1)
-        _, target, rest_url = plain
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+        stubs = {name: prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+                 for name, (_, target, _) in servers.items()}
         r1, r32 = predict_request(model, h1, f1), predict_request(model, h32, f32)
         response_file = work / "canned_response.pb"
-        response_file.write_bytes(stub.Predict(r1, timeout=60).SerializeToString())
-        floor_process, floor_target = start_canned_server(response_file)
-        floor_stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(floor_target))
+        response_file.write_bytes(stubs["plain"].Predict(r1, timeout=60).SerializeToString())
+        floors = {"floor": start_canned_server(response_file), "floor_aio": start_canned_server(response_file, aio=True)}
+        floor_stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(floors["floor"][1]))
         floor_stub.Predict(r1, timeout=120, wait_for_ready=True)
+        prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(floors["floor_aio"][1])).Predict(
+            r1, timeout=120, wait_for_ready=True)
         session = requests.Session()
-        url = f"{rest_url}/v1/models/{model}:predict"
+        url = f"{servers['plain'][2]}/v1/models/{model}:predict"
         body1 = json.dumps({"inputs": {"history": h1.tolist(), "future": f1.tolist()}})
         body32 = json.dumps({"inputs": {"history": h32.tolist(), "future": f32.tolist()}})
 
@@ -303,15 +341,21 @@ def main() -> None:
             response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
             response.raise_for_status()
 
-        # The three paths are timed interleaved, call by call, so a busy shared machine slows them alike.
+        # The paths are timed interleaved, call by call, so a busy shared machine slows them alike.
         from serving.server.servable import Servable
 
         server_call = Servable.load(model, 1, base / model / "1").signature("")
+        server_call_xla = Servable.load(model, 1, base_xla / model / "1", xla_enabled=True).signature("")
         paths = {
             "inprocess": (lambda: signature(history=h1, future=f1), lambda: signature(history=h32, future=f32)),
+            "inprocess_xla": (lambda: signature_xla(history=h1, future=f1),
+                              lambda: signature_xla(history=h32, future=f32)),
             "inprocess_server_call": (lambda: server_call({"history": h1, "future": f1}),
                                       lambda: server_call({"history": h32, "future": f32})),
-            "grpc": (lambda: stub.Predict(r1, timeout=60), lambda: stub.Predict(r32, timeout=60)),
+            "inprocess_server_call_xla": (lambda: server_call_xla({"history": h1, "future": f1}),
+                                          lambda: server_call_xla({"history": h32, "future": f32})),
+            "grpc": (lambda: stubs["plain"].Predict(r1, timeout=60), lambda: stubs["plain"].Predict(r32, timeout=60)),
+            "grpc_xla": (lambda: stubs["xla"].Predict(r1, timeout=60), lambda: stubs["xla"].Predict(r32, timeout=60)),
             "rest": (lambda: rest_call(body1), lambda: rest_call(body32)),
         }
         b1 = interleaved({**{name: calls[0] for name, calls in paths.items()},
@@ -321,18 +365,21 @@ def main() -> None:
             results[name] = _row(summarize(b1[name], 1), summarize(b32[name], 32))
         floor_b1 = summarize(b1["grpc_floor"], 1)
 
-        # Throughput phases alternate (in-process batch 32, 32 clients with batching, without), twice each,
-        # so load from other jobs falls on all three.
-        totals = {"inprocess": [0, 0.0]}
+        # Throughput phases alternate (in-process batch 32, then 32 clients against each server), twice each,
+        # so load from other jobs falls on all of them.
+        phases = {"batching": servers["batched"][:2], "batching_xla": servers["batched_xla"][:2],
+                  "no_batching": servers["plain"][:2], "floor": floors["floor"], "floor_aio": floors["floor_aio"]}
+        totals = {"inprocess": [0, 0.0], "inprocess_xla": [0, 0.0]}
         totals.update({key: {"ok": 0, "errors": 0, "seconds": 0.0, "client_cpu_s": 0.0, "server_cpu_s": 0.0}
-                       for key in ("batching", "no_batching", "floor")})
+                       for key in phases})
         phase_s = args.seconds / 2
         for _round in range(2):
-            count, elapsed = inprocess_throughput(lambda: signature(history=h32, future=f32), 32, phase_s)
-            totals["inprocess"][0] += count
-            totals["inprocess"][1] += elapsed
-            for key, (process, target) in (("batching", batched[:2]), ("no_batching", plain[:2]),
-                                           ("floor", (floor_process, floor_target))):
+            for key, call in (("inprocess", lambda: signature(history=h32, future=f32)),
+                              ("inprocess_xla", lambda: signature_xla(history=h32, future=f32))):
+                count, elapsed = inprocess_throughput(call, 32, phase_s)
+                totals[key][0] += count
+                totals[key][1] += elapsed
+            for key, (process, target) in phases.items():
                 server_cpu = process_cpu_s(process.pid)
                 ok, errors, elapsed, client_cpu = asyncio.run(concurrent_clients(target, r1, args.clients, phase_s))
                 phase = totals[key]
@@ -341,42 +388,43 @@ def main() -> None:
                 phase["errors"] += errors
                 phase["seconds"] += elapsed
                 phase["client_cpu_s"] += client_cpu
-        results["inprocess"]["b32_windows_per_s_during_concurrency"] = totals["inprocess"][0] / totals["inprocess"][1]
-        batching, no_batching = totals["batching"], totals["no_batching"]
-        results["concurrent_32"] = {
-            "batching_windows_per_s": batching["ok"] / batching["seconds"],
-            "no_batching_windows_per_s": no_batching["ok"] / no_batching["seconds"],
-            "errors": batching["errors"] + no_batching["errors"],
-            "errors_batching": batching["errors"],
-            "errors_no_batching": no_batching["errors"],
-            "batching_mean_batch_size": mean_batch_size(batched[2]),
-            **{f"{key}_{side}_cpu_ms_per_request": 1000 * phase[f"{side}_cpu_s"] / max(phase["ok"], 1)
-               for key, phase in (("batching", batching), ("no_batching", no_batching))
-               for side in ("server", "client")},
-        }
-        floor = totals["floor"]
-        results["grpc_floor"] = {
-            "b1_p50_ms": floor_b1["p50_ms"], "b1_p99_ms": floor_b1["p99_ms"],
-            "concurrent_32_requests_per_s": floor["ok"] / floor["seconds"], "errors": floor["errors"],
-            "server_cpu_ms_per_request": 1000 * floor["server_cpu_s"] / max(floor["ok"], 1),
-            "client_cpu_ms_per_request": 1000 * floor["client_cpu_s"] / max(floor["ok"], 1),
-        }
+        for key in ("inprocess", "inprocess_xla"):
+            results[key]["b32_windows_per_s_during_concurrency"] = totals[key][0] / totals[key][1]
+
+        def rates(key: str) -> dict:
+            phase = totals[key]
+            return {"requests_per_s": phase["ok"] / phase["seconds"], "errors": phase["errors"],
+                    "server_cpu_ms_per_request": 1000 * phase["server_cpu_s"] / max(phase["ok"], 1),
+                    "client_cpu_ms_per_request": 1000 * phase["client_cpu_s"] / max(phase["ok"], 1)}
+
+        results["concurrent_32"] = {key: rates(key) for key in ("batching", "batching_xla", "no_batching")}
+        results["concurrent_32"]["batching"]["mean_batch_size"] = mean_batch_size(servers["batched"][2])
+        results["concurrent_32"]["batching_xla"]["mean_batch_size"] = mean_batch_size(servers["batched_xla"][2])
+        results["concurrent_32"]["errors"] = sum(results["concurrent_32"][k]["errors"]
+                                                 for k in ("batching", "batching_xla", "no_batching"))
+        results["grpc_floor"] = {"b1_p50_ms": floor_b1["p50_ms"], "b1_p99_ms": floor_b1["p99_ms"],
+                                 "concurrent_32": rates("floor")}
+        results["grpc_floor_aio"] = {"concurrent_32": rates("floor_aio")}
         results["load_avg_1m_at_end"] = os.getloadavg()[0]
     finally:
-        processes = [plain[0], batched[0]] + ([floor_process] if "floor_process" in locals() else [])
-        for process in processes:
+        for process in [entry[0] for entry in servers.values()] + [entry[0] for entry in floors.values()]:
             process.terminate()
             process.wait(timeout=30)
-    print_table(results)
+    floor_rate = results["grpc_floor"]["concurrent_32"]["requests_per_s"]
     targets = {
-        "grpc_b1_p50 <= inprocess_b1_p50 + 1 ms": bool(results["grpc"]["b1_p50_ms"] <= results["inprocess"]["b1_p50_ms"] + 1.0),
-        "batching >= 70% of inprocess b32 windows/s": bool(results["concurrent_32"]["batching_windows_per_s"]
-        >= 0.7 * results["inprocess"]["b32_windows_per_s_during_concurrency"]),
+        "inprocess_xla b1 p50 <= 1 ms": bool(results["inprocess_xla"]["b1_p50_ms"] <= 1.0),
+        "grpc b1 p50 <= inprocess b1 p50 + floor b1 p50 + 0.5 ms": bool(
+            results["grpc"]["b1_p50_ms"] <= results["inprocess"]["b1_p50_ms"] + floor_b1["p50_ms"] + 0.5),
+        "grpc_xla b1 p50 <= inprocess_xla b1 p50 + floor b1 p50 + 0.5 ms": bool(
+            results["grpc_xla"]["b1_p50_ms"] <= results["inprocess_xla"]["b1_p50_ms"] + floor_b1["p50_ms"] + 0.5),
+        "32 clients, batching + XLA >= 60% of the floor's requests/s": bool(
+            results["concurrent_32"]["batching_xla"]["requests_per_s"] >= 0.6 * floor_rate),
+        "32 clients, batching (no XLA) >= 60% of the floor's requests/s": bool(
+            results["concurrent_32"]["batching"]["requests_per_s"] >= 0.6 * floor_rate),
         "0 errors": bool(results["concurrent_32"]["errors"] == 0),
     }
     results["targets_met"] = targets
-    for name, met in targets.items():
-        print(f"  {'PASS' if met else 'MISS'}  {name}")
+    print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
@@ -390,24 +438,31 @@ def _row(b1: dict, b32: dict) -> dict:
 def print_table(results: dict) -> None:
     print(f"model: {results['model']}; cpus: {results['cpus']}; load avg {results['load_avg_1m_at_start']:.1f} -> "
           f"{results.get('load_avg_1m_at_end', float('nan')):.1f}")
-    print(f"{'path':<22} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b32 p50 ms':>11} {'b32 windows/s':>14}")
-    for path in ("inprocess", "inprocess_server_call", "grpc", "rest"):
+    print(f"{'path':<26} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b32 p50 ms':>11} {'b32 windows/s':>14}")
+    for path in ("inprocess", "inprocess_xla", "inprocess_server_call", "inprocess_server_call_xla", "grpc",
+                 "grpc_xla", "rest"):
         row = results[path]
-        print(f"{path:<22} {row['b1_p50_ms']:>10.2f} {row['b1_p99_ms']:>10.2f} {row['b32_p50_ms']:>11.2f} "
+        print(f"{path:<26} {row['b1_p50_ms']:>10.2f} {row['b1_p99_ms']:>10.2f} {row['b32_p50_ms']:>11.2f} "
               f"{row['b32_windows_per_s']:>14.0f}")
-    overhead = results["grpc"]["b1_p50_ms"] - results["inprocess_server_call"]["b1_p50_ms"]
-    print(f"gRPC b1 p50 minus the same signature call in-process: {overhead:.2f} ms "
-          f"(a canned-response gRPC call alone: {results['grpc_floor']['b1_p50_ms']:.2f} ms)")
-    c = results["concurrent_32"]
-    print(f"in-process batch 32 during the concurrency phases: {results['inprocess']['b32_windows_per_s_during_concurrency']:.0f} windows/s")
-    print(f"32 concurrent gRPC clients (batch 1): batching {c['batching_windows_per_s']:.0f} windows/s, "
-          f"no batching {c['no_batching_windows_per_s']:.0f} windows/s, errors {c['errors']}")
-    print(f"  with batching: mean batch {c['batching_mean_batch_size'] or float('nan'):.1f}, CPU per request: server "
-          f"{c['batching_server_cpu_ms_per_request']:.2f} ms, client {c['batching_client_cpu_ms_per_request']:.2f} ms")
     f = results["grpc_floor"]
-    print(f"gRPC floor (same clients, bare grpcio server, canned response): b1 p50 {f['b1_p50_ms']:.2f} ms; 32 clients "
-          f"{f['concurrent_32_requests_per_s']:.0f} requests/s (CPU per request: server {f['server_cpu_ms_per_request']:.2f} "
-          f"ms, client {f['client_cpu_ms_per_request']:.2f} ms)")
+    print(f"{'grpc_floor (canned)':<26} {f['b1_p50_ms']:>10.2f} {f['b1_p99_ms']:>10.2f}")
+    print(f"in-process batch 32 during the concurrency phases: {results['inprocess']['b32_windows_per_s_during_concurrency']:.0f}"
+          f" windows/s, XLA {results['inprocess_xla']['b32_windows_per_s_during_concurrency']:.0f} windows/s")
+    print(f"\n32 concurrent gRPC clients, batch 1 {'requests/s':>12} {'errors':>7} {'mean batch':>11} "
+          f"{'server CPU ms/req':>18} {'client CPU ms/req':>18}")
+    c = results["concurrent_32"]
+    for label, row in (("batching + XLA", c["batching_xla"]), ("batching", c["batching"]),
+                       ("no batching", c["no_batching"]), ("floor (thread-pool grpcio)", f["concurrent_32"]),
+                       ("floor (grpc.aio)", results["grpc_floor_aio"]["concurrent_32"])):
+        batch = row.get("mean_batch_size")
+        print(f"{label:<34} {row['requests_per_s']:>12.0f} {row['errors']:>7} "
+              f"{(f'{batch:.1f}' if batch else '-'):>11} {row['server_cpu_ms_per_request']:>18.2f} "
+              f"{row['client_cpu_ms_per_request']:>18.2f}")
+    floor_rate = f["concurrent_32"]["requests_per_s"]
+    print(f"batching + XLA = {c['batching_xla']['requests_per_s'] / floor_rate:.0%} of the floor's rate; "
+          f"batching = {c['batching']['requests_per_s'] / floor_rate:.0%}")
+    for name, met in results["targets_met"].items():
+        print(f"  {'PASS' if met else 'MISS'}  {name}")
 
 
 if __name__ == "__main__":

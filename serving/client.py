@@ -47,10 +47,56 @@ class VersionStatus:
     error_message: str
 
 
+@dataclass(frozen=True)
+class TLSOptions:
+    """TLS towards a server started with `--ssl_config_file` (PEM bytes).
+
+    `root_certificates`: the CA that signed the server's certificate (None: the system's roots);
+    `certificate_chain` + `private_key`: this client's certificate, required when the server has client_verify;
+    `server_name`: the name on the server's certificate when it differs from the target's host.
+    """
+
+    enabled: bool = False
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+    server_name: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "TLSOptions":
+        serving = settings.serving
+        if not (serving.tls_ca_file or serving.tls_cert_file or serving.tls_key_file):
+            return cls()
+        if bool(serving.tls_cert_file) != bool(serving.tls_key_file):
+            raise ValueError(
+                "serving.tls_cert_file and serving.tls_key_file go together (WATTFLOW_SERVING__TLS_CERT_FILE / "
+                f"__TLS_KEY_FILE): got cert={serving.tls_cert_file!r}, key={serving.tls_key_file!r}"
+            )
+
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                return open(path, "rb").read()
+            except OSError as exc:
+                raise ValueError(f"cannot read the serving TLS file {path}: {exc}") from exc
+
+        return cls(True, read(serving.tls_ca_file), read(serving.tls_cert_file), read(serving.tls_key_file),
+                   serving.tls_server_name)
+
+    def credentials(self):
+        import grpc
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates, private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+
+
 class ForecastClient:
     def __init__(self, target: str, *, model_name: str | None = None, version_label: str | None = "stable",
                  deadline_s: float | None = None, retries: int | None = None, spec: WindowSpec | None = None,
-                 settings: "Settings | None" = None) -> None:
+                 settings: "Settings | None" = None, tls: "TLSOptions | None" = None) -> None:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -69,9 +115,14 @@ class ForecastClient:
             quantiles=tuple(settings.model.quantiles),
         )
         limit = settings.serving.max_request_bytes
-        self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        )
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        tls = tls if tls is not None else TLSOptions.from_settings(settings)
+        if tls.enabled:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self._channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 

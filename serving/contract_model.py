@@ -31,8 +31,17 @@ def build_contract_model(spec: WindowSpec, *, units: int = 64, seed: int = 0, bi
     return keras.Model(inputs={INPUT_HISTORY: history, INPUT_FUTURE: future}, outputs=outputs)
 
 
-def export_contract_model(path: Path, spec: WindowSpec, *, units: int = 64, seed: int = 0, bias: float = 0.0) -> Path:
-    """Export as a SavedModel whose `serving_default` signature follows the contract."""
+def export_contract_model(path: Path, spec: WindowSpec, *, units: int = 64, seed: int = 0, bias: float = 0.0,
+                          jit_compile: bool = False) -> Path:
+    """Export as a SavedModel whose `serving_default` signature follows the contract (XLA-compiled if asked)."""
     model = build_contract_model(spec, units=units, seed=seed, bias=bias)
-    model.export(str(path), format="tf_saved_model", verbose=False)
-    return Path(path)
+    if not jit_compile:
+        model.export(str(path), format="tf_saved_model", verbose=False)
+        return Path(path)
+    import tempfile
+
+    from serving.xla import write_xla_saved_model
+
+    with tempfile.TemporaryDirectory() as plain:
+        model.export(plain, format="tf_saved_model", verbose=False)
+        return write_xla_saved_model(Path(plain), Path(path))

@@ -98,10 +98,13 @@ def model_config(existing, model_name: str, base_path: Path, versions: Sequence[
     return config
 
 
-def warmup_logs(model_name: str, windows: Sequence[tuple[np.ndarray, np.ndarray]], *, max_records: int):
+def warmup_logs(model_name: str, windows: Sequence[tuple[np.ndarray, np.ndarray]], *, max_records: int,
+                batch_sizes: Sequence[int] = ()):
     """PredictionLog records for TF Serving's warmup: one batch-1 request per window, then one with them all.
 
     Batch 1 and a full batch are the two shapes the server sees most, so both get traced before serving.
+    `batch_sizes` (XLA-compiled exports): one more request per allowed batch size, windows repeated to fill it,
+    because XLA compiles each shape once and TF Serving compiles only what the warmup file sends.
     """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -121,6 +124,12 @@ def warmup_logs(model_name: str, windows: Sequence[tuple[np.ndarray, np.ndarray]
     logs = [request(h, f) for h, f in singles]
     if len(singles) > 1:
         logs.append(request(np.concatenate([h for h, _ in singles]), np.concatenate([f for _, f in singles])))
+    if singles and batch_sizes:
+        histories = np.concatenate([h for h, _ in singles])
+        futures = np.concatenate([f for _, f in singles])
+        for size in sorted(set(batch_sizes))[: max(0, max_records - len(logs))]:
+            rows = np.resize(np.arange(len(histories)), size)
+            logs.append(request(histories[rows], futures[rows]))
     return logs
 
 
@@ -157,8 +166,12 @@ def write_warmup_file(version_dir: Path, logs) -> None:
             writer.write(record.SerializeToString())
 
 
-def install_version(saved_model_dir: Path, model_dir: Path, version: int, logs=()) -> tuple[Path, bool]:
-    """Copy a SavedModel to `model_dir/<version>/` atomically; an existing complete version is left alone."""
+def install_version(saved_model_dir: Path, model_dir: Path, version: int, logs=(), *,
+                    xla: bool = False) -> tuple[Path, bool]:
+    """Copy a SavedModel to `model_dir/<version>/` atomically; an existing complete version is left alone.
+
+    `xla`: write the signatures as XLA-compiled functions instead of copying (serving.xla_cpu_compilation_enabled
+    must then be on in the server)."""
     final = model_dir / str(version)
     if (final / "saved_model.pb").exists():
         return final, True
@@ -170,7 +183,12 @@ def install_version(saved_model_dir: Path, model_dir: Path, version: int, logs=(
     # Hidden and non-numeric: TF Serving's poller ignores it; same file system, so the rename is atomic.
     staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        shutil.copytree(saved_model_dir, staging)
+        if xla:
+            from serving.xla import write_xla_saved_model
+
+            write_xla_saved_model(saved_model_dir, staging)
+        else:
+            shutil.copytree(saved_model_dir, staging)
         if logs:
             write_warmup_file(staging, logs)
         os.rename(staging, final)
@@ -285,12 +303,14 @@ def export_version(settings: "Settings", version: int | None = None, *, alias: s
     windows = recent_windows(frame, spec, limit=settings.serving.warmup_windows) if frame is not None else []
     if not windows:
         log.warning("no gold-feature windows for warmup; exporting without warmup requests", version=target.version)
-    logs = warmup_logs(target.model_name, windows, max_records=MAX_WARMUP_RECORDS) if windows else []
+    xla = settings.serving.xla
+    logs = warmup_logs(target.model_name, windows, max_records=MAX_WARMUP_RECORDS,
+                       batch_sizes=settings.serving.xla_batch_sizes if xla else ()) if windows else []
     with tempfile.TemporaryDirectory(dir=settings.cache_dir if settings.cache_dir.exists() else None) as tmp:
         saved_model = download_saved_model(settings, target.run_id, Path(tmp))
-        version_dir, existed = install_version(saved_model, model_dir, target.version, logs)
+        version_dir, existed = install_version(saved_model, model_dir, target.version, logs, xla=xla)
     log.info("exported version", model=target.model_name, version=target.version, path=str(version_dir),
-             warmup_records=len(logs))
+             warmup_records=len(logs), xla=xla)
     return target, version_dir, len(logs), existed
 
 

@@ -310,6 +310,19 @@ class ServingSettings(BaseModel):
     warmup_days: int = 21
     # Largest request body either API accepts.
     max_request_bytes: int = 64 * 1024 * 1024
+    # Client TLS towards a server started with --ssl_config_file (PEM file paths; empty: plaintext). The CA checks
+    # the server's certificate; a certificate and key are sent when the server verifies clients (mutual TLS).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # The name to check the server's certificate against when it differs from the target's host.
+    tls_server_name: str = ""
+    # Export: write the serving signature as an XLA-compiled function (`jit_compile=True`). TF Serving then needs
+    # --xla_cpu_compilation_enabled=true (compose and Kubernetes pass it when this is on); batches are padded to
+    # `xla_batch_sizes` (= allowed_batch_sizes in infra/serving/batching.config) so XLA compiles each shape once,
+    # during the warmup requests the export writes for every size.
+    xla: bool = False
+    xla_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class AnomalySettings(BaseModel):

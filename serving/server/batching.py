@@ -9,6 +9,7 @@ output split back by the sizes the tasks sent.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -29,7 +30,10 @@ class _Task:
     size: int
     run: Run
     enqueued: float
-    done: threading.Event = field(default_factory=threading.Event)
+    # A thread caller waits on `done`; an asyncio caller gets `future` resolved in its `loop`.
+    done: threading.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future | None = None
     outputs: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
 
@@ -55,12 +59,34 @@ class BatchScheduler:
             thread.start()
 
     def run(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
+        """From a thread: block until the batch holding these inputs has run."""
+        task = self._task(inputs, run)
+        task.done = threading.Event()
+        self._enqueue(key, task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    async def run_async(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
+        """From an event loop: no thread waits; the batch thread resolves every future of one loop in a batch
+        with one wake-up of that loop (instead of one thread switch per request)."""
+        task = self._task(inputs, run)
+        task.loop = asyncio.get_running_loop()
+        task.future = task.loop.create_future()
+        self._enqueue(key, task)
+        return await task.future
+
+    def _task(self, inputs: dict[str, np.ndarray], run: Run) -> _Task:
         size = _batch_size(inputs)
         if size > self.params.max_batch_size:
             raise invalid_argument(
                 f"Task size {size} is larger than maximum input batch size {self.params.max_batch_size}"
             )
-        task = _Task(inputs=inputs, size=size, run=run, enqueued=time.monotonic())
+        return _Task(inputs=inputs, size=size, run=run, enqueued=time.monotonic())
+
+    def _enqueue(self, key: Hashable, task: _Task) -> None:
+        size = task.size
         with self._cv:
             queue = self._queues.setdefault(key, _Queue())
             pending_batches = -(-(queue.size + size) // self.params.max_batch_size)
@@ -74,10 +100,6 @@ class BatchScheduler:
             # context switch per batch instead of one per request).
             if was_empty or queue.size >= self.params.max_batch_size:
                 self._cv.notify()
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.outputs
 
     def stop(self) -> None:
         with self._cv:
@@ -123,18 +145,22 @@ class BatchScheduler:
                 for task in batch:
                     task.error = exc if isinstance(exc, ServingError) else internal(exc)
             finally:
-                for task in batch:
-                    task.done.set()
+                _complete(batch)
 
     def _run_batch(self, batch: list[_Task]) -> None:
-        if len(batch) == 1:
-            batch[0].outputs = batch[0].run(batch[0].inputs)
-            self._record(batch[0].size)
-            return
-        names = batch[0].inputs.keys()
-        merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
         total = sum(task.size for task in batch)
         padded = self._padded_size(total)
+        if len(batch) == 1 and padded == total:
+            batch[0].outputs = batch[0].run(batch[0].inputs)
+            self._record(total)
+            return
+        names = batch[0].inputs.keys()
+        if len(batch) == 1:
+            merged = batch[0].inputs
+        else:
+            merged = {name: np.concatenate([task.inputs[name] for task in batch]) for name in names}
+        # Padded to an allowed size even for one task: an XLA-compiled signature then only ever sees the shapes
+        # that warmup compiled.
         if padded > total:
             merged = {name: _pad(array, padded) for name, array in merged.items()}
         outputs = batch[0].run(merged)
@@ -153,6 +179,30 @@ class BatchScheduler:
     def _record(self, size: int) -> None:
         if self._on_batch is not None:
             self._on_batch(size)
+
+
+def _complete(batch: list[_Task]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Task]] = {}
+    for task in batch:
+        if task.loop is not None:
+            by_loop.setdefault(task.loop, []).append(task)
+        else:
+            task.done.set()
+    for loop, tasks in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, tasks)
+        except RuntimeError:  # the loop closed (server stopping): nobody waits any more
+            pass
+
+
+def _resolve(tasks: list[_Task]) -> None:
+    for task in tasks:
+        if task.future.done():  # the call was cancelled meanwhile
+            continue
+        if task.error is not None:
+            task.future.set_exception(task.error)
+        else:
+            task.future.set_result(task.outputs)
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:

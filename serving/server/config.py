@@ -55,12 +55,20 @@ def _declare_messages():
         "MonitoringConfig",
         ("prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig", opt),
     )
+    # ssl_config.proto: the PEM texts themselves (not paths), as TF Serving's `--ssl_config_file` takes them.
+    message(
+        "SSLConfig",
+        ("server_key", 1, F.TYPE_STRING, None, opt),
+        ("server_cert", 2, F.TYPE_STRING, None, opt),
+        ("custom_ca", 3, F.TYPE_STRING, None, opt),
+        ("client_verify", 4, F.TYPE_BOOL, None, opt),
+    )
     pool.Add(proto)
     get = lambda name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))  # noqa: E731
-    return get("BatchingParameters"), get("MonitoringConfig")
+    return get("BatchingParameters"), get("MonitoringConfig"), get("SSLConfig")
 
 
-BatchingParametersProto, MonitoringConfigProto = _declare_messages()
+BatchingParametersProto, MonitoringConfigProto, SSLConfigProto = _declare_messages()
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,46 @@ def parse_batching_parameters(text: str) -> BatchingParameters:
 
 def load_batching_parameters(path: str | Path | None) -> BatchingParameters:
     return parse_batching_parameters(_read(path, "batching parameters")) if path else BatchingParameters()
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """TF Serving's SSLConfig: PEM server key and certificate, an optional CA, and whether clients must present
+    a certificate signed by that CA (mutual TLS)."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def parse_ssl_config(text: str) -> SSLConfig:
+    proto = SSLConfigProto()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise invalid_argument(f"ssl config: {exc}") from exc
+    if not proto.server_key or not proto.server_cert:
+        raise invalid_argument(
+            "ssl config: server_key and server_cert must both hold PEM text (the file contents, not paths)"
+        )
+    if proto.client_verify and not proto.custom_ca:
+        raise invalid_argument("ssl config: client_verify: true needs custom_ca, the CA that signs client certificates")
+    for field_name in ("server_key", "server_cert", "custom_ca"):
+        value = getattr(proto, field_name)
+        if value and "-----BEGIN " not in value:
+            raise invalid_argument(f"ssl config: {field_name} is not PEM text (expected '-----BEGIN ...')")
+    return SSLConfig(proto.server_key, proto.server_cert, proto.custom_ca, proto.client_verify)
+
+
+def load_ssl_config(path: str | Path | None) -> SSLConfig | None:
+    return parse_ssl_config(_read(path, "ssl config")) if path else None
+
+
+def ssl_config_text(config: SSLConfig) -> str:
+    proto = SSLConfigProto(server_key=config.server_key, server_cert=config.server_cert,
+                           custom_ca=config.custom_ca, client_verify=config.client_verify)
+    return text_format.MessageToString(proto)
 
 
 def parse_monitoring_config(text: str) -> MonitoringConfig:

@@ -30,16 +30,20 @@ from serving.server.servable import (
     Signature,
     read_warmup_requests,
 )
-from serving.server.tensors import ndarray_to_proto, proto_to_ndarray
+from serving.server.tensors import declared, ndarray_to_proto, proto_to_ndarray
 
 
 class ServingCore:
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, batcher: BatchScheduler | None,
-                 *, warmup_iterations: int = 1) -> None:
+                 *, warmup_iterations: int = 1, max_tensor_bytes: int | None = None) -> None:
         self.manager = manager
         self.metrics = metrics
         self.batcher = batcher
         self.warmup_iterations = warmup_iterations
+        # The decoded size of one request's tensors, all inputs together (the --max_request_bytes flag).
+        self.max_tensor_bytes = max_tensor_bytes
+        # Where the gRPC front end runs model calls without a batcher, and every blocking handler.
+        self.executor = None
 
     # ---- model spec --------------------------------------------------------------------------------
     def resolve(self, model_spec) -> Servable:
@@ -64,19 +68,47 @@ class ServingCore:
         return signature, wanted, outputs
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        servable = self.resolve(request.model_spec)
-        inputs = {name: proto_to_ndarray(tensor, name) for name, tensor in request.inputs.items()}
+        servable, inputs = self._predict_inputs(request)
         signature, wanted, outputs = self.run_signature(
             servable, request.model_spec.signature_name, inputs, request.output_filter
         )
-        response = predict_pb2.PredictResponse()
-        spec = response.model_spec
-        spec.name = request.model_spec.name
-        spec.version.value = servable.version
-        spec.signature_name = signature.name
-        for name in wanted:
-            response.outputs[name].CopyFrom(ndarray_to_proto(outputs[name]))
-        return response
+        return _predict_response(request, servable, signature, wanted, outputs)
+
+    async def predict_async(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """Predict from the gRPC event loop: everything but the model call runs in the loop, the model call in
+        the batcher (no thread waits for it); without batching the call goes to `executor`."""
+        servable, inputs = self._predict_inputs(request)  # checked against the signature already
+        signature = servable.signature(request.model_spec.signature_name)
+        wanted = signature.check_outputs(request.output_filter)
+        started = time.perf_counter()
+        if self.batcher is not None:
+            key = (servable.model_name, servable.version, id(servable), signature.name)
+            outputs = await self.batcher.run_async(key, inputs, signature)
+        else:
+            import asyncio
+
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, signature, inputs)
+        self.metrics.runtime_latency.observe(
+            servable.model_name, "Predict", "TF2", value=(time.perf_counter() - started) * 1e6
+        )
+        return _predict_response(request, servable, signature, wanted, outputs)
+
+    def _predict_inputs(self, request: predict_pb2.PredictRequest) -> tuple[Servable, dict[str, np.ndarray]]:
+        servable = self.resolve(request.model_spec)
+        # Names, dtypes and shapes against the signature from the protos' declarations, before any allocation.
+        declarations = {name: declared(tensor, name) for name, tensor in request.inputs.items()}
+        servable.signature(request.model_spec.signature_name).check_inputs(declarations)
+        if self.max_tensor_bytes is not None:
+            sizes = {name: d.nbytes for name, d in declarations.items()}
+            if sum(sizes.values()) > self.max_tensor_bytes:
+                name = max(sizes, key=sizes.get)
+                raise invalid_argument(
+                    f"Input tensor {name} of shape {list(declarations[name].shape)} would take {sizes[name]} bytes; "
+                    f"the request's tensors ({sum(sizes.values())} bytes) exceed the limit of "
+                    f"{self.max_tensor_bytes} bytes (--max_request_bytes)"
+                )
+        inputs = {name: proto_to_ndarray(tensor, name, self.max_tensor_bytes) for name, tensor in request.inputs.items()}
+        return servable, inputs
 
     # ---- metadata and status -----------------------------------------------------------------------
     def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
@@ -154,6 +186,7 @@ class ServingCore:
         status = "OK"
         try:
             logs = read_warmup_requests(servable.path)
+            warmed = set()
             for _ in range(max(1, self.warmup_iterations)):
                 for log in logs:
                     kind = log.WhichOneof("log_type")
@@ -164,6 +197,8 @@ class ServingCore:
                     signature = servable.signature(request.model_spec.signature_name)
                     signature.check_inputs(inputs)
                     signature(inputs)
+                    warmed.add(signature.name)
+            self._compile_allowed_batch_sizes(servable, warmed or {DEFAULT_SIGNATURE})
         except ServingError as exc:
             status = exc.code.name
             raise
@@ -171,6 +206,38 @@ class ServingCore:
             self.metrics.model_warmup_latency.observe(
                 str(servable.path), status, value=(time.perf_counter() - started) * 1e6
             )
+
+
+    def _compile_allowed_batch_sizes(self, servable: Servable, signature_names: set[str]) -> None:
+        """XLA compiles once per input shape: run every allowed batch size now, so no request pays a compile.
+
+        Only for XLA-compiled signatures that may run (a refused one fails at its first request, as in TF Serving)
+        and when the batcher pads to allowed sizes; inputs are zeros of each signature's declared shape.
+        """
+        sizes = self.batcher.params.allowed_batch_sizes if self.batcher is not None else ()
+        if not sizes or not servable.uses_xla:
+            return
+        for name in sorted(signature_names):
+            signature = servable.signatures.get(name)
+            if signature is None or signature.xla_refused:
+                continue
+            specs = signature.inputs.values()
+            if any(spec.shape is None or None in spec.shape[1:] for spec in specs):
+                continue  # a dimension besides the batch is free: no fixed set of shapes to compile
+            for size in sizes:
+                signature({spec.name: np.zeros((size, *spec.shape[1:]), dtype=spec.dtype) for spec in specs})
+
+
+def _predict_response(request, servable: Servable, signature: Signature, wanted: list[str],
+                      outputs: dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse()
+    spec = response.model_spec
+    spec.name = request.model_spec.name
+    spec.version.value = servable.version
+    spec.signature_name = signature.name
+    for name in wanted:
+        response.outputs[name].CopyFrom(ndarray_to_proto(outputs[name]))
+    return response
 
 
 class _WithResponse(ServingError):

@@ -45,10 +45,24 @@ class ServerOptions:
     # TensorFlow's thread pools: 0 lets TensorFlow choose (one thread per core), as in TF Serving.
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
-    # Not TF Serving flags: the largest request body either API accepts, and the host to bind.
+    # TF Serving's SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): TLS on gRPC and REST.
+    ssl_config_file: str = ""
+    # EXPERIMENTAL in TF Serving: without it, a model whose functions must be XLA-compiled fails its first request.
+    xla_cpu_compilation_enabled: bool = False
+    # Not TF Serving flags (TF Serving's own limits are compiled in): the largest request body either API accepts,
+    # which also bounds the decoded size of a request's tensors, and the host to bind.
     max_request_bytes: int = 64 * 1024 * 1024
     host: str = "0.0.0.0"
+    # gRPC calls in flight at once; beyond it grpcio answers RESOURCE_EXHAUSTED at once instead of queueing.
+    grpc_max_concurrent_rpcs: int = 1024
+    # JSON nesting deeper than this is refused with a 400 before it is parsed (a tensor needs batch + rank levels).
+    rest_max_json_depth: int = 64
+    # Who may call ModelService/HandleReloadConfigRequest: "open" (TF Serving: anyone who reaches the port),
+    # "mtls" (only clients with a certificate from custom_ca; needs client_verify), "off" (PERMISSION_DENIED).
+    reload_config_access: str = "open"
 
+
+RELOAD_ACCESS = ("open", "mtls", "off")
 
 _IGNORED = (
     "tensorflow_session_parallelism",
@@ -56,8 +70,6 @@ _IGNORED = (
     "saved_model_tags",
     "flush_filesystem_caches",
     "enable_signature_method_name_check",
-    "xla_cpu_compilation_enabled",
-    "ssl_config_file",
     "platform_config_file",
     "use_tflite_model",
     "skip_initialize_tpu",
@@ -92,6 +104,13 @@ def parse_flags(argv: list[str] | None = None, prog: str = "tensorflow_model_ser
     for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
         if getattr(options, name) < 0:
             raise SystemExit(f"--{name} must be >= 0 (0 lets TensorFlow choose), got {getattr(options, name)}")
+    for name in ("rest_api_num_threads", "grpc_max_concurrent_rpcs", "rest_max_json_depth", "max_request_bytes"):
+        if getattr(options, name) < 1:
+            raise SystemExit(f"--{name} must be >= 1, got {getattr(options, name)}")
+    if options.reload_config_access not in RELOAD_ACCESS:
+        raise SystemExit(
+            f"--reload_config_access must be one of {', '.join(RELOAD_ACCESS)}, got {options.reload_config_access!r}"
+        )
     if not options.model_config_file and not options.model_base_path:
         raise SystemExit(
             "Both server_model_base_path and model_config_file are empty! --model_base_path or "

@@ -24,6 +24,7 @@ class ModelServer:
             load_batching_parameters,
             load_model_server_config,
             load_monitoring_config,
+            load_ssl_config,
             single_model_config,
         )
         from serving.server.core import ServingCore
@@ -34,15 +35,23 @@ class ModelServer:
         configure_tensorflow_threads(options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism)
         self.metrics = ServingMetrics()
         self.monitoring = load_monitoring_config(options.monitoring_config_file or None)
+        self.ssl_config = load_ssl_config(options.ssl_config_file or None)
+        if options.reload_config_access == "mtls" and not (self.ssl_config and self.ssl_config.client_verify):
+            raise ValueError(
+                "--reload_config_access=mtls needs --ssl_config_file with client_verify: true and a custom_ca "
+                "(only clients with a certificate from that CA may then reload the config)"
+            )
         batcher = None
         if options.enable_batching:
             params = load_batching_parameters(options.batching_parameters_file or None)
             batcher = BatchScheduler(
                 params, on_batch=lambda size: self.metrics.processed_batch_size.observe("batch_threads", value=size)
             )
-        self.manager = ModelManager(allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models)
+        self.manager = ModelManager(allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+                                    xla_enabled=options.xla_cpu_compilation_enabled)
         self.core = ServingCore(self.manager, self.metrics, batcher,
-                                warmup_iterations=options.num_request_iterations_for_warmup)
+                                warmup_iterations=options.num_request_iterations_for_warmup,
+                                max_tensor_bytes=options.max_request_bytes)
         if options.enable_model_warmup:
             self.manager.warmup = self.core.warmup
         self.manager.load_listeners.append(self._record_load)
@@ -77,7 +86,7 @@ class ModelServer:
 
     def start(self) -> None:
         from serving.server.grpc_service import build_grpc_server
-        from serving.server.rest import RestApi, RestServer
+        from serving.server.rest import RestApi, RestServer, server_ssl_context
 
         options = self.options
         # Like TF Serving, the ports open once the initial config's versions have loaded (or failed).
@@ -86,14 +95,18 @@ class ModelServer:
         threads = options.grpc_max_threads or max(64, 8 * (os.cpu_count() or 2))
         self._grpc, self.grpc_port = build_grpc_server(
             self.core, host=options.host, port=options.port, max_threads=threads,
-            max_message_bytes=options.max_request_bytes,
+            max_message_bytes=options.max_request_bytes, max_concurrent_rpcs=options.grpc_max_concurrent_rpcs,
+            ssl_config=self.ssl_config, reload_access=options.reload_config_access,
         )
         self._grpc.start()
         log.info("Running gRPC ModelServer", address=f"{options.host}:{self.grpc_port}")
         if options.rest_api_port:
             self._rest = RestServer(
-                RestApi(self.core, self.monitoring), host=options.host, port=options.rest_api_port,
+                RestApi(self.core, self.monitoring, max_json_depth=options.rest_max_json_depth),
+                host=options.host, port=options.rest_api_port,
                 max_body=options.max_request_bytes, timeout_s=options.rest_api_timeout_in_ms / 1000,
+                num_threads=options.rest_api_num_threads,
+                ssl_context=server_ssl_context(self.ssl_config) if self.ssl_config else None,
             )
             self._rest.start()
             self.rest_port = self._rest.port
@@ -153,8 +166,13 @@ def serve(options: ServerOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from serving.server.errors import ServingError
+
     options = parse_flags(sys.argv[1:] if argv is None else argv)
-    serve(options)
+    try:
+        serve(options)
+    except (ServingError, ValueError, OSError) as exc:  # a bad flag or config file: one line, no traceback
+        raise SystemExit(f"tensorflow_model_server: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -57,8 +57,10 @@ Warmup = Callable[[Servable], None]
 
 
 class ModelManager:
-    def __init__(self, *, warmup: Warmup | None = None, allow_labels_for_unavailable: bool = False) -> None:
+    def __init__(self, *, warmup: Warmup | None = None, allow_labels_for_unavailable: bool = False,
+                 xla_enabled: bool = False) -> None:
         self.warmup = warmup
+        self.xla_enabled = xla_enabled
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._models: dict[str, ModelRecord] = {}
         self._pending_labels: dict[str, dict[str, int]] = {}
@@ -167,7 +169,7 @@ class ModelManager:
         started = time.perf_counter()
         log.info("loading servable", model=name, version=version, path=str(path))
         try:
-            servable = Servable.load(name, version, path)
+            servable = Servable.load(name, version, path, xla_enabled=self.xla_enabled)
             if self.warmup is not None:
                 self.warmup(servable)
         except ServingError as exc:

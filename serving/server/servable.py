@@ -12,6 +12,7 @@ import numpy as np
 
 from serving.server.errors import ServingError, failed_precondition, invalid_argument
 from serving.server.tensors import dtype_name
+from serving.xla import XLA_DISABLED_MESSAGE, uses_xla
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -32,8 +33,11 @@ class InputSpec:
 class Signature:
     """A serving signature: checks inputs the way TF Serving does, then calls the concrete function."""
 
-    def __init__(self, name: str, function, signature_def) -> None:
+    def __init__(self, name: str, function, signature_def, *, xla_refused: bool = False) -> None:
         self.name = name
+        # A signature that must be XLA-compiled on a server without --xla_cpu_compilation_enabled: every call
+        # fails the way TF Serving's first compilation request does.
+        self.xla_refused = xla_refused
         self.signature_def = signature_def
         self.method_name = signature_def.method_name
         self._function = function
@@ -86,6 +90,12 @@ class Signature:
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the signature on inputs that passed `check_inputs`."""
+        if self.xla_refused:
+            raise ServingError(
+                grpc.StatusCode.INTERNAL,
+                f"{XLA_DISABLED_MESSAGE} (signature {self.name!r} is XLA-compiled: start the server with "
+                "--xla_cpu_compilation_enabled=true)",
+            )
         function = self._function
         try:
             if self._flat_order is None:
@@ -169,11 +179,13 @@ class Servable:
         self.path = path
         self.signatures: dict[str, Signature] = {}
         self.signature_def_map = None
+        self.uses_xla = False
         self._module = None
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_name: str, version: int, path: Path) -> "Servable":
+    def load(cls, model_name: str, version: int, path: Path, *, xla_enabled: bool = True) -> "Servable":
+        """`xla_enabled`: TF Serving's --xla_cpu_compilation_enabled; off, XLA-compiled signatures refuse to run."""
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -192,13 +204,15 @@ class Servable:
         if not saved_model.meta_graphs:
             raise ServingError(grpc.StatusCode.DATA_LOSS, f"SavedModel at {path} has no MetaGraphDef")
         signature_defs = saved_model.meta_graphs[0].signature_def
+        servable.uses_xla = uses_xla(saved_model)
         try:
             module = tf.saved_model.load(str(path))
         except Exception as exc:
             raise _load_error(exc, path) from exc
         servable._module = module
         for name, function in module.signatures.items():
-            servable.signatures[name] = Signature(name, function, signature_defs[name])
+            servable.signatures[name] = Signature(name, function, signature_defs[name],
+                                                  xla_refused=servable.uses_xla and not xla_enabled)
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         servable.signature_def_map = get_model_metadata_pb2.SignatureDefMap()

@@ -7,6 +7,8 @@ serialization), which every stock client reads with `tf.make_ndarray`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -56,12 +58,29 @@ def numpy_dtype(dtype_enum: int) -> np.dtype:
         raise invalid_argument(f"Unsupported tensor dtype {types_pb2.DataType.Name(dtype_enum)}") from None
 
 
-def proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
+def declared_shape(proto: tensor_pb2.TensorProto, name: str) -> tuple[int, ...]:
     if proto.tensor_shape.unknown_rank:
         raise invalid_argument(f"Input tensor {name} has an unknown rank")
     shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    if any(size < 0 for size in shape):
+        raise invalid_argument(f"Input tensor {name} has a negative dimension in its shape {list(shape)}")
+    return shape
+
+
+def proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str, max_bytes: int | None = None) -> np.ndarray:
+    """The tensor as numpy; its declared size is checked against `max_bytes` before anything is allocated.
+
+    A TensorProto may carry fewer values than its shape holds (the last one repeats), so a few bytes on the wire
+    can declare gigabytes: the declared shape times the dtype's size is what counts.
+    """
+    shape = declared_shape(proto, name)
     dtype = numpy_dtype(proto.dtype)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: no overflow on absurd shapes
+    if max_bytes is not None and count * dtype.itemsize > max_bytes:
+        raise invalid_argument(
+            f"Input tensor {name} of shape {list(shape)} ({dtype_name(proto.dtype)}) would take "
+            f"{count * dtype.itemsize} bytes, more than the limit of {max_bytes} bytes (--max_request_bytes)"
+        )
     if proto.tensor_content:
         if len(proto.tensor_content) != count * dtype.itemsize:
             raise invalid_argument(f"Unable to parse tensor proto for input {name}: content size does not match shape {list(shape)}")
@@ -83,6 +102,28 @@ def proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
     raise invalid_argument(f"Unable to parse tensor proto for input {name}: {values.size} values for shape {list(shape)}")
 
 
+class Declared:
+    """What a TensorProto declares (dtype, shape), shaped like an ndarray for `Signature.check_inputs`."""
+
+    __slots__ = ("dtype", "shape")
+
+    def __init__(self, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.dtype = dtype
+        self.shape = shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def declared(proto: tensor_pb2.TensorProto, name: str) -> Declared:
+    return Declared(numpy_dtype(proto.dtype), declared_shape(proto, name))
+
+
 def ndarray_to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     array = np.ascontiguousarray(array)
     try:
@@ -93,14 +134,31 @@ def ndarray_to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, tensor_content=array.tobytes())
 
 
+_JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
 def json_to_ndarray(value, dtype: np.dtype, name: str) -> np.ndarray:
+    """A JSON (nested list) value as an array of the signature's dtype; one numpy conversion from the lists.
+
+    Numbers only for numeric inputs, booleans only for bool inputs: numpy would otherwise turn null into NaN and
+    "1" into 1.0 where TF Serving answers that the JSON value is not of the expected type.
+    """
     try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise invalid_argument(f"Failed to process element: 0 key: {name} of 'instances' list. Error: {exc}") from None
     if array.dtype == object:
-        raise invalid_argument(f"Input {name} is a ragged list; every row must have the same shape")
-    return array
+        raise invalid_argument(
+            f"Input {name} is ragged or holds values that are not {np.dtype(dtype).name} (null, objects or mixed "
+            "types); every row must have the same shape and every value be a number"
+        )
+    allowed = _JSON_KINDS.get(np.dtype(dtype).kind, "")
+    if array.size and array.dtype.kind not in allowed:
+        raise invalid_argument(
+            f"Input {name}: JSON values of type {array.dtype.name} are not of the expected type {np.dtype(dtype).name}"
+        )
+    with np.errstate(over="ignore"):  # 1e39 into float32 is inf, as a C++ cast would give
+        return array.astype(dtype, copy=False)
 
 
 def ndarray_to_json(array: np.ndarray):

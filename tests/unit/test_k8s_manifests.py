@@ -189,3 +189,59 @@ def test_spark_configs_match_settings_and_rbac() -> None:
     assert k8s_conf["spark.kubernetes.authenticate.driver.serviceAccountName"] in _by_kind("ServiceAccount")
     assert k8s_conf["spark.kubernetes.container.image"] == _by_kind("Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert k8s_conf["spark.kubernetes.namespace"] == "wattflow"
+
+
+def _pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("deployment_name", ["tf-serving", "mlflow"])
+def test_network_policies_admit_only_platform_pods_to_serving_and_mlflow(deployment_name: str) -> None:
+    deployments, policies = _by_kind("Deployment"), _by_kind("NetworkPolicy")
+    deployment = deployments[deployment_name]
+    selecting = [p for p in policies.values() if _matches(p["spec"]["podSelector"], _pod_labels(deployment))]
+    assert len(selecting) == 1, f"exactly one NetworkPolicy selects {deployment_name}'s pods"
+    spec = selecting[0]["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    container_ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    covered: set[str] = set()
+    for rule in spec["ingress"]:
+        assert rule.get("from"), "a rule without `from` would admit every pod and namespace"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            if "namespaceSelector" in peer:  # only the monitoring namespace, and only for the REST (metrics) port
+                assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+                assert [p["port"] for p in rule["ports"]] == ["http"] and deployment_name == "tf-serving"
+            else:
+                assert peer["podSelector"]["matchLabels"] in ({"app.kubernetes.io/part-of": "wattflow"},
+                                                              {"tier": "airflow"})
+        ports = {p["port"] for p in rule["ports"]}
+        assert ports <= container_ports, f"policy names ports the container does not have: {ports - container_ports}"
+        covered |= ports
+    assert covered == container_ports, "every port the pod serves is governed by an explicit rule"
+    # The platform's own pods carry the label the policy admits; an outsider's pod does not.
+    dashboard = _pod_labels(deployments["dashboard"])
+    platform_rule = next(r for r in spec["ingress"] if "podSelector" in r["from"][0])
+    assert any(_matches(peer["podSelector"], dashboard) for peer in platform_rule["from"])
+    assert not any(_matches(peer["podSelector"], {"app": "somebody-else"}) for peer in platform_rule["from"])
+
+
+def test_serving_xla_flag_follows_the_setting_in_compose_and_kubernetes() -> None:
+    container = _by_kind("Deployment")["tf-serving"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--xla_cpu_compilation_enabled=$(WATTFLOW_SERVING__XLA)" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WATTFLOW_SERVING__XLA"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "wattflow-platform", "key": "WATTFLOW_SERVING__XLA"}
+    platform = _by_kind("ConfigMap")["wattflow-platform"]["data"]
+    assert platform["WATTFLOW_SERVING__XLA"] == str(Settings().serving.xla).lower()
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    assert "--xla_cpu_compilation_enabled=${WATTFLOW_SERVING__XLA:-false}" in compose["services"]["tf-serving"]["command"]
+    # XLA compiles once per batch shape: the batcher pads to the sizes the export's warmup compiles.
+    from serving.server.config import parse_batching_parameters
+
+    params = parse_batching_parameters((REPO / "infra" / "serving" / "batching.config").read_text())
+    assert params.allowed_batch_sizes == tuple(Settings().serving.xla_batch_sizes)

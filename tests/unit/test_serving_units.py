@@ -296,3 +296,20 @@ def test_install_version_is_atomic_and_idempotent(tmp_path):
     (model_dir / "8").mkdir()
     with pytest.raises(ExportError, match="half-written"):
         install_version(source, model_dir, 8)
+
+
+def test_xla_warmup_has_one_request_per_allowed_batch_size():
+    import tensorflow as tf
+
+    from serving.export import warmup_logs
+
+    rng = np.random.default_rng(0)
+    windows = [(rng.normal(size=(1, 4, 3)).astype("float32"), rng.normal(size=(1, 2, 5)).astype("float32"))
+               for _ in range(3)]
+    logs = warmup_logs("m", windows, max_records=1000, batch_sizes=(1, 4, 8))
+    batches = [tf.make_ndarray(log.predict_log.request.inputs["history"]).shape[0] for log in logs]
+    # Three batch-1 windows, one request with all three, then one per allowed size (rows repeated to fill it).
+    assert batches == [1, 1, 1, 3, 1, 4, 8]
+    eight = tf.make_ndarray(logs[-1].predict_log.request.inputs["history"])
+    np.testing.assert_array_equal(eight[3], windows[0][0][0])
+    assert len(warmup_logs("m", windows, max_records=5, batch_sizes=(1, 4, 8))) == 5

@@ -45,6 +45,9 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
     from serving.contract_model import export_contract_model
 
     external = os.environ.get("WATTFLOW_SERVING_TARGET")
+    # WATTFLOW_SERVING_XLA=1: the whole suite against XLA-compiled exports, the server started with
+    # --xla_cpu_compilation_enabled and batches padded to allowed sizes (too slow to be CI's default).
+    xla = os.environ.get("WATTFLOW_SERVING_XLA", "") in ("1", "true")
     base = Path(os.environ["WATTFLOW_SERVING_BASE_PATH"]) if external else tmp_path_factory.mktemp("serving") / "models"
     base.mkdir(parents=True, exist_ok=True)
     templates = tmp_path_factory.mktemp("templates")
@@ -58,6 +61,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
     (base / "batching.config").write_text(
         "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
         "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 100 }\n"
+        + ("allowed_batch_sizes: [1, 2, 4, 8, 16, 32]\n" if xla else "")
     )
     process = None
     if external:
@@ -74,12 +78,13 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
             f"--model_config_file={config_path}", "--model_config_file_poll_wait_seconds=1",
             "--file_system_poll_wait_seconds=1", f"--monitoring_config_file={base / 'monitoring.config'}",
             "--enable_batching", f"--batching_parameters_file={base / 'batching.config'}", "--host=127.0.0.1",
+            f"--xla_cpu_compilation_enabled={'true' if xla else 'false'}",
         ]
         log_file = open(log_path, "w")
         process = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         for version, bias in BIAS.items():
-            export_contract_model(templates / str(version), SPEC, units=UNITS, seed=version, bias=bias)
+            export_contract_model(templates / str(version), SPEC, units=UNITS, seed=version, bias=bias, jit_compile=xla)
         for version in (1, 2):
             install(templates / str(version), base / STATIC, version)
         install(templates / "1", base / RELOAD, 1)
@@ -121,6 +126,18 @@ def _wait_ready(endpoint: Endpoint, process, timeout_s: float) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"serving endpoint not ready after {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def small_exports(tmp_path_factory) -> dict[str, Path]:
+    """One small contract model, exported once plain and once XLA-compiled from that export (same weights), for
+    the in-process servers of the security and XLA tests: `<dir>/1` each, so `<dir>` is a model base path."""
+    from serving.contract_model import export_contract_model
+    from serving.xla import write_xla_saved_model
+
+    root = tmp_path_factory.mktemp("small-models")
+    plain = export_contract_model(root / "plain" / "1", SPEC, units=UNITS, seed=3)
+    return {"plain": plain, "xla": write_xla_saved_model(plain, root / "xla" / "1")}
 
 
 @pytest.fixture(scope="session")

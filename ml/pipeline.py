@@ -109,7 +109,7 @@ def train_model(
     from ml.windows import blocked_split
 
     started = time.perf_counter()
-    spec = spec_for_frame(spec, features)
+    spec = spec_for_frame(spec, features if train_end is None else features[pd.to_datetime(features["ts"], utc=True) < train_end])
     windows = training_windows(features, spec, timezones, train_end, stride_h)
     if len(windows) < 4:
         raise NoTrainingData(
@@ -287,7 +287,7 @@ def train_and_register(
                                       holdout_share=settings.monitor.retrain_holdout_share,
                                       min_holdout_days=settings.monitor.retrain_min_holdout_days)
     params = params or ModelParams.from_settings(settings.model)
-    spec = spec_for_frame(spec or spec_from_settings(settings), frame)
+    spec = spec_for_frame(spec or spec_from_settings(settings), frame[pd.to_datetime(frame["ts"], utc=True) < train_end])
     tracking.configure(settings)
 
     if tune_trials:
@@ -405,7 +405,7 @@ def backtest_building(
     if frame.empty:
         raise NoTrainingData(f"building {building_id!r} has no gold features, even after curating its readings")
     timezones = building_timezones(engine, settings)
-    spec = spec_for_frame(spec_from_settings(settings, horizon_h=horizon_h), frame)
+    spec = spec_for_frame(spec_from_settings(settings, horizon_h=horizon_h), frame[pd.to_datetime(frame["ts"], utc=True) < train_end])
     params = params or ModelParams.from_settings(settings.model)
     if trials:
         from ml.tuning import tune

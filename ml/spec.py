@@ -99,16 +99,29 @@ class WindowSpec:
         return cls(**raw)
 
 
+# The day of the year says something only to a model that has seen every part of a year: trained on six
+# winter weeks, it would extrapolate into spring from values it never saw.
+SEASONAL_FEATURES: frozenset[str] = frozenset({"doy_sin", "doy_cos"})
+MIN_DAYS_FOR_SEASON = 365
+
+
 def spec_for_frame(spec: WindowSpec, frame: "pd.DataFrame") -> WindowSpec:
     """The spec with the features this data cannot give left out: features follow what buildings have.
 
-    A feature stays when every building in `frame` has at least one value of it (one model serves them
-    all, so it can only ask for what each of them sends). What was left out is recorded in
-    `extra["dropped_features"]`, which travels with the model (MLflow tag, registry, SavedModel).
+    A feature stays when every building in `frame` (the training data) has at least one value of it (one
+    model serves them all, so it can only ask for what each of them sends); the day-of-year features stay
+    when the data spans a year. What was left out is recorded in `extra["dropped_features"]`, which
+    travels with the model (MLflow tag, registry, SavedModel).
     """
     import numpy as np
+    import pandas as pd
+
+    ts = pd.to_datetime(frame["ts"], utc=True) if len(frame) else None
+    whole_year = ts is not None and (ts.max() - ts.min()) >= pd.Timedelta(days=MIN_DAYS_FOR_SEASON)
 
     def present(column: str) -> bool:
+        if column in SEASONAL_FEATURES:
+            return whole_year
         if column in ALWAYS_PRESENT:
             return True
         if column not in frame:

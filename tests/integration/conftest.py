@@ -67,6 +67,15 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory):
     # A test session lives for a minute or two: C2 compilation would cost more CPU than it saves.
     quick_jvm = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
     settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir, spark_conf=quick_jvm))
-    spark = get_spark(settings, with_s3=True)
+    from lakehouse.spark_jars import JarResolutionError
+    from tests.servers import MissingTool, require_program
+
+    require_program("java", "openjdk-17-jre-headless")
+    try:
+        spark = get_spark(settings, with_s3=True)
+    except JarResolutionError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MissingTool(f"Spark's jars are not cached in {jars_dir} and could not be resolved ({first}): "
+                          "`make bootstrap` downloads them once (python -m lakehouse.spark_jars --with-s3)") from None
     yield spark
     stop_spark()

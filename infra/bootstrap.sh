@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need beyond .venv, installed when missing: the Debian packages and the Spark jar cache.
 # One script for `make test`, `make demo` and .ci/run (CI runs it as root with CI=true; on a laptop it uses
-# sudo). Idempotent: a machine that has everything spends well under a second here.
+# sudo). Idempotent: on a machine that has everything it only checks (a few seconds).
 #
 # When something cannot be installed (no root and no sudo, no apt, no network), this script says so and
 # carries on: the tests that need the missing part then fail with one line naming it and the command that

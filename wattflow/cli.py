@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "ml.commands",
     "ml.monitoring_commands",
     "wattflow.dashboard.commands",
+    "wattflow.lineage_commands",
 ]
 
 for _module in COMMAND_MODULES:

@@ -349,6 +349,9 @@ class AirflowSettings(BaseModel):
     plugins_folder: str = ""
     load_examples: bool = False
     dags_are_paused_at_creation: bool = False
+    # The API server with the UI (`make up`): loopback only unless set to e.g. 0.0.0.0.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
     # Celery (the compose/Helm deployments): broker and result backend URLs; unused by other executors.
     celery_broker_url: str = ""
     celery_result_backend: str = ""
@@ -373,6 +376,21 @@ class DashboardSettings(BaseModel):
     # The overview's anomaly table: the costliest anomalies that started within these days.
     anomaly_days: int = 28
     worst_anomalies: int = 10
+
+
+class LineageSettings(BaseModel):
+    """OpenLineage events of the pipeline steps (wattflow/lineage.py): Delta tables with their versions and
+    MLflow model versions as datasets."""
+
+    enabled: bool = True
+    # Every event is appended to this file (relative paths resolve under WATTFLOW_HOME);
+    # `wattflow lineage forecast` walks it back.
+    file: Path = Path("lineage/events.jsonl")
+    # An OpenLineage HTTP endpoint that receives every event as well, e.g. Marquez (http://marquez:5000 in
+    # docker-compose); empty: the file only.
+    url: str = ""
+    # The jobs' namespace (datasets are named by where they live: delta://<lakehouse>, the tracking URI).
+    namespace: str = "wattflow"
 
 
 class Settings(BaseSettings):
@@ -406,8 +424,13 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
+    @property
+    def lineage_file(self) -> Path:
+        return self.lineage.file if self.lineage.file.is_absolute() else self.home / self.lineage.file
+
     @property
     def lakehouse_uri(self) -> str:
         return self.lakehouse.root_uri.rstrip("/") or str((self.home / "lakehouse").resolve())

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-UCI_ZIPS = (REPO / "data" / "uci-appliances" / "energydata_complete.zip",
-            Path("/work/shared/datasets/uci-appliances/energydata_complete.zip"))
+# The real UCI appliances data ships with the repository (data/uci-appliances, its README says where from).
+UCI_ZIP = REPO / "data" / "uci-appliances" / "energydata_complete.zip"
 
 
 def simulated_gold(n_buildings: int, days: int, settings) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -55,7 +55,7 @@ def uci_gold(settings) -> tuple[pd.DataFrame, dict[str, str]]:
     from lakehouse.gold import hourly_to_features
     from lakehouse.sources.files import FileMapping, file_records, read_table_file
 
-    path = next(p for p in UCI_ZIPS if p.exists())
+    path = UCI_ZIP
     frame = read_table_file(path)
     temps, hums = [f"T{i}" for i in range(1, 10)], [f"RH_{i}" for i in range(1, 10)]
     mapping = FileMapping(

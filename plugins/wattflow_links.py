@@ -6,8 +6,12 @@ shows on every task and resolves to that XCom, so no custom operator is needed f
 
 from __future__ import annotations
 
+import logging
+
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
+
+log = logging.getLogger(__name__)
 
 
 class _XComLink(BaseOperatorLink):
@@ -15,16 +19,19 @@ class _XComLink(BaseOperatorLink):
 
     def get_link(self, operator, *, ti_key) -> str:  # type: ignore[override]
         from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
 
         try:
-            value = XComModel.get_many(
+            # Airflow 3 composes a SELECT here (no Query.first()); run it on a session of the API server's.
+            query = XComModel.get_many(
                 key=self.xcom_key, dag_ids=ti_key.dag_id, task_ids=ti_key.task_id, run_id=ti_key.run_id, map_indexes=ti_key.map_index
-            ).first()
+            )
+            with create_session() as session:
+                value = session.scalars(query).first()
+                url = XComModel.deserialize_value(value) if value is not None else None
         except Exception:  # a link must never break the task page
+            log.warning("extra link %r not resolved", self.name, exc_info=True)
             return ""
-        if value is None:
-            return ""
-        url = XComModel.deserialize_value(value)
         return str(url or "")
 
 

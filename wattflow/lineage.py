@@ -445,7 +445,8 @@ def _run_metrics(run_id: str) -> str:
     from mlflow import MlflowClient
 
     metrics = MlflowClient().get_run(run_id).data.metrics
-    shown = [k for k in ("cv_rmse", "nmbe", "mae") if k in metrics] or sorted(metrics)[:3]
+    # The backtest's figures the promotion gate judged (day-ahead, on hours the model did not learn from).
+    shown = [k for k in ("backtest_cv_rmse", "backtest_nmbe", "backtest_mae") if k in metrics] or sorted(metrics)[:3]
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in shown)
 
 
@@ -456,18 +457,18 @@ def _array(values: list[str]):
 
 
 def format_chain(chain: list[Link]) -> str:
+    """The chain from the forecast back to its sources, one link after the other (`←` reads "came from")."""
     lines = []
     for i, link in enumerate(chain):
-        lines.append(("  " * i) + ("└─ " if i else "") + link.what)
+        lines.append(("← " if i else "") + link.what)
         for key, value in link.facts.items():
-            if value is None or value == []:
+            if value is None or value == [] or value == "":
                 continue
             if isinstance(value, list) and len(value) > 1:
-                lines.append(("  " * i) + f"     {key}:")
-                lines.extend(("  " * i) + f"       - {v}" for v in value)
+                lines.append(f"    {key}:")
+                lines.extend(f"      - {v}" for v in value)
             else:
-                shown = value[0] if isinstance(value, list) else value
-                lines.append(("  " * i) + f"     {key}: {shown}")
+                lines.append(f"    {key}: {value[0] if isinstance(value, list) else value}")
     return "\n".join(lines)
 
 

@@ -1,15 +1,15 @@
 """`make up` / `make down`: the long-running local stack, each part a background process.
 
-Airflow (`airflow standalone`: API server with the UI, scheduler, DAG processor, triggerer) on the
-settings' metadata DB, the MLflow UI on the tracking store, the TF-Serving-compatible server (gRPC and
+Airflow (its API server with the UI, scheduler, DAG processor and triggerer, each a process of its own)
+on the settings' metadata DB, the MLflow UI on the tracking store, the TF-Serving-compatible server (gRPC and
 REST), and the facility managers' dashboard. Every one listens where its setting says, 127.0.0.1 unless
 told otherwise (airflow.api_host, the host of mlflow_ui_url, serving.host, dashboard.host). Logs and pid
 files live under $WATTFLOW_HOME/run.
 
-`make down` stops everything `make up` started, grandchildren included: `airflow standalone` runs its
-components as child processes, and the MLflow UI starts job consumers in sessions of their own, which a
-signal to the service's process group would miss. Each service gets a marker variable in its environment
-(inherited by every descendant) and `down` signals every process that carries this home's marker.
+`make down` stops everything `make up` started, grandchildren included: each service starts as a session
+leader, and `down` signals every process in those sessions, their descendants, and every process carrying
+the home's marker variable in its environment (the MLflow UI starts job consumers in sessions of their own,
+which outlive their parent's session otherwise).
 """
 
 from __future__ import annotations
@@ -52,13 +52,30 @@ def services(settings: Settings) -> list[Service]:
     config = settings.model_base_path / "models.config"
     af = settings.airflow
     serving = settings.serving
+    airflow_url = f"http://{_connect_host(af.api_host)}:{af.api_port}"
+    airflow_env = {
+        **airflow_environment(settings), "AIRFLOW__API__HOST": af.api_host, "AIRFLOW__API__PORT": str(af.api_port),
+        # Task processes report to the API server's execution API: where this one listens.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
+        # One worker: uvicorn's supervisor of several restarts each one slower to start than its health
+        # check, which a busy 2-core machine makes a loop.
+        "AIRFLOW__API__WORKERS": "1",
+    }
+    # Airflow's components one by one rather than `airflow standalone`: the scheduler and the triggerer
+    # would each start a log server bound to every interface (Airflow hard-codes the host); with the
+    # LocalExecutor on one machine the API server reads task logs from the files instead.
     return [
-        Service("airflow", [_bin("airflow"), "standalone"],
-                {**airflow_environment(settings), "AIRFLOW__API__HOST": af.api_host, "AIRFLOW__API__PORT": str(af.api_port)},
-                f"http://{_connect_host(af.api_host)}:{af.api_port}"),
+        Service("airflow-api", [_bin("airflow"), "api-server"], airflow_env, airflow_url),
+        Service("airflow-scheduler", [_bin("airflow"), "scheduler", "--skip-serve-logs"], airflow_env, airflow_url),
+        Service("airflow-dag-processor", [_bin("airflow"), "dag-processor"], airflow_env, airflow_url),
+        Service("airflow-triggerer", [_bin("airflow"), "triggerer", "--skip-serve-logs"], airflow_env, airflow_url),
         Service("mlflow", [_bin("mlflow"), "ui", "--backend-store-uri", settings.tracking_uri,
                            "--default-artifact-root", settings.mlflow_artifacts_dir.as_uri(),
-                           "--host", ui.hostname or "127.0.0.1", "--port", str(ui.port or 5000)], {},
+                           "--host", ui.hostname or "127.0.0.1", "--port", str(ui.port or 5000),
+                           # One worker: a local UI has one user, and uvicorn's supervisor of several workers
+                           # kills and restarts each one that starts slower than its health-check timeout,
+                           # forever, on a busy 2-core machine.
+                           "--workers", "1"], {},
                 settings.mlflow_ui_url),
         # REST on as well as gRPC: the status URL `up` prints is the REST API's.
         Service("serving", [_bin("wattflow"), "serve", f"--model_config_file={config}", "--enable_batching",
@@ -96,7 +113,9 @@ def up(settings: Settings | None = None) -> dict[str, str]:
     if not config.exists():
         config.write_text("model_config_list {\n}\n")
     urls: dict[str, str] = {}
-    for service in services(settings):
+    all_services = services(settings)
+    _migrate_airflow(settings, next(x for x in all_services if x.name == "airflow-api"), runs)
+    for service in all_services:
         urls[service.name] = service.url
         pid_file = runs / f"{service.name}.pid"
         if pid_file.exists() and _alive(int(pid_file.read_text())):
@@ -108,7 +127,7 @@ def up(settings: Settings | None = None) -> dict[str, str]:
         pid_file.write_text(str(proc.pid))
         print(f"{service.name:<10} started (pid {proc.pid}), log {runs / f'{service.name}.log'}")
     password_file = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-    print(f"\nAirflow UI   {urls['airflow']}  (user admin; password in {password_file} once Airflow has started)")
+    print(f"\nAirflow UI   {urls['airflow-api']}  (user admin; password in {password_file} once Airflow has started)")
     print(f"MLflow UI    {urls['mlflow']}")
     print(f"Serving      gRPC {_connect_host(settings.serving.host)}:{settings.serving.grpc_port}, "
           f"REST {urls['serving']}")
@@ -117,20 +136,52 @@ def up(settings: Settings | None = None) -> dict[str, str]:
     return urls
 
 
-def stack_processes(settings: Settings) -> list[int]:
-    """Pids of every process of this home's stack (each carries the marker in its environment)."""
-    marker = f"{STACK_MARKER}={run_dir(settings)}".encode()
-    found = []
+def _migrate_airflow(settings: Settings, api: Service, runs: Path) -> None:
+    """`airflow db migrate` before the components start (what `airflow standalone` did first); a no-op on a
+    home whose metadata DB is current."""
+    with open(runs / "airflow-migrate.log", "w") as log:
+        done = subprocess.run([_bin("airflow"), "db", "migrate"], stdout=log, stderr=subprocess.STDOUT,
+                              env=child_environment(settings, api.env), cwd=settings.home.resolve(), check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"airflow db migrate failed ({done.returncode}): see {runs / 'airflow-migrate.log'}")
+
+
+def stack_processes(settings: Settings, leaders: set[int] | None = None) -> list[int]:
+    """Pids of every process of this home's stack: those in a service's session (each service starts as a
+    session leader, and its children stay in its session unless they start their own), descendants of the
+    services, and any process carrying the home's marker in its environment (job consumers that started a
+    session of their own and whose parent has gone). The environment alone is not enough: processes that
+    set their title (Airflow's components, gunicorn) overwrite the environment /proc shows."""
+    runs = run_dir(settings)
+    if leaders is None:
+        leaders = {int(f.read_text()) for f in runs.glob("*.pid")} if runs.exists() else set()
+    marker = f"{STACK_MARKER}={runs}".encode()
+    table: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, session id)
+    found: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone meanwhile, or another user's
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            table[pid] = (int(fields[1]), int(fields[3]))
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(pid)
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or another user's
             continue
-        if marker in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return sorted(found)
+    found |= {pid for pid, (_, session) in table.items() if session in leaders}
+    found |= {pid for pid in leaders if pid in table}
+    # Descendants of anything found so far (a child that started its own session, while its parent lives).
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(p for p in found if _alive(p))
 
 
 def down(settings: Settings | None = None, grace_s: float = STOP_GRACE_S) -> list[int]:
@@ -140,8 +191,7 @@ def down(settings: Settings | None = None, grace_s: float = STOP_GRACE_S) -> lis
     leaders = {}
     for pid_file in sorted(runs.glob("*.pid")) if runs.exists() else []:
         leaders[int(pid_file.read_text())] = pid_file.stem
-        pid_file.unlink()
-    pids = sorted(set(stack_processes(settings)) | {p for p in leaders if _alive(p)})
+    pids = stack_processes(settings, set(leaders))
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -150,6 +200,9 @@ def down(settings: Settings | None = None, grace_s: float = STOP_GRACE_S) -> lis
     for pid in pids:
         if _alive(pid):
             _signal(pid, signal.SIGKILL)
+    # The pid files go only now: a `down` interrupted before this point can be run again.
+    for name in leaders.values():
+        (runs / f"{name}.pid").unlink(missing_ok=True)
     for pid, name in leaders.items():
         print(f"{name:<10} stopped (pid {pid})")
     others = len([p for p in pids if p not in leaders])

@@ -44,6 +44,28 @@ class DataDocsLink(_XComLink):
     name = "Data Docs"
     xcom_key = "data_docs_url"
 
+    def get_link(self, operator, *, ti_key) -> str:  # type: ignore[override]
+        return served_data_docs(super().get_link(operator, ti_key=ti_key))
+
+
+def served_data_docs(url: str) -> str:
+    """A file:// page under the Data Docs folder as the page where `make up` serves it (settings.data_docs_url):
+    Airflow's UI drops links that are not http(s)."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
+
+    if not url.startswith("file://"):
+        return url
+    try:
+        from wattflow.settings import get_settings
+
+        settings = get_settings()
+        page = Path(unquote(urlsplit(url).path)).resolve()
+        relative = page.relative_to(settings.data_docs_dir)
+    except (ValueError, OSError):  # a page outside the Data Docs folder keeps its own address
+        return url
+    return f"{settings.data_docs_url.rstrip('/')}/{relative.as_posix()}"
+
 
 class DriftReportLink(_XComLink):
     name = "Drift report"

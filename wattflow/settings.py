@@ -403,6 +403,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     # Where people open MLflow (`make up` serves it there); task links and the demo summary point at it.
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    # Where people open the Data Docs (`make up` serves $WATTFLOW_HOME/data_docs there over HTTP: Airflow's UI
+    # shows no file:// link); the tasks' Data Docs links resolve to it.
+    data_docs_url: str = "http://127.0.0.1:8090"
     # Where runs store artifacts when the tracking URI is a database (SQLite/PostgreSQL): empty means
     # mlflow_artifacts_dir; "s3://bucket/prefix" uses boto3 (MLFLOW_S3_ENDPOINT_URL and AWS_* from the
     # environment). Against a tracking server (http://...) the server's --artifacts-destination decides.

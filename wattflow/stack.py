@@ -2,7 +2,7 @@
 
 Airflow (its API server with the UI, scheduler, DAG processor and triggerer, each a process of its own)
 on the settings' metadata DB, the MLflow UI on the tracking store, the TF-Serving-compatible server (gRPC and
-REST), and the facility managers' dashboard. Every one listens where its setting says, 127.0.0.1 unless
+REST), and the facility managers' dashboard, and the Data Docs (static HTML) over HTTP. Every one listens where its setting says, 127.0.0.1 unless
 told otherwise (airflow.api_host, the host of mlflow_ui_url, serving.host, dashboard.host). Logs and pid
 files live under $WATTFLOW_HOME/run.
 
@@ -49,6 +49,7 @@ def run_dir(settings: Settings) -> Path:
 
 def services(settings: Settings) -> list[Service]:
     ui = urlsplit(settings.mlflow_ui_url)
+    docs = urlsplit(settings.data_docs_url)
     config = settings.model_base_path / "models.config"
     af = settings.airflow
     serving = settings.serving
@@ -83,6 +84,10 @@ def services(settings: Settings) -> list[Service]:
                             f"--host={serving.host}",
                             f"--model_config_file_poll_wait_seconds={max(1, int(serving.poll_wait_s))}"], {},
                 f"http://{_connect_host(serving.host)}:{serving.rest_port}/v1/models/{settings.model.model_name}"),
+        # The Great Expectations Data Docs are static HTML: served read-only from their folder.
+        Service("data-docs", [sys.executable, "-m", "http.server", str(docs.port or 8090), "--bind",
+                              docs.hostname or "127.0.0.1", "--directory", str(settings.data_docs_dir)], {},
+                settings.data_docs_url.rstrip("/") + "/index.html"),
         Service("dashboard", [_bin("wattflow"), "dashboard", "--host", settings.dashboard.host,
                               "--port", str(settings.dashboard.port)], {},
                 f"http://{_connect_host(settings.dashboard.host)}:{settings.dashboard.port}"),
@@ -110,6 +115,7 @@ def up(settings: Settings | None = None) -> dict[str, str]:
     runs.mkdir(parents=True, exist_ok=True)
     config = settings.model_base_path / "models.config"
     config.parent.mkdir(parents=True, exist_ok=True)
+    settings.data_docs_dir.mkdir(parents=True, exist_ok=True)
     if not config.exists():
         config.write_text("model_config_list {\n}\n")
     urls: dict[str, str] = {}
@@ -131,6 +137,7 @@ def up(settings: Settings | None = None) -> dict[str, str]:
     print(f"MLflow UI    {urls['mlflow']}")
     print(f"Serving      gRPC {_connect_host(settings.serving.host)}:{settings.serving.grpc_port}, "
           f"REST {urls['serving']}")
+    print(f"Data Docs    {urls['data-docs']}")
     print(f"Dashboard    {urls['dashboard']}")
     print("Stop with    make down")
     return urls

@@ -38,6 +38,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         "WATTFLOW_MLFLOW_UI_URL": f"http://127.0.0.1:{free_port()}",
         "WATTFLOW_AIRFLOW__API_PORT": str(free_port()),
         "WATTFLOW_DASHBOARD__PORT": str(free_port()),
+        "WATTFLOW_DATA_DOCS_URL": f"http://127.0.0.1:{free_port()}",
     }
     out = subprocess.run([sys.executable, "-m", "wattflow.demo"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=1800)

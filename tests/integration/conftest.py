@@ -79,3 +79,20 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory):
                           "`make bootstrap` downloads them once (python -m lakehouse.spark_jars --with-s3)") from None
     yield spark
     stop_spark()
+    # py4j closes its gateway connections when they are garbage-collected at interpreter exit and logs that
+    # at INFO; by then pytest has closed the stream logging writes to, and each close printed a "Logging
+    # error" traceback after the summary. Close them now, while logging works, and keep py4j's INFO out.
+    _close_py4j_gateway()
+
+
+def _close_py4j_gateway() -> None:
+    import logging
+
+    from pyspark import SparkContext
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()  # closes the client-server connections; the JVM exits with this process
+        SparkContext._gateway = None
+        SparkContext._jvm = None

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PLATFORM_DAGS = ("ingest_sensors", "ingest_weather", "curate_and_validate", "train_model", "deploy_model",
                  "forecast", "monitor")
-# On a loaded 2-core machine `airflow standalone` needs about a minute to migrate, start its four components
+# On a loaded 2-core machine Airflow needs about a minute to migrate, start its four components
 # and parse the DAGs; TensorFlow's import dominates the serving server's start.
 READY_TIMEOUT_S = 240
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

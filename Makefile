@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export WATTFLOW_HOME ?= $(CURDIR)/.wattflow
 
-.PHONY: venv demo test test-fast bench lock up down clean compose-up compose-down
+.PHONY: venv bootstrap demo test test-fast bench lock up down clean compose-up compose-down
 
 venv: $(STAMP)
 
@@ -19,10 +19,18 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m wattflow.demo
 
-test: $(STAMP)
+# The Debian packages and the Spark jar cache the tests need, installed when missing (sudo when not root);
+# .ci/run calls the same script. What cannot be installed makes its tests fail with one line naming it.
+# The jar cache is shared by every clone and home on the machine (downloaded once, ~700 MB).
+export WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR ?= $(HOME)/.cache/wattflow/jars
+bootstrap: $(STAMP)
+	infra/bootstrap.sh
+
+test: bootstrap
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
+	infra/bootstrap.sh --no-jars
 	$(BIN)/python -m pytest -m "not slow and not e2e and not spark"
 
 up: $(STAMP)

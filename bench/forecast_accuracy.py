@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# The real UCI appliances data ships with the repository (data/uci-appliances, its README says where from).
 UCI_ZIP = REPO / "data" / "uci-appliances" / "energydata_complete.zip"
 
 

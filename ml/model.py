@@ -404,8 +404,11 @@ def fit(
         all_callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=forecaster.params.patience, restore_best_weights=True)
         )
+    # shuffle=False: the training Dataset shuffles itself (as_tf_dataset, seeded); Keras ignores, and warns
+    # about, its own shuffle for a tf.data input.
     history = forecaster.training_model.fit(
-        train_ds, validation_data=val_ds, epochs=forecaster.params.epochs, callbacks=all_callbacks, verbose=verbose
+        train_ds, validation_data=val_ds, epochs=forecaster.params.epochs, callbacks=all_callbacks, verbose=verbose,
+        shuffle=False,
     )
     forecaster.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return forecaster

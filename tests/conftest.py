@@ -15,6 +15,33 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A test whose fixture finds a program or cache missing (tests.servers.MissingTool) FAILS with the one
+    line that names it and how to install it: not a skip that hides it, not a setup error with a traceback."""
+    outcome = yield
+    if call.excinfo is None or type(call.excinfo.value).__name__ != "MissingTool":
+        return
+    report = outcome.get_result()
+    report.outcome = "failed"
+    report.when = "call"  # reported and counted as the test's failure, not as an error in its setup
+    report.longrepr = _OneLine(f"missing: {call.excinfo.value}")
+
+
+class _OneLine:
+    """A failure's report that is one line, in the failures section and in `-ra`'s short summary alike."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.reprcrash = self  # the short summary prints `reprcrash.message`
+
+    def toterminal(self, tw) -> None:
+        tw.line(self.message, red=True)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @pytest.fixture
 def wattflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated WATTFLOW_HOME: every table, store and report of the test lives under it."""

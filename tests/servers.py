@@ -40,6 +40,29 @@ class ServerStartError(RuntimeError):
     """A test server did not come up; the message carries the tail of its log."""
 
 
+class MissingTool(RuntimeError):
+    """A program or cache a test needs is not on this machine. The message names it and the command that
+    installs it; tests/conftest.py reports it as that test's failure in one line (no traceback, never a skip).
+    """
+
+
+# `make test` runs infra/bootstrap.sh, which installs all of these when it can (sudo when not root).
+BOOTSTRAP_HINT = "`make bootstrap` installs it (or `sudo apt-get install -y --no-install-recommends {package}`)"
+
+
+def require_program(name: str, package: str, *candidates: str) -> str:
+    """The path of program `name` (PATH first, then the candidates), or MissingTool naming its Debian package."""
+    found = shutil.which(name) or next((c for c in candidates if Path(c).is_file() and os.access(c, os.X_OK)), None)
+    if found is None:
+        raise MissingTool(f"{name} is not installed (Debian package {package}): " + BOOTSTRAP_HINT.format(package=package))
+    return found
+
+
+def require_chromium() -> str:
+    """Debian's Chromium, which Playwright drives through executable_path (no browser is ever downloaded)."""
+    return require_program("chromium", "chromium", "/usr/bin/chromium")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -118,7 +141,8 @@ def _pg_os_user() -> str:
 def start_postgres(user: str = "wattflow") -> PostgresServer:
     """Initialise and start a throwaway PostgreSQL cluster; call ``stop()`` (and remove base_dir) after."""
     if not (PG_BIN / "initdb").exists():
-        raise ServerStartError(f"PostgreSQL binaries not found in {PG_BIN}: install Debian's postgresql package")
+        raise MissingTool(f"PostgreSQL 15 is not installed (no {PG_BIN / 'initdb'}; Debian package postgresql): "
+                          + BOOTSTRAP_HINT.format(package="postgresql"))
     run_as = _pg_os_user() if os.geteuid() == 0 else None
     # Not under pytest's tmp dir: that is private to root, and the server runs as PG_OS_USER.
     base_dir = Path(tempfile.mkdtemp(prefix="wattflow-pg-"))

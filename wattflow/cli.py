@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "monitoring.commands",
     "monitoring.savings_commands",
     "wattflow.dashboard.commands",
+    "wattflow.lineage_commands",
 ]
 
 for _module in COMMAND_MODULES:

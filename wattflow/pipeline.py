@@ -13,6 +13,7 @@ import datetime as dt
 from functools import lru_cache
 from typing import Any, Sequence
 
+from wattflow.lineage import step_run
 from wattflow.log import get_logger
 from wattflow.settings import Settings, get_settings
 
@@ -82,6 +83,14 @@ def _in_window(table, column: str, start: dt.datetime, end: dt.datetime):
     return table.filter(mask)
 
 
+def _iso_utc(value) -> str:
+    """One spelling of an instant in lineage records: ISO 8601 in UTC (what the walk back compares)."""
+    import pandas as pd
+
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).isoformat()
+
+
 def _summary(obj: Any) -> dict[str, Any]:
     """A JSON-able view of a result dataclass for XCom."""
     if dataclasses.is_dataclass(obj):
@@ -107,7 +116,7 @@ def ingest_sensors(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[
     import pyarrow.compute as pc
 
     from lakehouse.bronze import land_readings
-    from lakehouse.schemas import BUILDINGS
+    from lakehouse.schemas import BUILDINGS, SENSOR_READINGS
 
     settings = settings or get_settings()
     engine = _engine(settings)
@@ -129,8 +138,12 @@ def ingest_sensors(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[
     readings = _in_window(world.readings, "ts", start, end)
     if buildings:
         readings = readings.filter(pc.is_in(readings.column("building_id"), value_set=pa.array(list(buildings))))
-    landed = land_readings(readings, source="simulator", registry=world.registry, engine=engine,
-                           batch_id=f"sim-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}")
+    batch_id = f"sim-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+    with step_run("ingest_sensors", settings) as lineage:
+        landed = land_readings(readings, source="simulator", registry=world.registry, engine=engine, batch_id=batch_id)
+        lineage.wrote_table(SENSOR_READINGS, landed.readings.version if landed.readings else None)
+        lineage.details.update(start=_iso_utc(start), end=_iso_utc(end), batch_id=batch_id, source="simulator",
+                               received=landed.received, landed=landed.landed, quarantined=landed.quarantined)
     log.info("ingested sensor readings", start=start.isoformat(), end=end.isoformat(), landed=landed.landed,
              quarantined=landed.quarantined)
     return {"source": source, "start": start.isoformat(), "end": end.isoformat(), "received": landed.received,
@@ -144,14 +157,20 @@ def ingest_weather(start: dt.datetime, end: dt.datetime, *, settings: Settings |
     import pyarrow.compute as pc
 
     from lakehouse.bronze import land_weather
+    from lakehouse.schemas import WEATHER
 
     settings = settings or get_settings()
     engine = _engine(settings)
     weather = simulated_world(settings).weather
     observations = _in_window(weather.filter(pc.equal(weather.column("kind"), "observation")), "ts", start, end)
     forecasts = _in_window(weather.filter(pc.equal(weather.column("kind"), "forecast")), "issued_at", start, end)
-    landed = land_weather(pa.concat_tables([observations, forecasts]), source="simulator", engine=engine,
-                          batch_id=f"sim-weather-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}")
+    batch_id = f"sim-weather-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+    with step_run("ingest_weather", settings) as lineage:
+        landed = land_weather(pa.concat_tables([observations, forecasts]), source="simulator", engine=engine,
+                              batch_id=batch_id)
+        lineage.wrote_table(WEATHER, landed.readings.version if landed.readings else None)
+        lineage.details.update(start=_iso_utc(start), end=_iso_utc(end), batch_id=batch_id, source="simulator",
+                               landed=landed.landed, quarantined=landed.quarantined)
     return {"start": start.isoformat(), "end": end.isoformat(), "landed": landed.landed,
             "quarantined": landed.quarantined, "version": landed.readings.version if landed.readings else None}
 
@@ -163,10 +182,20 @@ def curate(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[str] | N
            settings: Settings | None = None) -> dict[str, Any]:
     """Bronze [start, end) → GE checkpoints → silver hourly (+ quarantine by policy)."""
     from lakehouse import curation
+    from lakehouse.schemas import BUILDING_HOURLY, QUALITY_RESULTS, SENSOR_READINGS, WEATHER
 
     settings = settings or get_settings()
-    result = curation.curate(_engine(settings), registry(settings), start, end, settings,
-                             building_ids=list(buildings) if buildings else None)
+    engine = _engine(settings)
+    with step_run("curate", settings) as lineage:
+        lineage.read_table(engine, SENSOR_READINGS)
+        lineage.read_table(engine, WEATHER)
+        result = curation.curate(engine, registry(settings), start, end, settings,
+                                 building_ids=list(buildings) if buildings else None)
+        lineage.wrote_table(BUILDING_HOURLY, result.silver_version if result.silver_changed else None)
+        lineage.wrote_table(QUALITY_RESULTS, engine.version(QUALITY_RESULTS) if result.results else None)
+        lineage.details.update(start=_iso_utc(start), end=_iso_utc(end), hours=result.hours, rejected=result.rejected,
+                               ge_batches=sorted({r.batch for r in result.results}),
+                               failed_expectations=[r.expectation for r in result.results if not r.success])
     docs = result.data_docs
     return {"start": start.isoformat(), "end": end.isoformat(), "hours": result.hours, "rejected": result.rejected,
             "silver_version": result.silver_version, "silver_changed": result.silver_changed,
@@ -178,9 +207,17 @@ def build_features(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[
                    settings: Settings | None = None) -> dict[str, Any]:
     """Silver [start, end) → gold features (idempotent per interval)."""
     from lakehouse import curation
+    from lakehouse.schemas import BUILDING_HOURLY, FEATURES, WEATHER
 
     settings = settings or get_settings()
-    result = curation.build_features(_engine(settings), registry(settings), start, end, settings)
+    engine = _engine(settings)
+    with step_run("build_features", settings) as lineage:
+        lineage.read_table(engine, BUILDING_HOURLY)
+        lineage.read_table(engine, WEATHER)
+        result = curation.build_features(engine, registry(settings), start, end, settings)
+        lineage.wrote_table(FEATURES, result.gold_version if result.gold_changed else None)
+        lineage.details.update(start=_iso_utc(start), end=_iso_utc(end), rows=result.rows,
+                               ge_batches=sorted({r.batch for r in result.results}))
     return {"start": start.isoformat(), "end": end.isoformat(), "rows": result.rows,
             "gold_version": result.gold_version, "gold_changed": result.gold_changed}
 
@@ -238,6 +275,7 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
     When monitoring requested the retrain and the challenger was promoted, also checks that the new
     champion beats the old one on the drifted period and records that outcome.
     """
+    from lakehouse.schemas import FEATURES
     from ml.model import ModelParams
     from ml.pipeline import spec_from_settings, train_and_register
 
@@ -253,8 +291,15 @@ def train(best_params: dict[str, Any] | None = None, *, reason: str = "scheduled
         values = dict(best_params)
         lookback = int(values.pop("lookback_h", settings.model.lookback_h))
         params, spec = ModelParams(**values), spec_from_settings(settings, lookback_h=lookback)
-    outcome = train_and_register(engine, settings, params=params, spec=spec, new_data_since=since)
-    decision = outcome.decision
+    with step_run("train", settings) as lineage:
+        outcome = train_and_register(engine, settings, params=params, spec=spec, new_data_since=since)
+        decision = outcome.decision
+        # The exact table version the run read (logged on the MLflow run too), and the version it registered.
+        lineage.inputs.append(lineage.table(FEATURES, outcome.dataset.version))
+        lineage.outputs.append(lineage.model(outcome.model_name, int(outcome.version)))
+        lineage.details.update(mlflow_run_id=outcome.run_id, trigger=reason, promoted=bool(decision.promoted),
+                               gate=decision.reason,
+                               train_end=outcome.train_end.isoformat() if outcome.train_end is not None else None)
     summary = {
         "run_id": outcome.run_id, "model_name": outcome.model_name, "version": int(outcome.version),
         "promoted": bool(decision.promoted), "reason": decision.reason, "trigger": reason,
@@ -516,15 +561,25 @@ def _forecast_frame(settings: Settings, building_id: str, origin: dt.datetime | 
 def forecast(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None = None,
              settings: Settings | None = None) -> dict[str, Any]:
     """Day-ahead forecasts from each origin for each building over gRPC, into `gold.forecasts`."""
+    from lakehouse.schemas import FEATURES
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    building_ids = list(buildings) if buildings else registry(settings).building_ids()
+    with step_run("forecast", settings) as lineage:
+        # Version pinned before the requests: what the forecast frames below are read from.
+        lineage.read_table(engine, FEATURES)
+        summary = _forecast(settings, engine, origins, building_ids, lineage)
+    return summary
+
+
+def _forecast(settings: Settings, engine, origins, building_ids: list[str], lineage) -> dict[str, Any]:
     import pandas as pd
     import pyarrow as pa
 
     from lakehouse.schemas import FORECASTS
     from serving.client import ForecastClient
 
-    settings = settings or get_settings()
-    engine = _engine(settings)
-    building_ids = list(buildings) if buildings else registry(settings).building_ids()
     rows = []
     with ForecastClient(_server_target(settings), model_name=settings.model.model_name) as client:
         for origin in origins:
@@ -545,6 +600,13 @@ def forecast(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None 
     out["model_version"] = out["model_version"].astype("string").fillna("fallback")
     written = engine.upsert(FORECASTS, pa.Table.from_pandas(out[[c for c in FORECASTS.schema.names if c != "date"]],
                                                           preserve_index=False))
+    served = out[out["model_version"] != "fallback"]
+    for version in sorted(set(served["model_version"].astype(str))):
+        lineage.inputs.append(lineage.model(settings.model.model_name, version))
+    lineage.wrote_table(FORECASTS, written.version if written.changed else None)
+    lineage.details.update(origins=sorted({_iso_utc(t) for t in out["issued_at"]}),
+                           buildings=sorted(set(out["building_id"].astype(str))), rows=int(len(out)),
+                           fallbacks=int(out["is_fallback"].sum()))
     if settings.influx.url:
         from lakehouse.sources.influx import InfluxSource
 

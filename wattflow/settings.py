@@ -443,6 +443,9 @@ class AirflowSettings(BaseModel):
     plugins_folder: str = ""
     load_examples: bool = False
     dags_are_paused_at_creation: bool = False
+    # The API server with the UI (`make up`): loopback only unless set to e.g. 0.0.0.0.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
     # Celery (the compose/Helm deployments): broker and result backend URLs; unused by other executors.
     celery_broker_url: str = ""
     celery_result_backend: str = ""
@@ -469,6 +472,21 @@ class DashboardSettings(BaseModel):
     worst_anomalies: int = 10
 
 
+class LineageSettings(BaseModel):
+    """OpenLineage events of the pipeline steps (wattflow/lineage.py): Delta tables with their versions and
+    MLflow model versions as datasets."""
+
+    enabled: bool = True
+    # Every event is appended to this file (relative paths resolve under WATTFLOW_HOME);
+    # `wattflow lineage forecast` walks it back.
+    file: Path = Path("lineage/events.jsonl")
+    # An OpenLineage HTTP endpoint that receives every event as well, e.g. Marquez (http://marquez:5000 in
+    # docker-compose); empty: the file only.
+    url: str = ""
+    # The jobs' namespace (datasets are named by where they live: delta://<lakehouse>, the tracking URI).
+    namespace: str = "wattflow"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -479,6 +497,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     # Where people open MLflow (`make up` serves it there); task links and the demo summary point at it.
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    # Where people open the Data Docs (`make up` serves $WATTFLOW_HOME/data_docs there over HTTP: Airflow's UI
+    # shows no file:// link); the tasks' Data Docs links resolve to it.
+    data_docs_url: str = "http://127.0.0.1:8090"
     # Where runs store artifacts when the tracking URI is a database (SQLite/PostgreSQL): empty means
     # mlflow_artifacts_dir; "s3://bucket/prefix" uses boto3 (MLFLOW_S3_ENDPOINT_URL and AWS_* from the
     # environment). Against a tracking server (http://...) the server's --artifacts-destination decides.
@@ -501,8 +522,13 @@ class Settings(BaseSettings):
     savings: SavingsSettings = Field(default_factory=SavingsSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
+    @property
+    def lineage_file(self) -> Path:
+        return self.lineage.file if self.lineage.file.is_absolute() else self.home / self.lineage.file
+
     @property
     def lakehouse_uri(self) -> str:
         return self.lakehouse.root_uri.rstrip("/") or str((self.home / "lakehouse").resolve())

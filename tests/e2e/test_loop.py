@@ -1,15 +1,14 @@
 """End to end through Airflow: `make demo`'s loop on a tiny portfolio, then a backfill that changes nothing.
 
 The demo runs as a subprocess exactly as `make demo` runs it (python -m wattflow.demo), with a smaller
-portfolio, and the test then reads what it left behind: the Delta tables, the MLflow registry, the
-served versions and the recorded monitoring decisions.
+portfolio (the session's demo home, tests/e2e/conftest.py, shared with the lineage and `make up` suites),
+and the test then reads what it left behind: the Delta tables, the MLflow registry, the served versions
+and the recorded monitoring decisions.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,35 +18,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
-    home = tmp_path_factory.mktemp("demo") / "home"
-    env = {
-        **os.environ,
-        "WATTFLOW_HOME": str(home),
-        "WATTFLOW_DEMO_BUILDINGS": "2",
-        "WATTFLOW_DEMO_WEEKS": "8",
-        "WATTFLOW_DEMO_DRIFT_DAYS": "8",
-        # The demo's retrofit, deeper: a step no forecaster misses whatever the weather that week, so the
-        # test is about the loop (decide → retrain → gate → deploy), not the detector's sensitivity.
-        "WATTFLOW_SIMULATOR__WORLD_DRIFT": '["retrofit:b01:2024-01-29:0.8"]',
-        "WATTFLOW_AIRFLOW__TUNE_TRIALS": "1",
-        "WATTFLOW_SERVING__GRPC_PORT": str(_free_port()),
-        "WATTFLOW_SERVING__REST_PORT": str(_free_port()),
-    }
-    out = subprocess.run([sys.executable, "-m", "wattflow.demo"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=1800)
-    (home / "demo-stdout.txt").write_text(out.stdout + "\n" + out.stderr[-20000:])
-    assert out.returncode == 0, f"demo failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}"
-    return home, env, out.stdout
 
 
 def test_demo_runs_the_loop_and_retrains_on_drift(demo_home) -> None:

@@ -67,6 +67,32 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory):
     # A test session lives for a minute or two: C2 compilation would cost more CPU than it saves.
     quick_jvm = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
     settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir, spark_conf=quick_jvm))
-    spark = get_spark(settings, with_s3=True)
+    from lakehouse.spark_jars import JarResolutionError
+    from tests.servers import MissingTool, require_program
+
+    require_program("java", "openjdk-17-jre-headless")
+    try:
+        spark = get_spark(settings, with_s3=True)
+    except JarResolutionError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MissingTool(f"Spark's jars are not cached in {jars_dir} and could not be resolved ({first}): "
+                          "`make bootstrap` downloads them once (python -m lakehouse.spark_jars --with-s3)") from None
     yield spark
     stop_spark()
+    # py4j closes its gateway connections when they are garbage-collected at interpreter exit and logs that
+    # at INFO; by then pytest has closed the stream logging writes to, and each close printed a "Logging
+    # error" traceback after the summary. Close them now, while logging works, and keep py4j's INFO out.
+    _close_py4j_gateway()
+
+
+def _close_py4j_gateway() -> None:
+    import logging
+
+    from pyspark import SparkContext
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()  # closes the client-server connections; the JVM exits with this process
+        SparkContext._gateway = None
+        SparkContext._jvm = None

@@ -18,7 +18,7 @@ from wattflow.settings import Settings
 
 START, END = "2024-03-01", "2024-04-15"  # spans the European and US spring DST switches
 DELIVERED = pd.Timestamp(END, tz="UTC")
-UCI_ZIP = Path("/work/shared/datasets/uci-appliances/energydata_complete.zip")
+UCI_ZIP = Path(__file__).resolve().parents[2] / "data" / "uci-appliances" / "energydata_complete.zip"
 
 
 def raw_batch(portfolio) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -132,9 +132,18 @@ def test_services_cover_the_platform(services: dict[str, Any]) -> None:
     expected = {
         "postgres", "redis", "minio", "minio-init", "mlflow", "influxdb", "mosquitto", "tf-serving",
         "serving-init", "spark-master", "spark-worker", "prometheus", "grafana", "dashboard", "airflow-init",
-        "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+        "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "marquez",
     }  # fmt: skip
     assert set(services) == expected
+
+
+def test_platform_sends_lineage_to_marquez(services: dict[str, Any]) -> None:
+    """Every platform container's steps post their OpenLineage events to the Marquez service, which keeps
+    them in its own database on the shared PostgreSQL."""
+    assert services["airflow-worker"]["environment"]["WATTFLOW_LINEAGE__URL"] == "http://marquez:5000"
+    marquez = services["marquez"]["environment"]
+    assert (marquez["POSTGRES_HOST"], marquez["POSTGRES_DB"], marquez["POSTGRES_USER"]) == ("postgres", "marquez", "marquez")
+    assert "create marquez" in (REPO / "infra" / "postgres" / "init-databases.sh").read_text()
 
 
 def test_every_service_has_a_health_check(services: dict[str, Any]) -> None:

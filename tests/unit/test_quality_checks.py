@@ -107,7 +107,7 @@ def test_dst_artifact_local_time_read_as_utc():
     switch = pd.Timestamp("2024-03-31T01:00", tz="UTC")
     window = (s["ts"] >= switch - pd.Timedelta(hours=3)) & (s["ts"] < switch + pd.Timedelta(hours=3))
     shifted = s.copy()
-    shifted.loc[window, "ts"] = s.loc[window, "ts"] + np.where(s.loc[window, "ts"] < switch, pd.Timedelta(hours=1), pd.Timedelta(hours=2))
+    shifted.loc[window, "ts"] = s.loc[window, "ts"] + pd.to_timedelta(np.where(s.loc[window, "ts"] < switch, 1, 2), unit="h")
     assert flags(shifted)["dst_artifact"].sum() > 0
     assert flags(s)["dst_artifact"].sum() == 0
 

@@ -26,8 +26,12 @@ export WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR ?= $(HOME)/.cache/wattflow/jars
 bootstrap: $(STAMP)
 	infra/bootstrap.sh
 
+# Two workers: much of the suite waits on servers it starts (Airflow, Spark, the demo's DAG runs), so two
+# pytest processes on two cores finish well before one (groups keep shared session fixtures on one worker).
+PYTEST_WORKERS ?= 2
+
 test: bootstrap
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	infra/bootstrap.sh --no-jars

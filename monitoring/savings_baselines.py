@@ -137,11 +137,12 @@ def fit_lstm_baseline(frame: pd.DataFrame, baseline: Period, reporting: Period, 
         )
     tuning = _train(frame, Period(baseline.start, holdout_start), spec, params, building_id, timezone)
     in_baseline = frame[baseline.contains(ts)]
-    fitted = rollout(tuning.forecaster, spec, in_baseline, holdout_start, baseline.end)
+    fitted = rollout(tuning.forecaster, tuning.spec, in_baseline, holdout_start, baseline.end)
     trained = _train(frame, baseline, spec, params, building_id, timezone)
     # Lookbacks come from the baseline's last weeks; a gap between the periods (the installation) is skipped.
     context = frame[(ts >= baseline.end - pd.Timedelta(hours=spec.lookback_h + WEEK_H)) & (ts < reporting.end)]
-    counterfactual = rollout(trained.forecaster, spec, context, baseline.end, reporting.end)
+    # Each model's own spec: the features its training data could give (ml.spec.spec_for_frame).
+    counterfactual = rollout(trained.forecaster, trained.spec, context, baseline.end, reporting.end)
     counterfactual = counterfactual[reporting.contains(counterfactual.index)]
     notes = [f"LSTM: fit statistics out of sample, on the baseline's last {holdout_days} days predicted by a model "
              f"trained without them; their NMBE joins the uncertainty as a systematic part"]

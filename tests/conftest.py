@@ -15,6 +15,20 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 
 
+# `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`): tests that share an expensive
+# session fixture stay on one worker, so it is built once: the demo home (the e2e suites that read what a
+# demo left behind) and the Spark session (a JVM each).
+XDIST_GROUPS = {"demo_home": "demo", "spark": "spark"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "demo_home" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS["demo_home"]))
+        elif item.get_closest_marker("spark") is not None:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS["spark"]))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """A test whose fixture finds a program or cache missing (tests.servers.MissingTool) FAILS with the one

@@ -456,6 +456,10 @@ class DashboardSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8050
+    # HTTP basic authentication, on when both are set (compose and Kubernetes set them from secrets:
+    # WATTFLOW_DASHBOARD__USERNAME / WATTFLOW_DASHBOARD__PASSWORD). `/healthz` stays open for probes.
+    username: str = ""
+    password: str = ""
     threads: int = 8  # request threads of the one server process
     # Browsers poll the tables' Delta versions this often; pages re-read only when a version moved.
     refresh_interval_s: float = 30.0

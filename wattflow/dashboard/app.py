@@ -20,6 +20,39 @@ from wattflow.log import get_logger
 log = get_logger(__name__)
 
 
+def require_login(server: Any, username: str, password: str) -> None:
+    """HTTP basic authentication on every route but `/healthz` when a username and password are configured.
+
+    The dashboard shows a portfolio's energy, costs and occupancy patterns: reachable beyond loopback
+    (compose, Kubernetes), it asks who is looking. Behind TLS (an ingress) basic auth is what facility
+    teams' browsers and password managers handle without extra parts.
+    """
+    import hmac
+
+    from flask import Response, request
+
+    @server.route("/healthz")
+    def healthz() -> Response:
+        return Response("ok", mimetype="text/plain")
+
+    if not (username and password):
+        return
+
+    @server.before_request
+    def check_credentials() -> Response | None:
+        if request.path == "/healthz":
+            return None
+        auth = request.authorization
+        given_user = (auth.username or "") if auth else ""
+        given_password = (auth.password or "") if auth else ""
+        # Both compared in constant time, so a wrong user name takes as long as a wrong password.
+        user_ok = hmac.compare_digest(given_user.encode(), username.encode())
+        password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+        if user_ok and password_ok:
+            return None
+        return Response("login required", 401, {"WWW-Authenticate": 'Basic realm="wattflow dashboard", charset="UTF-8"'})
+
+
 def create_app(settings: Any, engine: Any | None = None, data: DashboardData | None = None) -> dash.Dash:
     data = data or DashboardData(settings, engine)
     app = dash.Dash(
@@ -27,6 +60,7 @@ def create_app(settings: Any, engine: Any | None = None, data: DashboardData | N
         suppress_callback_exceptions=True, update_title=None,
     )
     app.wattflow_data = data  # type: ignore[attr-defined] - tests and the CLI reach the data layer here
+    require_login(app.server, settings.dashboard.username, settings.dashboard.password)
     refresh_ms = int(settings.dashboard.refresh_interval_s * 1000)
 
     def layout() -> html.Div:

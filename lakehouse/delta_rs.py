@@ -144,11 +144,21 @@ class DeltaRsEngine:
             if version is not None:
                 raise FileNotFoundError(f"{contract.qualified_name} has no version {version} at {self.table_uri(contract)}")
             return contract.schema.empty_table().select(list(columns) if columns else contract.schema.names)
-        result = table.to_pyarrow_table(filters=coerce_filters(contract, filters), columns=list(columns) if columns else None)
-        # Files written by another engine may order columns differently or use other string types.
+        coerced = coerce_filters(contract, filters) or []
+        # Partition filters prune files in delta-rs; the others are applied after the read, in the contract's
+        # types: files that delta-rs's MERGE wrote hold strings as string_view, and pyarrow's statistics
+        # pruning cannot compare those with a plain string filter value.
+        pushed = [f for f in coerced if f[0] in contract.partition_by]
+        after = [f for f in coerced if f[0] not in contract.partition_by]
         wanted = list(columns) if columns else contract.schema.names
-        target = pa.schema([contract.schema.field(c) for c in wanted])
-        return result.select(wanted).cast(target)
+        read_columns = list(dict.fromkeys([*wanted, *(f[0] for f in after)])) if columns else None
+        result = table.to_pyarrow_table(filters=pushed or None, columns=read_columns)
+        # Files written by another engine may order columns differently or use other string types.
+        names = read_columns or contract.schema.names
+        result = result.select(names).cast(pa.schema([contract.schema.field(c) for c in names]))
+        if after:
+            result = result.filter(_filter_mask(result, after))
+        return result.select(wanted)
 
     def history(self, contract: TableContract, limit: int | None = None) -> list[dict[str, Any]]:
         table = self._table(contract)
@@ -165,3 +175,24 @@ class DeltaRsEngine:
         if table is None:
             return []
         return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
+
+
+def _filter_mask(table: pa.Table, filters: Sequence[Filter]):
+    """The rows of `table` that pass every (column, op, value) filter, as DNF's one conjunction."""
+    import pyarrow.compute as pc
+
+    ops = {"=": pc.equal, "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+           ">": pc.greater, ">=": pc.greater_equal}
+    mask = None
+    for column, op, value in filters:
+        values = table.column(column)
+        if op in ("in", "not in"):
+            hit = pc.is_in(values, value_set=pa.array(list(value), type=values.type))
+            hit = pc.invert(hit) if op == "not in" else hit
+        elif op in ops:
+            hit = ops[op](values, pa.scalar(value, type=values.type))
+        else:
+            raise ValueError(f"filter operator {op!r} on {column!r} is not supported")
+        hit = pc.fill_null(hit, False)
+        mask = hit if mask is None else pc.and_(mask, hit)
+    return mask

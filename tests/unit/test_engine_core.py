@@ -81,3 +81,16 @@ def test_delta_rs_upsert_is_idempotent_and_merges_overlaps(tmp_path) -> None:
     assert before.num_rows == 96
     # Reads pin a version.
     assert engine.read(SENSOR_READINGS, version=0).num_rows == 96
+
+
+def test_delta_rs_reads_filter_on_any_column_after_a_merge(tmp_path) -> None:
+    """Files written by delta-rs's MERGE hold strings as string_view: a filter on a non-partition string
+    column must still select (it once failed with "greater_equal has no kernel (string, string_view)")."""
+    engine = DeltaRsEngine(str(tmp_path))
+    engine.upsert(SENSOR_READINGS, readings([1.0] * 8, building="b1"))
+    engine.upsert(SENSOR_READINGS, readings([2.0] * 8, start=T0 + dt.timedelta(days=1), building="b2"))  # a MERGE
+    engine.upsert(SENSOR_READINGS, readings([3.0] * 8, start=T0 + dt.timedelta(days=1), building="b1"))
+    assert engine.read(SENSOR_READINGS, filters=[("building_id", "in", ["b2"])]).num_rows == 8
+    b1 = engine.read(SENSOR_READINGS, filters=[("building_id", "=", "b1"), ("date", ">=", "2024-03-31")], columns=["value"])
+    assert b1.column_names == ["value"] and sorted(set(b1.column("value").to_pylist())) == [1.0, 3.0]
+    assert engine.read(SENSOR_READINGS, filters=[("building_id", "not in", ["b1"]), ("value", ">", 1.5)]).num_rows == 8

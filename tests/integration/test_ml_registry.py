@@ -93,7 +93,10 @@ def test_run_has_params_metrics_plots_model_and_dataset(world) -> None:
     from ml.windows import make_windows
 
     keras_model = registry.load_keras(world["settings"].model.model_name, "champion")
-    windows = make_windows(world["frame"], SPEC).take(slice(0, 2))
+    # The features the version was trained with (six weeks: no day of the year), as recorded in the registry.
+    spec = registry.window_spec_of(world["settings"].model.model_name, world["first"].version)
+    assert "doy_sin" in spec.extra["dropped_features"] and len(spec.future_features) == len(SPEC.future_features) - 2
+    windows = make_windows(world["frame"], spec).take(slice(0, 2))
     out = keras_model.predict({"history": windows.history, "future": windows.future}, verbose=0)
     assert set(out) == {"p10", "p50", "p90"} and out["p50"].shape == (2, 24)
     assert 10 < float(out["p50"].mean()) < 150  # kWh, not standardized units

@@ -44,7 +44,7 @@ def test_lstm_beats_persistence_on_a_periodic_building(frame: pd.DataFrame, trai
 def test_quantiles_are_ordered_on_average(frame: pd.DataFrame, trained) -> None:
     from ml.windows import make_windows
 
-    windows = make_windows(frame, SPEC, start=trained.train_end)
+    windows = make_windows(frame, trained.spec, start=trained.train_end)
     out = trained.forecaster.predict(windows)
     assert set(out) == {"p10", "p50", "p90"}
     assert (out["p10"].mean() < out["p50"].mean() < out["p90"].mean())
@@ -59,11 +59,11 @@ def test_saved_model_signature_and_values(tmp_path: Path, frame: pd.DataFrame, t
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
     assert set(inputs) == {INPUT_HISTORY, INPUT_FUTURE}
-    assert inputs[INPUT_HISTORY].shape.as_list() == [None, 48, len(SPEC.history_features)]
-    assert inputs[INPUT_FUTURE].shape.as_list() == [None, 24, len(SPEC.future_features)]
+    assert inputs[INPUT_HISTORY].shape.as_list() == [None, 48, len(trained.spec.history_features)]
+    assert inputs[INPUT_FUTURE].shape.as_list() == [None, 24, len(trained.spec.future_features)]
     assert inputs[INPUT_HISTORY].dtype == tf.float32
     assert set(signature.structured_outputs) == {"p10", "p50", "p90"}
-    windows = make_windows(frame, SPEC, start=trained.train_end).take(slice(0, 3))
+    windows = make_windows(frame, trained.spec, start=trained.train_end).take(slice(0, 3))
     served = signature(history=tf.constant(windows.history), future=tf.constant(windows.future))
     # Raw feature values in, kWh out: the scaling lives inside the exported model.
     np.testing.assert_allclose(served["p50"].numpy(), trained.forecaster.predict(windows)["p50"], rtol=1e-4, atol=1e-3)
@@ -126,7 +126,7 @@ def test_forecast_adds_an_absolute_part_to_the_level_relative_one(frame: pd.Data
 
     from ml.windows import make_windows
 
-    windows = make_windows(frame, SPEC, start=trained.train_end).take(slice(0, 4))
+    windows = make_windows(frame, trained.spec, start=trained.train_end).take(slice(0, 4))
     model = trained.forecaster.serving_model
     inputs = {INPUT_HISTORY: windows.history, INPUT_FUTURE: windows.future}
 
@@ -182,7 +182,7 @@ def test_served_band_is_calibrated_on_validation_windows(frame: pd.DataFrame, tr
 
     layer = next(l for l in trained.forecaster.serving_model.layers if isinstance(l, QuantileCalibration))
     assert float(layer.lower.numpy()) != 1.0 and float(layer.upper.numpy()) != 1.0
-    windows = training_windows(frame, SPEC, None, trained.train_end, 6)
+    windows = training_windows(frame, trained.spec, None, trained.train_end, 6)
     _, validation = blocked_split(windows, 0.15)
     assert len(validation) == trained.n_validation_windows
     out = trained.forecaster.predict(validation)

@@ -85,12 +85,29 @@ def test_delta_rs_upsert_is_idempotent_and_merges_overlaps(tmp_path) -> None:
 
 def test_delta_rs_reads_filter_on_any_column_after_a_merge(tmp_path) -> None:
     """Files written by delta-rs's MERGE hold strings as string_view: a filter on a non-partition string
-    column must still select (it once failed with "greater_equal has no kernel (string, string_view)")."""
+    column must still select (it failed with "greater_equal has no kernel (string, string_view)")."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from lakehouse.schemas import FEATURES
+    from ml.synthetic import synthetic_gold_features
+
     engine = DeltaRsEngine(str(tmp_path))
-    engine.upsert(SENSOR_READINGS, readings([1.0] * 8, building="b1"))
-    engine.upsert(SENSOR_READINGS, readings([2.0] * 8, start=T0 + dt.timedelta(days=1), building="b2"))  # a MERGE
-    engine.upsert(SENSOR_READINGS, readings([3.0] * 8, start=T0 + dt.timedelta(days=1), building="b1"))
-    assert engine.read(SENSOR_READINGS, filters=[("building_id", "in", ["b2"])]).num_rows == 8
-    b1 = engine.read(SENSOR_READINGS, filters=[("building_id", "=", "b1"), ("date", ">=", "2024-03-31")], columns=["value"])
-    assert b1.column_names == ["value"] and sorted(set(b1.column("value").to_pylist())) == [1.0, 3.0]
-    assert engine.read(SENSOR_READINGS, filters=[("building_id", "not in", ["b1"]), ("value", ">", 1.5)]).num_rows == 8
+    frame = synthetic_gold_features(building_ids=("b01", "b02"), days=10)
+    for column in FEATURES.schema.names:
+        if column not in frame:
+            frame[column] = None
+    frame["date"] = pd.to_datetime(frame["ts"], utc=True).dt.date
+
+    def upsert(part: pd.DataFrame) -> None:
+        engine.upsert(FEATURES, pa.Table.from_pandas(part[FEATURES.schema.names], schema=FEATURES.schema, preserve_index=False))
+
+    upsert(frame[frame["ts"] < frame["ts"].min() + pd.Timedelta(days=5)])
+    upsert(frame.assign(energy_kwh=frame["energy_kwh"] + 1.0))  # updates and inserts: a MERGE
+    files = engine._table(FEATURES, None).file_uris()
+    assert any(pq.read_schema(f).field("building_id").type == pa.string_view() for f in files)
+    b01 = engine.read(FEATURES, filters=[("building_id", "in", ["b01"])])
+    assert b01.num_rows == 240 and set(b01.column("building_id").to_pylist()) == {"b01"}
+    window = engine.read(FEATURES, filters=[("building_id", "=", "b02"), ("date", ">=", "2024-01-06")], columns=["energy_kwh"])
+    assert window.column_names == ["energy_kwh"] and window.num_rows == 5 * 24
+    assert engine.read(FEATURES, filters=[("building_id", "not in", ["b01"]), ("energy_kwh", ">", -1e9)]).num_rows == 240

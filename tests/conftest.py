@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,13 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Great Expectations imports pyspark.sql.connect when pyspark is installed, and that module exits the process
+# ("Skipping doctests") when its optional dependencies are missing and the main module has neither __spec__
+# nor __file__, as a pytest-xdist worker's has not. Give the worker's main module the file it runs from.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = sys.argv[0] if sys.argv and sys.argv[0] else __file__
+
 
 # `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`): tests that share an expensive
 # session fixture stay on one worker, so it is built once: the demo home (the e2e suites that read what a
@@ -21,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 XDIST_GROUPS = {"demo_home": "demo", "spark": "spark"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "demo_home" in getattr(item, "fixturenames", ()):

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# One xdist worker runs every suite on the session's demo home (tests/conftest.py), so the demo runs once.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
 def _lineage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

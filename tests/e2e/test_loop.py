@@ -17,7 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# One xdist worker runs every suite on the session's demo home (tests/conftest.py), so the demo runs once.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
 def test_demo_runs_the_loop_and_retrains_on_drift(demo_home) -> None:

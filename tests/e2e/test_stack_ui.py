@@ -30,7 +30,8 @@ import requests
 from tests.servers import require_chromium
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# One xdist worker runs every suite on the session's demo home (tests/conftest.py), so the demo runs once.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 PLATFORM_DAGS = ("ingest_sensors", "ingest_weather", "curate_and_validate", "train_model", "deploy_model",
                  "forecast", "monitor")

@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Great Expectations imports pyspark.sql.connect when pyspark is installed, and that module exits the process
 # ("Skipping doctests") when its optional dependencies are missing and the main module has neither __spec__
-# nor __file__, as a pytest-xdist worker's has not. Give the worker's main module the file it runs from.
+# nor __file__, as a pytest-xdist worker's has not. Give it an empty file (spawned children re-run it).
 _main = sys.modules["__main__"]
 if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
-    _main.__file__ = sys.argv[0] if sys.argv and sys.argv[0] else __file__
+    _main.__file__ = str(Path(__file__).with_name("_worker_main.py"))
 
 
 # `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`): tests that share an expensive

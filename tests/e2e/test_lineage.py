@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# One xdist worker runs every suite on the session's demo home (tests/conftest.py), so the demo runs once.
+# Meant for one xdist worker with the other suites on the demo home (tests/conftest.py says why not yet).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 

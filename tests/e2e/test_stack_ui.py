@@ -30,7 +30,7 @@ import requests
 from tests.servers import require_chromium
 
 REPO = Path(__file__).resolve().parents[2]
-# One xdist worker runs every suite on the session's demo home (tests/conftest.py), so the demo runs once.
+# Meant for one xdist worker with the other suites on the demo home (tests/conftest.py says why not yet).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 PLATFORM_DAGS = ("ingest_sensors", "ingest_weather", "curate_and_validate", "train_model", "deploy_model",

@@ -12,7 +12,7 @@ from lakehouse.spark_engine import SparkEngine
 from tests.integration.delta_fixtures import readings, sorted_rows, with_column
 from wattflow.settings import LakehouseSettings, Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.xdist_group("spark")]  # one JVM: one worker
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.xdist_group("spark")]  # meant for one worker (tests/conftest.py)
 
 
 def s3_settings(home: Path, endpoint, bucket: str, prefix: str) -> Settings:

@@ -15,7 +15,7 @@ from lakehouse.spark_engine import SparkEngine
 from tests.integration.delta_fixtures import T0, readings, sorted_rows, utc, with_column
 from wattflow.settings import LakehouseSettings, Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.xdist_group("spark")]  # one JVM: one worker
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.xdist_group("spark")]  # meant for one worker (tests/conftest.py)
 
 def engines(root: Path, spark_session) -> tuple[DeltaRsEngine, SparkEngine]:
     settings = Settings(home=root, lakehouse=LakehouseSettings(root_uri=str(root / "lakehouse")))

@@ -57,15 +57,22 @@ def configure(settings: "Settings") -> str:
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(settings.model.experiment)
-    if experiment is None:
-        location = None if settings.tracking_uri.startswith("http") else settings.mlflow_artifact_root
-        experiment_id = client.create_experiment(settings.model.experiment, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = ensure_experiment(settings, settings.model.experiment)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def ensure_experiment(settings: "Settings", name: str) -> str:
+    """The id of experiment `name`, created on first use (artifacts under the settings' root unless the
+    tracking server is remote and keeps its own); the tracking URI must already be set (`configure`)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None if settings.tracking_uri.startswith("http") else settings.mlflow_artifact_root
+    return client.create_experiment(name, artifact_location=location)
 
 
 def git_commit(repo: Path | None = None) -> str | None:

@@ -123,16 +123,11 @@ def log_to_mlflow(settings: Any, outcome_tags: dict[str, str], metrics: dict[str
     """Log the pass as an MLflow run tagged with the production model; a re-run reuses its run."""
     import mlflow
 
-    from ml.tracking import configure
+    from ml.tracking import configure, ensure_experiment
 
     configure(settings)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(settings.monitor.experiment)
-    if experiment is None:
-        location = None if settings.tracking_uri.startswith("http") else settings.mlflow_artifact_root
-        experiment_id = client.create_experiment(settings.monitor.experiment, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = ensure_experiment(settings, settings.monitor.experiment)
     query = f"tags.`{TAG_AS_OF}` = '{outcome_tags[TAG_AS_OF]}' and tags.`{TAG_MODEL}` = '{outcome_tags[TAG_MODEL]}'"
     existing = client.search_runs([experiment_id], filter_string=query, max_results=1)
     run_id = existing[0].info.run_id if existing else None

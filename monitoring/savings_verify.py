@@ -98,17 +98,10 @@ def track(settings: "Settings", result: SavingsResult, fit: BaselineFit, dataset
     """One MLflow run per verification (experiment `savings.experiment`): params, fit statistics, savings, FSU."""
     import mlflow
 
-    from ml.tracking import configure, log_dataset, log_source
+    from ml.tracking import configure, ensure_experiment, log_dataset, log_source
 
     configure(settings)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(settings.savings.experiment)
-    if experiment is None:
-        location = None if settings.tracking_uri.startswith("http") else settings.mlflow_artifact_root
-        experiment_id = client.create_experiment(settings.savings.experiment, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
+    mlflow.set_experiment(experiment_id=ensure_experiment(settings, settings.savings.experiment))
     payload = result.to_json()
     with mlflow.start_run(run_name=f"savings-{result.building_id}-{result.model}") as run:
         mlflow.set_tags({

@@ -25,7 +25,7 @@ if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
 
 # `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Tests that share an expensive
 # session fixture (the demo home, the Spark session) are marked to stay on one worker, so it is built once.
-XDIST_GROUPS = {"demo_home": "demo", "spark": "spark"}
+XDIST_GROUPS = {"demo_home": "demo", "spark": "spark", "kafka_broker": "kafka"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
@@ -35,6 +35,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS["demo_home"]))
         elif item.get_closest_marker("spark") is not None:
             item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS["spark"]))
+        elif "kafka_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS["kafka_broker"]))
 
 
 class _GroupInNodeIds:

@@ -294,6 +294,18 @@ class ModelSettings(BaseModel):
     ashrae_p: int = 1
     # Days after the training cut used to backtest a new model against the champion and the baselines.
     backtest_days: int = 28
+    # Training streams gold a few buildings at a time into per-building window shards on local disk
+    # (ml/training_stream.py) and trains each epoch on at most this many windows, sampled afresh and
+    # stratified over use types then buildings: memory stays flat as buildings are added. A portfolio with
+    # fewer windows trains on all of them every epoch. ~8 KB a window at the default spec: 32768 = ~260 MB.
+    train_windows_per_epoch: int = 32768
+    # Buildings read from gold at once while building the shards (and while tuning picks its buildings).
+    train_shard_buildings: int = 8
+    # Optuna tunes on the training period of at most this many buildings, stratified over use types.
+    tuning_max_buildings: int = 24
+    # Optuna study storage (any SQLAlchemy URL). Empty: SQLite under WATTFLOW_HOME, one process at a time.
+    # Several tuning workers share one study through a server database: postgresql+psycopg2://... in production.
+    tuning_storage: str = ""
 
 
 class ServingSettings(BaseModel):

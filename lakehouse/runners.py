@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from data_quality.policy import QualityResult, policy_for
 from lakehouse.engine import WriteResult, conform
-from lakehouse.schemas import BUILDING_HOURLY, FEATURES, QUARANTINE_READINGS, SENSOR_READINGS, TableContract
+from lakehouse.schemas import BUILDING_HOURLY, FEATURES, FORECASTS, QUARANTINE_READINGS, SENSOR_READINGS, TableContract
 from wattflow.log import get_logger
 
 log = get_logger(__name__)
@@ -116,6 +116,8 @@ CURATE = Envelope({"silver": BUILDING_HOURLY.schema, "quarantine": QUARANTINE_RE
                    "stats": STATS_SCHEMA})
 FEATURES_OUT = Envelope({"features": FEATURES.schema, "scaling": SCALING_SCHEMA, "results": RESULT_SCHEMA,
                          "stats": STATS_SCHEMA})
+
+SCORES = Envelope({"forecasts": FORECASTS.schema, "results": RESULT_SCHEMA, "stats": STATS_SCHEMA})
 
 
 def _stats(rows: int) -> pa.Table:
@@ -257,6 +259,41 @@ def features_chunk_envelope(silver: pd.DataFrame, chunk: int, registry, settings
                                      "results": results_table(results), "stats": _stats(len(silver))})
 
 
+@dataclass(frozen=True)
+class ScoringJob:
+    """What batch scoring needs besides the chunk's rows: origins, the model, the catalogue's scaling and
+    the weather forecasts of the portfolio's sites (small: sites x hours, read once on the driver)."""
+
+    origins: tuple[pd.Timestamp, ...]
+    model_dir: str
+    model_version: int
+    scaling: dict
+    forecasts: pd.DataFrame
+
+    @property
+    def gold_from(self) -> pd.Timestamp:
+        return min(self.origins)
+
+    def windows(self, settings) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+        """(gold from, silver from, until): history needs lookback + 48 h of gold, future rows margin_h of silver."""
+        first, last = min(self.origins), max(self.origins)
+        return (first - pd.Timedelta(hours=settings.model.lookback_h + 48),
+                first - pd.Timedelta(hours=settings.features.margin_h), last)
+
+
+def score_chunk_envelope(gold: pd.DataFrame, silver: pd.DataFrame, chunk: int, ids: list[str], registry, settings,
+                         job: ScoringJob, model_dir: str) -> pa.Table:
+    """`serving.batch_scoring.score_chunk` on one chunk, packed in the SCORES envelope."""
+    from serving.batch_scoring import predictor, score_chunk
+
+    gold = gold.sort_values(["building_id", "ts"], kind="stable").reset_index(drop=True)
+    silver = silver.sort_values(["building_id", "ts"], kind="stable").reset_index(drop=True)
+    model = predictor(model_dir, job.model_version, settings)
+    out = score_chunk(gold, silver, job.forecasts, ids, job.origins, registry, settings, model=model, scaling=job.scaling)
+    return SCORES.pack(chunk, {"forecasts": _frame_table(FORECASTS, out), "results": results_table([]),
+                               "stats": _stats(len(gold))})
+
+
 def scaling_from_table(table: pa.Table) -> dict:
     out: dict = {}
     for r in table.to_pylist():
@@ -379,6 +416,21 @@ class LocalRunner:
 
         return self._run(FEATURES_OUT, chunks, make, {"features": FEATURES}, ("scaling",))
 
+    def score(self, registry, chunks, job: ScoringJob):
+        gold_from, silver_from, until = job.windows(self.settings)
+
+        def make(chunk: int, ids: list[str]) -> pa.Table | None:
+            gold = self.engine.read(FEATURES, filters=[*_date_filters(gold_from, until), ("building_id", "in", ids)]).to_pandas()
+            gold = gold[(gold["ts"] >= gold_from) & (gold["ts"] < until)]
+            if not len(gold):
+                return None
+            silver = self.engine.read(BUILDING_HOURLY, filters=[*_date_filters(silver_from, until),
+                                                                ("building_id", "in", ids)]).to_pandas()
+            silver = silver[(silver["ts"] >= silver_from) & (silver["ts"] < until)]
+            return score_chunk_envelope(gold, silver, chunk, ids, registry, self.settings, job, job.model_dir)
+
+        return self._run(SCORES, chunks, make, {"forecasts": FORECASTS}, ())
+
 
 class SparkRunner:
     """`groupBy("chunk").applyInArrow(core)` on the cluster; outputs MERGEd from the executors."""
@@ -411,12 +463,15 @@ class SparkRunner:
         return df.join(F.broadcast(mapping), on="building_id", how="inner")
 
     def _run(self, envelope: Envelope, grouped, core, contracts: dict[str, TableContract],
-             summary_outputs: tuple[str, ...]) -> StageOutcome:
+             summary_outputs: tuple[str, ...], cogrouped=None) -> StageOutcome:
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         summary_outputs = (*summary_outputs, "stats")
-        out = grouped.groupBy("chunk").applyInArrow(core, schema=envelope.spark_schema())
+        if cogrouped is None:
+            out = grouped.groupBy("chunk").applyInArrow(core, schema=envelope.spark_schema())
+        else:
+            out = grouped.groupBy("chunk").cogroup(cogrouped.groupBy("chunk")).applyInArrow(core, schema=envelope.spark_schema())
         # Computed once, kept on the executors: the summaries and every table's MERGE read it.
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
         small = out.where(F.col("table").isin(["results", *summary_outputs]))
@@ -471,6 +526,61 @@ class SparkRunner:
                                            batch=batch, validate=validate)
 
         return self._run(FEATURES_OUT, self._with_chunks(silver, chunks), core, {"features": FEATURES}, ("scaling",))
+
+    def _ship_model(self, model_dir: str, name: str) -> str:
+        """Send the SavedModel to every executor as one zip (SparkContext.addFile; Spark ships no folders
+        to a cluster), once per session; returns the file name executors resolve with SparkFiles.get.
+        Works where executors share no disk with the driver."""
+        shipped = _SHIPPED.get((id(self.spark), model_dir))
+        if shipped is None:
+            staging = Path(tempfile.mkdtemp(prefix="wattflow-model-")) / f"{name}-{uuid.uuid4().hex[:8]}"
+            archive = shutil.make_archive(str(staging), "zip", root_dir=model_dir)
+            self.spark.sparkContext.addFile(archive)
+            shipped = _SHIPPED[(id(self.spark), model_dir)] = Path(archive).name
+        return shipped
+
+    def score(self, registry, chunks, job: ScoringJob):
+        settings = self.settings
+        members = chunk_members(chunks)
+        gold_from, silver_from, until = job.windows(settings)
+        shipped = self._ship_model(job.model_dir, f"{settings.model.model_name}-{job.model_version}")
+        gold = self._with_chunks(self._table(FEATURES, gold_from, until, list(chunks)), chunks)
+        silver = self._with_chunks(self._table(BUILDING_HOURLY, silver_from, until, list(chunks)), chunks)
+
+        def core(gold_rows: pa.Table, silver_rows: pa.Table) -> pa.Table:
+            from pyspark import SparkFiles
+
+            _on_executor()
+            if not gold_rows.num_rows:
+                return SCORES.schema.empty_table()
+            chunk = int(gold_rows.column("chunk")[0].as_py())
+            g = gold_rows.drop(["chunk"]).to_pandas()[list(FEATURES.schema.names)]
+            h = silver_rows.drop(["chunk"]).to_pandas()[list(BUILDING_HOURLY.schema.names)] if silver_rows.num_rows \
+                else BUILDING_HOURLY.schema.empty_table().to_pandas()
+            return score_chunk_envelope(g, h, chunk, members[chunk], registry, settings, job,
+                                        _unpacked(SparkFiles.get(shipped)))
+
+        return self._run(SCORES, gold, core, {"forecasts": FORECASTS}, (), cogrouped=silver)
+
+
+_SHIPPED: dict[tuple[int, str], str] = {}
+_UNPACKED: dict[str, str] = {}
+
+
+def _unpacked(archive: str) -> str:
+    """The shipped SavedModel zip unpacked once per Python worker, beside the zip."""
+    folder = _UNPACKED.get(archive)
+    if folder is None:
+        target = Path(archive).with_suffix("")
+        if not (target / "saved_model.pb").exists():
+            scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=Path(archive).parent))
+            shutil.unpack_archive(archive, scratch)
+            try:
+                scratch.rename(target)  # a concurrent worker may have won: its copy is the same
+            except OSError:
+                shutil.rmtree(scratch, ignore_errors=True)
+        folder = _UNPACKED[archive] = str(target)
+    return folder
 
 
 def _on_executor() -> None:

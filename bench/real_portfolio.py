@@ -80,6 +80,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def train_from_delta(warm_gold, settings, spec, params, timezones, train_end, args):
+    """The streamed path (ml/training_stream.py) as `train_and_register` runs it: the gold frame is written
+    to a Delta table under WATTFLOW_HOME, then trained from in shards with at most --windows-per-epoch
+    windows an epoch (one use type, university, so stratified over buildings)."""
+    import pyarrow as pa
+
+    from lakehouse.engine import get_engine
+    from lakehouse.schemas import FEATURES
+    from ml.training_stream import gold_buildings, train_streamed
+
+    engine = get_engine(settings)
+    engine.upsert(FEATURES, pa.Table.from_pandas(warm_gold, preserve_index=False))
+    version = engine.version(FEATURES)
+    found, first_ts, _ = gold_buildings(engine, version)
+    return train_streamed(
+        engine, spec, params, version=version, buildings=found, first_ts=first_ts, timezones=timezones,
+        use_types=None, start=None, train_end=train_end, stride_h=args.stride_h,
+        validation_fraction=settings.model.validation_fraction, windows_per_epoch=args.windows_per_epoch,
+        shard_buildings=settings.model.train_shard_buildings,
+    )
+
+
 def run(args) -> dict:
     from ml.backtest import backtest
     from ml.model import ModelParams
@@ -110,8 +132,11 @@ def run(args) -> dict:
     spec = spec_from_settings(settings)
     params = ModelParams.from_settings(settings.model, epochs=args.epochs)
     t = time.perf_counter()
-    trained = train_model(warm_gold, spec, params, timezones=timezones, train_end=train_end, stride_h=args.stride_h,
-                          validation_fraction=settings.model.validation_fraction)
+    if args.windows_per_epoch:
+        trained = train_from_delta(warm_gold, settings, spec, params, timezones, train_end, args)
+    else:
+        trained = train_model(warm_gold, spec, params, timezones=timezones, train_end=train_end, stride_h=args.stride_h,
+                              validation_fraction=settings.model.validation_fraction)
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -190,6 +215,8 @@ def main() -> None:
     parser.add_argument("--test-end", default="2020-01-01")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--stride-h", type=int, default=24, help="Training origins every this many hours")
+    parser.add_argument("--windows-per-epoch", type=int, default=0,
+                        help="Train through ml/training_stream.py from a Delta table, at most this many windows an epoch (0: in memory)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ["WATTFLOW_HOME"] = tempfile.mkdtemp(prefix="wattflow-bench-real-")

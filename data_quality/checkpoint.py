@@ -23,15 +23,26 @@ DATA_DOCS_SITE = "wattflow"
 GE_SECONDS: dict[str, float] = {"validate": 0.0, "data_docs": 0.0}
 _lock = threading.Lock()
 _contexts: dict[str, Any] = {}
+# Set in a Spark executor's Python worker (lakehouse/runners.py): several workers validate at once and a
+# cluster's executors cannot reach WATTFLOW_HOME, so they validate in an in-memory context. Their results
+# still land in monitoring.quality_results (through the driver); only the Data Docs history skips them.
+EPHEMERAL = False
 
 
 def quality_context(settings):
     """The GE context of this WATTFLOW_HOME (created on first use), with its Data Docs site configured."""
     import great_expectations as gx
 
-    root = str(Path(settings.home).resolve())
+    root = "<ephemeral>" if EPHEMERAL else str(Path(settings.home).resolve())
     with _lock:
         ctx = _contexts.get(root)
+        if ctx is None and EPHEMERAL:
+            ctx = gx.get_context(mode="ephemeral")
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+            _contexts[root] = ctx
+            return ctx
         if ctx is None:
             ctx = gx.get_context(mode="file", project_root_dir=root)
             # GE draws a tqdm bar per validation: noise in task logs and the demo's console.

@@ -157,32 +157,74 @@ def _results_without_ge(spec, counts: dict[str, tuple[int, int]], batch: str, qu
     return out
 
 
-def readings_to_hourly(
+def check_weather(weather: pd.DataFrame | None, settings, *, start_us: int, end_us: int, batch: str, validate: bool,
+                  now: pd.Timestamp) -> tuple[list[QualityResult], pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]:
+    """Weather rows (observations and forecasts, per site) checked row by row: (results, rejects in
+    [start, end), good observations, good forecasts).
+
+    Weather belongs to sites, not buildings, and is small (sites x hours), so both runners check it once
+    per batch on the driver and hand each chunk of buildings the good rows of its sites.
+    """
+    quality = settings.quality
+    if weather is None or not len(weather):
+        return [], pd.DataFrame(), None, None
+    wf, wflags = weather_check_frame(weather, quality)
+    w_names = list(wflags)
+    w_spec = bronze_weather_suite(quality)
+    if validate:
+        from data_quality.checkpoint import run_suite
+
+        results = run_suite(w_spec, wf, batch, settings)
+    else:
+        results = _results_without_ge(w_spec, {n: (int(wflags[n].sum()), len(wf)) for n in w_names}, batch, quality)
+    w_reject = np.zeros(len(wf), dtype=bool)
+    for n in w_names:
+        if policy_for(n, quality) in ("reject", "fail"):
+            w_reject |= wflags[n]
+    w_ts = wf["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
+    w_window = (w_ts >= start_us) & (w_ts < end_us)
+    rejects = _weather_quarantine(wf, wflags, w_names, np.flatnonzero(w_reject & w_window), batch, now)
+    good = wf[~w_reject]
+    return results, rejects, good[good["kind"] == "observation"], good[good["kind"] == "forecast"]
+
+
+def batch_window(flagged: pd.DataFrame, start, end, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of a batch; without an explicit interval, the span of its readings - but not a
+    reading stamped in the future."""
+    plausible = flagged["ts"][~flagged["future_timestamp"]]
+    start_ts = _utc(start) if start is not None else (plausible.min().floor("h") if len(plausible) else now.floor("h"))
+    end_ts = _utc(end) if end is not None else (plausible.max().floor("h") + pd.Timedelta(hours=1) if len(plausible) else start_ts)
+    return start_ts, end_ts
+
+
+def readings_chunk(
     df: pd.DataFrame,
     registry,
     settings,
     *,
-    weather: pd.DataFrame | None = None,
-    start: datetime | str | None = None,
-    end: datetime | str | None = None,
-    batch: str = "adhoc",
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    batch: str,
+    building_ids: list[str],
+    observations: pd.DataFrame | None = None,
+    forecasts: pd.DataFrame | None = None,
     validate: bool = True,
-    building_ids: list[str] | None = None,
+    now: pd.Timestamp | None = None,
+    flagged: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[QualityResult]]:
-    """Check readings and weather, apply the policies, and aggregate to silver hours in [start, end).
+    """The per-building core of curation: one building's (or a chunk of buildings') readings, checked,
+    quarantined by policy and aggregated to silver hours in [start, end), with every expectation's result
+    on this chunk. Pure: frames, registry and settings in; (silver, quarantined readings, results) out.
+    Never raises on a failed expectation: the caller decides over the whole batch (`merge_results`).
 
-    Readings before `start` are context for the sequence checks only. Returns the silver rows, the rows
-    to quarantine (readings and weather; column `table` says which), and every expectation's result.
-    Raises `BatchRejected` when an expectation with policy `fail` does not hold.
+    Both runners call exactly this: the local one per chunk in this process, the Spark one per chunk in
+    `applyInPandas` on an executor.
     """
     quality = settings.quality
-    now = pd.Timestamp.now(tz="UTC")
-    flagged = flag_readings(df, registry, quality).frame
-    # Without an explicit interval, the batch spans its readings - but not a reading stamped in the future.
-    plausible = flagged["ts"][~flagged["future_timestamp"]]
-    start_ts = _utc(start) if start is not None else (plausible.min().floor("h") if len(plausible) else now.floor("h"))
-    end_ts = _utc(end) if end is not None else (plausible.max().floor("h") + pd.Timedelta(hours=1) if len(plausible) else start_ts)
-    start_us, end_us = _us(start_ts), _us(end_ts)
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    if flagged is None:
+        flagged = flag_readings(df, registry, quality).frame
+    start_us, end_us = _us(start), _us(end)
     ts_us = flagged["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
     in_window = (ts_us >= start_us) & (ts_us < end_us)
     # A future-stamped reading is judged where it was received, whatever its stamp says.
@@ -225,38 +267,8 @@ def readings_to_hourly(
                       f"({', '.join(quality.systematic_checks)})",
                       n_systematic, n_window, policy_for("systematic_reject_share", quality)),
     ]
-
-    # Weather: observations and forecasts, checked row by row.
-    observations = forecasts = None
-    weather_rejects = pd.DataFrame()
-    if weather is not None and len(weather):
-        wf, wflags = weather_check_frame(weather, quality)
-        w_names = list(wflags)
-        w_spec = bronze_weather_suite(quality)
-        if validate:
-            from data_quality.checkpoint import run_suite
-
-            results += run_suite(w_spec, wf, batch, settings)
-        else:
-            results += _results_without_ge(w_spec, {n: (int(wflags[n].sum()), len(wf)) for n in w_names}, batch, quality)
-        w_reject = np.zeros(len(wf), dtype=bool)
-        for n in w_names:
-            if policy_for(n, quality) in ("reject", "fail"):
-                w_reject |= wflags[n]
-        w_ts = wf["ts"].astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]").astype(np.int64)
-        w_window = (w_ts >= start_us) & (w_ts < end_us)
-        weather_rejects = _weather_quarantine(wf, wflags, w_names, np.flatnonzero(w_reject & w_window), batch, now)
-        good = wf[~w_reject]
-        observations = good[good["kind"] == "observation"]
-        forecasts = good[good["kind"] == "forecast"]
-
-    failed = [r for r in results if not r.success and r.policy == "fail"]
-    if failed:
-        raise BatchRejected(failed[0].suite, batch, failed[0].expectation, failed[0].observed_value, failed[0].threshold, results)
-
-    ids = building_ids or sorted(flagged["building_id"].unique().tolist())
     hourly = hourly_from_flagged(
-        flagged, rejected, registry, settings, building_ids=ids, start_us=start_us, end_us=end_us,
+        flagged, rejected, registry, settings, building_ids=building_ids, start_us=start_us, end_us=end_us,
         observations=observations, forecasts=forecasts,
     )
     silver_spec = silver_hourly_suite(quality)
@@ -265,12 +277,58 @@ def readings_to_hourly(
 
         frame = hourly.assign(minute_of_ts=hourly["ts"].dt.minute)
         results += run_suite(silver_spec, frame, batch, settings)
-    raise_on_failures(results)
-
     rejects = _quarantine_rows(flagged, np.flatnonzero(rejected & in_window), reject_checks, batch, now)
+    hourly = hourly[[c for c in BUILDING_HOURLY.schema.names]]
+    return hourly, rejects, results
+
+
+def stop_on_failures(results: list[QualityResult], batch: str) -> None:
+    """BatchRejected for the first `fail`-policy expectation that did not hold, reading checks first:
+    a batch whose readings fail is rejected before its silver is judged (those results are left out)."""
+    failed = [r for r in results if not r.success and r.policy == "fail"]
+    if not failed:
+        return
+    early = [r for r in failed if r.suite != "silver_building_hourly"]
+    first = (early or failed)[0]
+    kept = [r for r in results if r.suite != "silver_building_hourly"] if early else results
+    raise BatchRejected(first.suite, batch, first.expectation, first.observed_value, first.threshold, kept)
+
+
+def readings_to_hourly(
+    df: pd.DataFrame,
+    registry,
+    settings,
+    *,
+    weather: pd.DataFrame | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    batch: str = "adhoc",
+    validate: bool = True,
+    building_ids: list[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[QualityResult]]:
+    """Check readings and weather, apply the policies, and aggregate to silver hours in [start, end).
+
+    Readings before `start` are context for the sequence checks only. Returns the silver rows, the rows
+    to quarantine (readings and weather; column `table` says which), and every expectation's result.
+    Raises `BatchRejected` when an expectation with policy `fail` does not hold.
+    One chunk of the runners (`readings_chunk` after `check_weather`), for callers holding all the frames.
+    """
+    now = pd.Timestamp.now(tz="UTC")
+    flagged = flag_readings(df, registry, settings.quality).frame
+    start_ts, end_ts = batch_window(flagged, start, end, now)
+    w_results, weather_rejects, observations, forecasts = check_weather(
+        weather, settings, start_us=_us(start_ts), end_us=_us(end_ts), batch=batch, validate=validate, now=now)
+    ids = building_ids or sorted(flagged["building_id"].unique().tolist())
+    hourly, rejects, results = readings_chunk(
+        df, registry, settings, start=start_ts, end=end_ts, batch=batch, building_ids=ids, observations=observations,
+        forecasts=forecasts, validate=validate, now=now, flagged=flagged)
+    # Results in the order the suites run: readings, weather, silver.
+    silver = [r for r in results if r.suite == "silver_building_hourly"]
+    results = [r for r in results if r.suite != "silver_building_hourly"] + w_results + silver
+    stop_on_failures(results, batch)
+    raise_on_failures(results)
     if len(weather_rejects):
         rejects = pd.concat([rejects, weather_rejects], ignore_index=True)
-    hourly = hourly[[c for c in BUILDING_HOURLY.schema.names]]
     return hourly, rejects, results
 
 
@@ -331,53 +389,56 @@ def curate(engine, registry, start, end, settings, *, building_ids: list[str] | 
 
     Reads `settings.quality.curate_margin_h` before `start` (context for sequence checks and gap filling)
     and one hour after `end` (a register's last interval ends there); writes only hours in [start, end).
+    The readings go through `readings_chunk` one chunk of buildings at a time, on the runner
+    `settings.compute.runner` names (lakehouse/runners.py); weather is checked once, here.
     Every expectation result lands in `monitoring.quality_results`, also when the batch is rejected.
     """
     import time
     import uuid
 
+    from lakehouse.runners import chunk_of, get_runner, merge_results
+
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    now = pd.Timestamp.now(tz="UTC")
     start_ts, end_ts = _utc(start), _utc(end)
     read_from = start_ts - pd.Timedelta(hours=settings.quality.curate_margin_h)
     read_to = end_ts + pd.Timedelta(hours=1)
-    filters = _date_filters(read_from, read_to)
-    columns = ["building_id", "sensor_id", "metric", "ts", "value", "unit", "source", "ingested_at"]
-    readings = engine.read(SENSOR_READINGS, filters=filters, columns=columns)
-    if building_ids:
-        readings = readings.filter(pa.compute.is_in(readings.column("building_id"), value_set=pa.array(building_ids)))
-    readings = readings.to_pandas(strings_to_categorical=True, self_destruct=True)
-    readings = readings[(readings["ts"] >= read_from) & (readings["ts"] < read_to)]
     weather = _to_pandas(engine.read(WEATHER, filters=_date_filters(read_from, read_to)))
     if building_ids:
         sites = {registry.get(b).site_id for b in building_ids}
         weather = weather[weather["site_id"].isin(sites)]
-    timings["read_bronze"] = time.perf_counter() - t0
-
     batch = _batch_name("curate", start_ts, end_ts, building_ids)
     ids = sorted(building_ids) if building_ids else registry.building_ids()
+    w_results, weather_rejects, observations, forecasts = check_weather(
+        weather, settings, start_us=_us(start_ts), end_us=_us(end_ts), batch=batch, validate=validate, now=now)
+    timings["weather"] = time.perf_counter() - t0
+
     t1 = time.perf_counter()
+    runner = get_runner(engine, settings)
+    outcome = runner.curate(registry, chunk_of(ids, settings.compute.chunk_buildings), read_from=read_from,
+                            read_to=read_to, start=start_ts, end=end_ts, batch=batch, observations=observations,
+                            forecasts=forecasts, validate=validate, now=now)
+    merged = merge_results(outcome.results, settings)
+    silver_results = [r for r in merged if r.suite == "silver_building_hourly"]
+    results = [r for r in merged if r.suite != "silver_building_hourly"] + w_results + silver_results
+    timings["checks_and_silver"] = time.perf_counter() - t1
     try:
-        hourly, rejects, results = readings_to_hourly(
-            readings, registry, settings, weather=weather, start=start_ts, end=end_ts, batch=batch,
-            validate=validate, building_ids=ids,
-        )
+        stop_on_failures(results, batch)
     except BatchRejected as err:
+        outcome.discard()
         _write_results(engine, err.results, uuid.uuid4().hex)
         if data_docs and validate:
             from data_quality.checkpoint import build_data_docs
 
             build_data_docs(settings)
         raise
-    timings["checks_and_silver"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    write = engine.upsert(BUILDING_HOURLY, pa.Table.from_pandas(hourly, preserve_index=False))
-    if len(rejects):
-        for contract in (QUARANTINE_READINGS, QUARANTINE_WEATHER):
-            part = rejects[rejects["table"] == contract.qualified_name]
-            if len(part):
-                engine.upsert(contract, pa.Table.from_pandas(part[list(contract.schema.names)], preserve_index=False))
+    written = outcome.write()
+    if len(weather_rejects):
+        engine.upsert(QUARANTINE_WEATHER, pa.Table.from_pandas(weather_rejects[list(QUARANTINE_WEATHER.schema.names)],
+                                                               preserve_index=False))
     _write_results(engine, results, uuid.uuid4().hex)
     timings["write"] = time.perf_counter() - t2
     docs = None
@@ -387,10 +448,12 @@ def curate(engine, registry, start, end, settings, *, building_ids: list[str] | 
         t3 = time.perf_counter()
         docs = str(build_data_docs(settings))
         timings["data_docs"] = time.perf_counter() - t3
+    silver = written.get("silver")
     return CurateResult(
-        start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), batch=batch, readings=len(readings),
-        hours=len(hourly), rejected=int((rejects["table"] == QUARANTINE_READINGS.qualified_name).sum()) if len(rejects) else 0,
-        silver_version=write.version, silver_changed=write.changed, results=results, data_docs=docs, timings=timings,
+        start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), batch=batch, readings=outcome.inputs,
+        hours=outcome.rows.get("silver", 0), rejected=outcome.rows.get("quarantine", 0),
+        silver_version=silver.version if silver else engine.version(BUILDING_HOURLY),
+        silver_changed=bool(silver and silver.changed), results=results, data_docs=docs, timings=timings,
     )
 
 
@@ -429,49 +492,45 @@ def build_features(engine, registry, start, end, settings, *, validate: bool = T
 
     Reads `settings.features.margin_h` of silver before `start` for lags and trailing windows. Scaling
     parameters come from the stored catalogue (buildings new to it are fitted and added), so a re-run of
-    an interval reproduces its rows exactly.
+    an interval reproduces its rows exactly. Runs `runners.features_chunk` per chunk of buildings on the
+    runner `settings.compute.runner` names.
     """
     import time
     import uuid
 
+    from lakehouse.runners import chunk_of, get_runner, merge_results, scaling_from_table
+
     t0 = time.perf_counter()
     start_ts, end_ts = _utc(start), _utc(end)
     read_from = start_ts - pd.Timedelta(hours=settings.features.margin_h)
-    silver = _to_pandas(engine.read(BUILDING_HOURLY, filters=_date_filters(read_from, end_ts)))
-    silver = silver[(silver["ts"] >= read_from) & (silver["ts"] < end_ts)]
-    timings = {"read_silver": time.perf_counter() - t0}
-
-    t1 = time.perf_counter()
     uri = catalogue_uri(engine)
     stored = None if refit_scaling else _read_text(uri)
     catalogue = FeatureCatalogue.from_json(stored) if stored else None
     scaling = catalogue.scaling if catalogue else {}
-    features = hourly_to_features(silver, registry, settings, scaling=scaling or None)
-    missing = {b for b in features["building_id"].unique() if any(b not in scaling.get(k, {}) for k in ("temperature_std", "humidity_std", "occupancy_std"))}
-    if missing:
-        fitted = fit_scaling(features[features["building_id"].isin(missing)])
-        for k, per_building in fitted.items():
-            scaling.setdefault(k, {}).update(per_building)
-        features = hourly_to_features(silver, registry, settings, scaling=scaling)
-    features = features[(features["ts"] >= start_ts) & (features["ts"] < end_ts)].reset_index(drop=True)
-    timings["features"] = time.perf_counter() - t1
-
     batch = _batch_name("features", start_ts, end_ts, None)
-    results: list[QualityResult] = []
-    if validate and len(features):
-        from data_quality.checkpoint import run_suite
-
-        t2 = time.perf_counter()
-        results = run_suite(gold_features_suite(settings.quality), features, batch, settings)
-        timings["ge_gold"] = time.perf_counter() - t2
+    runner = get_runner(engine, settings)
+    outcome = runner.features(registry, chunk_of(registry.building_ids(), settings.compute.chunk_buildings),
+                              read_from=read_from, start=start_ts, end=end_ts, batch=batch, scaling=scaling,
+                              validate=validate)
+    for k, per_building in scaling_from_table(outcome.summaries["scaling"]).items():
+        scaling.setdefault(k, {}).update(per_building)
+    results = merge_results(outcome.results, settings)
+    timings = {"features": time.perf_counter() - t0}
+    if results:
         _write_results(engine, results, uuid.uuid4().hex)
+    try:
         raise_on_failures(results)
+    except BatchRejected:
+        outcome.discard()
+        raise
 
     t3 = time.perf_counter()
-    write = engine.upsert(FEATURES, pa.Table.from_pandas(features[list(FEATURES.schema.names)], preserve_index=False))
+    written = outcome.write()
     new_catalogue = build_catalogue(settings, scaling)
     if stored != new_catalogue.to_json():
         _write_text(uri, new_catalogue.to_json())
     timings["write"] = time.perf_counter() - t3
-    return FeaturesResult(start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), rows=len(features),
-                          gold_version=write.version, gold_changed=write.changed, catalogue_path=uri, results=results, timings=timings)
+    gold = written.get("features")
+    return FeaturesResult(start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), rows=outcome.rows.get("features", 0),
+                          gold_version=gold.version if gold else engine.version(FEATURES),
+                          gold_changed=bool(gold and gold.changed), catalogue_path=uri, results=results, timings=timings)

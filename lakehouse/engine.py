@@ -292,7 +292,8 @@ def get_engine(settings: Any | None = None) -> TableEngine:
     from wattflow.settings import get_settings
 
     settings = settings or get_settings()
-    if settings.lakehouse.engine == "spark":
+    # compute.runner=spark implies Spark storage (Settings.table_engine).
+    if getattr(settings, "table_engine", settings.lakehouse.engine) == "spark":
         from lakehouse.spark_engine import SparkEngine
 
         return SparkEngine.from_settings(settings)

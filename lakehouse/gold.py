@@ -281,3 +281,37 @@ def hourly_to_features(hourly_df: pd.DataFrame, registry, settings, *, scaling: 
         features[std_name] = (features[source] - mean) / std
     features["date"] = features["ts"].dt.date
     return features
+
+
+def future_features(silver: pd.DataFrame, forecasts: pd.DataFrame, registry, settings, building_id: str,
+                    origin: pd.Timestamp, *, scaling: dict | None) -> pd.DataFrame:
+    """Gold-feature rows for the `model.horizon_h` hours from `origin` for one building: calendar plus the
+    weather forecast issued before the origin, built by the same code as gold (silver's forecast
+    alignment, gold's calendar), with no energy and no observed weather since those hours have not
+    happened yet. Where no forecast was issued, gold's persistence fallback (the same hour of the
+    previous day) reads the silver history before the origin, exactly as it did for training rows;
+    `forecast_source` says which. Pure: the building's silver (with `features.margin_h` before the
+    origin) and its site's forecast rows in; used by online forecasting and batch scoring alike.
+    """
+    from lakehouse.schemas import BUILDING_HOURLY
+    from lakehouse.silver import attach_weather
+
+    origin_ts = pd.Timestamp(origin).tz_convert("UTC")
+    read_from = origin_ts - pd.Timedelta(hours=settings.features.margin_h)
+    silver = silver[(silver["building_id"] == building_id) & (silver["ts"] >= read_from) & (silver["ts"] < origin_ts)]
+    hours = pd.date_range(origin_ts, periods=settings.model.horizon_h, freq="h")
+    ahead = pd.DataFrame({"building_id": building_id, "ts": hours.astype("datetime64[us, UTC]")})
+    days = forecasts["ts"].dt.tz_convert("UTC").dt.date
+    forecasts = forecasts[(forecasts["kind"] == "forecast") & (forecasts["issued_at"] < origin_ts)
+                          & (days >= origin_ts.date()) & (days <= hours[-1].date())]
+    ahead = attach_weather(ahead, registry, None, forecasts, derive_observed=False)
+    for column in BUILDING_HOURLY.schema.names:
+        if column not in ahead.columns:
+            ahead[column] = np.nan
+    ahead[["imputed", "gap", "outlier"]] = False
+    ahead["gap"] = True  # no reading yet: never a target
+    ahead["n_readings"], ahead["expected_readings"], ahead["n_rejected"] = 0, 0, 0
+    ahead["quality_flags"] = "future"
+    frame = pd.concat([silver, ahead[silver.columns]], ignore_index=True)
+    features = hourly_to_features(frame, registry, settings, scaling=scaling)
+    return features[features["ts"] >= origin_ts].reset_index(drop=True)

@@ -120,6 +120,16 @@ class SparkEngine:
         batch = dedupe_last(contract, conform(contract, data))
         return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, batch), self._is_conflict)
 
+    def upsert_frame(self, contract: TableContract, frame: "DataFrame") -> WriteResult:
+        """The same MERGE with a Spark DataFrame as its source: rows computed on the executors (the Spark
+        runner's stage output) go into the table without passing through the driver. The frame must
+        already carry the contract's columns and unique keys (the stage cores guarantee both)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        wanted = from_arrow_schema(contract.schema)
+        source = frame.select(*[frame[f.name].cast(f.dataType).alias(f.name) for f in wanted.fields])
+        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source), self._is_conflict)
+
     def _is_conflict(self, err: BaseException) -> bool:
         from delta.exceptions.base import (
             ConcurrentAppendException,
@@ -143,8 +153,9 @@ class SparkEngine:
             ),
         )
 
-    def _upsert_once(self, contract: TableContract, batch: pa.Table) -> WriteResult:
+    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame") -> WriteResult:
         path = self._path(contract)
+        rows = batch.num_rows if isinstance(batch, pa.Table) else batch.count()
         if not self.exists(contract):
             try:
                 self._create(contract, batch, path)
@@ -155,8 +166,8 @@ class SparkEngine:
                 raise
             version = self.version(contract)
             assert version is not None
-            return WriteResult(contract.qualified_name, version, batch.num_rows, 0, 0)
-        if batch.num_rows == 0:
+            return WriteResult(contract.qualified_name, version, rows, 0, 0)
+        if rows == 0:
             return WriteResult(contract.qualified_name, self.version(contract) or 0, 0, 0, 0)
         changes = self._changes(contract, batch, path)
         # One pass over the diff yields the counts and the partitions the MERGE must touch.
@@ -173,9 +184,9 @@ class SparkEngine:
                 self.spark.catalog.dropTempView(view)
         version = self.version(contract)
         assert version is not None
-        return WriteResult(contract.qualified_name, version, inserted, updated, batch.num_rows - inserted - updated)
+        return WriteResult(contract.qualified_name, version, inserted, updated, rows - inserted - updated)
 
-    def _changes(self, contract: TableContract, batch: pa.Table, path: str) -> "DataFrame":
+    def _changes(self, contract: TableContract, batch: "pa.Table | DataFrame", path: str) -> "DataFrame":
         """Batch rows that are new or whose value columns differ from the table, flagged `__new`.
 
         Delta's MERGE rewrites every file holding a key that matches, even when its update condition
@@ -184,10 +195,13 @@ class SparkEngine:
         """
         from pyspark.sql import functions as F
 
-        source = self._to_spark(contract, batch).alias("s")
+        source = (self._to_spark(contract, batch) if isinstance(batch, pa.Table) else batch).alias("s")
         target = self.spark.read.format("delta").load(path)
         for col in contract.partition_by:
-            values = pc.unique(batch.column(col)).to_pylist()
+            if isinstance(batch, pa.Table):
+                values = pc.unique(batch.column(col)).to_pylist()
+            else:  # a summary: the distinct partition values (dates) of an executor-side frame
+                values = [r[0] for r in batch.select(col).distinct().collect()]
             if len(values) <= self.prune_max_partition_values:
                 target = target.where(F.col(col).isin(values))
         keys = list(dict.fromkeys([*contract.partition_by, *contract.keys]))
@@ -204,12 +218,12 @@ class SparkEngine:
         # a MERGE whose source is in Spark's cache, but a checkpoint is a plain, deterministic relation.
         return changed.localCheckpoint(eager=True)
 
-    def _create(self, contract: TableContract, batch: pa.Table, path: str) -> None:
-        if contract.partition_by:
+    def _create(self, contract: TableContract, batch: "pa.Table | DataFrame", path: str) -> None:
+        if contract.partition_by and isinstance(batch, pa.Table):
             # Rows sorted by partition value before they leave Python: each Arrow batch (one Spark task)
             # then spans a few dates, so a year lands as ~one file per date without a Spark shuffle.
             batch = batch.sort_by([(c, "ascending") for c in contract.partition_by])
-        df = self._to_spark(contract, batch)
+        df = self._to_spark(contract, batch) if isinstance(batch, pa.Table) else batch
         view = f"wattflow_create_{uuid.uuid4().hex}"
         df.createOrReplaceTempView(view)
         partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in contract.partition_by)})" if contract.partition_by else ""

@@ -8,6 +8,8 @@ join a session started for local tables as long as the hadoop-aws jars were load
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -92,7 +94,7 @@ def spark_packages(settings: Any, *, with_s3: bool | None = None) -> list[str]:
 def session_conf(settings: Any, jars: list[Path]) -> dict[str, str]:
     lake = settings.lakehouse
     conf = {
-        "spark.master": lake.spark_master,
+        "spark.master": settings.spark_master_url if hasattr(settings, "spark_master_url") else lake.spark_master,
         "spark.app.name": lake.spark_app_name,
         "spark.driver.memory": lake.spark_driver_memory,
         "spark.jars": ",".join(str(j) for j in jars),
@@ -123,7 +125,7 @@ def session_conf(settings: Any, jars: list[Path]) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str((settings.home / "spark-warehouse").resolve()),
     }
-    if lake.spark_master.startswith("local"):
+    if conf["spark.master"].startswith("local"):
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.host"] = "127.0.0.1"
     if is_s3_uri(settings.lakehouse_uri):
@@ -154,6 +156,10 @@ def get_spark(settings: Any, *, with_s3: bool | None = None) -> "SparkSession":
         spark = _spark if _spark is not None and _spark.sparkContext._jsc is not None else None
         spark = spark or SparkSession.getActiveSession() or SparkSession._instantiatedSession
         if spark is None:
+            conf = session_conf(settings, [])
+            # Python workers on executors run the interpreter the *driver* names in PYSPARK_PYTHON (not
+            # spark.pyspark.python, which only spark-submit reads); the system Python has no pyarrow.
+            os.environ.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
             jars = resolve_jars(Path(settings.spark_jars_dir), spark_packages(settings, with_s3=with_s3))
             builder = SparkSession.builder
             for k, v in session_conf(settings, jars).items():
@@ -161,7 +167,7 @@ def get_spark(settings: Any, *, with_s3: bool | None = None) -> "SparkSession":
             spark = builder.getOrCreate()
             spark.sparkContext.setLogLevel(settings.lakehouse.spark_log_level)
             _spark = spark
-            log.info("spark.started", master=settings.lakehouse.spark_master, version=spark.version, jars=len(jars))
+            log.info("spark.started", master=spark.sparkContext.master, version=spark.version, jars=len(jars))
         if is_s3_uri(settings.lakehouse_uri):
             apply_s3a(spark, settings.lakehouse.storage_options)
         return spark

@@ -234,6 +234,16 @@ def building_timezones(engine: "TableEngine", settings: "Settings | None" = None
         return {}
 
 
+def building_use_types(engine: "TableEngine") -> dict[str, str]:
+    """Use type per building from `reference.buildings` (training stratifies over them); none without the table."""
+    from lakehouse.schemas import BUILDINGS
+
+    if not engine.exists(BUILDINGS):
+        return {}
+    table = engine.read(BUILDINGS, columns=["building_id", "use_type"])
+    return {b: t for b, t in zip(table.column("building_id").to_pylist(), table.column("use_type").to_pylist()) if t}
+
+
 def champion_predictor(model_name: str):
     """The current champion as a backtest predictor, or None when there is none yet."""
     from ml import registry
@@ -277,34 +287,61 @@ def train_and_register(
     from ml.backtest import backtest
     from ml.model import ModelParams
 
-    frame, ref = read_features(engine, buildings, start, end)
-    if frame.empty:
+    from lakehouse.schemas import FEATURES
+    from ml.training_stream import gold_buildings, train_streamed
+    from ml.windows import BASELINE_MEMORY_H
+
+    # Gold is never read whole: two columns to find the buildings and the period, then shards of buildings
+    # (training, ml.training_stream) and the backtest's tail of days.
+    table_version = engine.version(FEATURES)
+    found, first_ts, last_ts = (gold_buildings(engine, table_version, buildings, start, end)
+                                if table_version is not None else ([], None, None))
+    if not found:
         raise NoTrainingData(f"gold.features has no rows for buildings={list(buildings or []) or 'all'} between {start} and {end}")
+    ref = tracking.DatasetRef(FEATURES.qualified_name, engine.table_uri(FEATURES), table_version,
+                              start=first_ts.isoformat(), end=last_ts.isoformat(), buildings=tuple(found))
     timezones = building_timezones(engine, settings)
-    train_end = default_train_end(frame, settings.model.backtest_days)
+    last_hour = pd.DataFrame({"ts": [last_ts]})
+    train_end = default_train_end(last_hour, settings.model.backtest_days)
     if new_data_since is not None:
-        train_end = retrain_train_end(frame, settings.model.backtest_days, new_data_since,
+        train_end = retrain_train_end(last_hour, settings.model.backtest_days, new_data_since,
                                       holdout_share=settings.monitor.retrain_holdout_share,
                                       min_holdout_days=settings.monitor.retrain_min_holdout_days)
     params = params or ModelParams.from_settings(settings.model)
-    spec = spec_for_frame(spec or spec_from_settings(settings), frame[pd.to_datetime(frame["ts"], utc=True) < train_end])
+    spec = spec or spec_from_settings(settings)
+    use_types = building_use_types(engine)
     tracking.configure(settings)
 
     if tune_trials:
+        from ml.training_stream import tuning_buildings
         from ml.tuning import tune
 
-        result = tune(frame[pd.to_datetime(frame["ts"], utc=True) < train_end], settings, n_trials=tune_trials, spec=spec, base_params=params, timezones=timezones)
+        tuning_frame, _ = read_features(
+            engine, tuning_buildings(found, use_types, settings.model.tuning_max_buildings), start, train_end)
+        tuning_frame = tuning_frame[tuning_frame["ts"] < train_end]
+        spec = spec_for_frame(spec, tuning_frame)
+        result = tune(tuning_frame, settings, n_trials=tune_trials, spec=spec, base_params=params, timezones=timezones)
+        del tuning_frame
         params, spec = result.best_params(params), replace(spec, lookback_h=result.best_lookback(spec.lookback_h))
 
     with mlflow.start_run(run_name=f"train-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M}") as run:
         recent = {} if new_data_since is None else {
             "recent_since": _as_utc(new_data_since), "recent_weight": settings.monitor.retrain_recent_weight}
-        trained = train_model(
-            frame, spec, params, timezones=timezones, train_end=train_end,
-            stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction,
-            **recent,
+        trained = train_streamed(
+            engine, spec, params, version=table_version, buildings=found, first_ts=first_ts, timezones=timezones,
+            use_types=use_types, start=start, train_end=train_end, stride_h=settings.model.train_origin_stride_h,
+            validation_fraction=settings.model.validation_fraction,
+            windows_per_epoch=settings.model.train_windows_per_epoch,
+            shard_buildings=settings.model.train_shard_buildings, **recent,
         )
+        spec = trained.spec
+        champion_version, champion = champion_predictor(settings.model.model_name)
+        # The backtest needs the days after the cut plus each predictor's lookback and the baselines' memory.
+        reach_h = max([spec.lookback_h, BASELINE_MEMORY_H] + ([champion[0].lookback_h] if champion else []))
+        tail_start = train_end - pd.Timedelta(hours=reach_h) - pd.Timedelta(days=1)
+        frame, _ = read_features(engine, found, tail_start if start is None else max(_as_utc(start), tail_start), end)
         tracking.log_source()
+        # The dataset input names the whole table version (ref); its sample rows are the backtest's days.
         tracking.log_dataset(ref, frame)
         tracking.log_validation(validation_result)
         tracking.log_params(trained.forecaster, {
@@ -316,7 +353,6 @@ def train_and_register(
         tracking.log_epoch_metrics(trained.forecaster.history)
         mlflow.log_metrics({"best_val_loss": trained.best_val_loss, "train_seconds": trained.train_seconds})
 
-        champion_version, champion = champion_predictor(settings.model.model_name)
         predictors = {"model": trained.predictor()}
         if champion is not None:
             predictors["champion"] = champion

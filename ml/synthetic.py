@@ -1,5 +1,10 @@
 """A synthetic gold-features frame for tests, benchmarks and demos without the lakehouse.
 
+`simulated_gold_features` is the one-world view: the building simulator (lakehouse/simulator) curated
+to gold in memory, its ground truth beside it (lakehouse/simulator/gold_view.py). `synthetic_gold_features`
+below is the older closed-form generator that the unit tests were written against; new tests and
+benchmarks use the simulator's view.
+
 Energy follows a daily occupancy profile (weekdays only), heating/cooling driven by outdoor temperature
 and noise; the day-ahead forecast columns are the observed weather plus forecast error. Columns follow
 the `gold.features` contract, so every consumer of gold features can run on it.
@@ -11,6 +16,22 @@ import numpy as np
 import pandas as pd
 
 from lakehouse.schemas import FEATURES
+
+
+def simulated_gold_features(
+    n_buildings: int = 3,
+    start: str = "2024-01-01",
+    days: int = 60,
+    seed: int = 7,
+    **kwargs,
+):
+    """Gold features of `n_buildings` simulated buildings over `days` days from `start`, and the
+    `SimulatedGold` they come from (truth, ground truth, registry, timezones)."""
+    from lakehouse.simulator.gold_view import simulated_gold
+
+    begin = pd.Timestamp(start, tz="UTC")
+    world = simulated_gold(n_buildings, begin, begin + pd.Timedelta(days=days), seed=seed, **kwargs)
+    return world.features, world
 
 
 def synthetic_gold_features(

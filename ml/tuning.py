@@ -1,5 +1,8 @@
 """Hyper-parameter search with Optuna: TPE sampler, median pruning on validation loss, one MLflow child
-run per trial under the study's parent run, the study kept in SQLite under WATTFLOW_HOME so it resumes.
+run per trial under the study's parent run, the study kept in an RDB so it resumes: SQLite under
+WATTFLOW_HOME by default, `model.tuning_storage` (PostgreSQL in production) when several workers share
+one study. Each worker process runs `tune` on the same study name and storage; Optuna's storage hands
+each trial to exactly one worker, and every worker's result is the best of all the study's trials.
 
 Validation windows are the origins after one fixed time cut, whatever the trial's lookback, so trials
 are compared on the same days.
@@ -55,6 +58,10 @@ class TuningResult:
 
 
 def storage_url(settings: "Settings") -> str:
+    """`model.tuning_storage` when set (any SQLAlchemy URL; a server database lets workers share a study),
+    else SQLite under WATTFLOW_HOME."""
+    if settings.model.tuning_storage:
+        return settings.model.tuning_storage
     path = (settings.home / "optuna" / "optuna.db").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
@@ -108,6 +115,63 @@ def check_search_space(study: "optuna.Study", settings: "Settings") -> None:
                 )
 
 
+def storage_label(storage: str) -> str:
+    """The storage URL without its password: what tags, results and logs may show."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL: show only its scheme
+        return storage.split(":", 1)[0]
+
+
+def open_study(settings: "Settings", study_name: str, spec: WindowSpec, base_params: "ModelParams") -> "optuna.Study":
+    """Create or load the study; a new one gets the configured model as its first (waiting) trial.
+
+    Run this once before starting several workers on a new study (the DAG's or the operator's first
+    step): two workers that both find it empty would each queue the baseline. `tune` calls it too, so a
+    single worker needs nothing else.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage_url(settings)
+    if storage.startswith("sqlite"):
+        # Concurrent SQLite writers wait for the file lock instead of failing at once.
+        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed(settings, base_params.seed)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        load_if_exists=True,
+    )
+    check_search_space(study, settings)
+    if not study.trials:
+        # The configured model is the first trial, so a short search can only improve on it.
+        study.enqueue_trial(baseline_trial(base_params, spec, settings), skip_if_exists=True)
+    return study
+
+
+def sampler_seed(settings: "Settings", seed: int) -> int:
+    """The TPE sampler's seed: the model's seed alone for the local (one-worker) study, so a search repeats;
+    mixed with the process id on a shared storage, where workers seeded alike would draw the same trials."""
+    import os
+
+    if not settings.model.tuning_storage:
+        return seed
+    return int(np.random.SeedSequence([seed, os.getpid()]).generate_state(1)[0])
+
+
+def worker_name() -> str:
+    """Which process ran a trial (host:pid): a trial's user attribute, so a shared study shows its workers."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def pruning_callback(trial: "optuna.Trial"):
     """Report validation loss each epoch; stop the fit when the median rule prunes the trial."""
     import keras
@@ -153,17 +217,8 @@ def tune(
     spec = spec_for_frame(spec or WindowSpec(horizon_h=settings.model.horizon_h, quantiles=tuple(settings.model.quantiles)), features)
     base_params = base_params or ModelParams.from_settings(settings.model)
     study_name = study_name or f"{settings.model.model_name}-tuning-v{SEARCH_SPACE_VERSION}"
-    storage = storage_url(settings)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=base_params.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
-        load_if_exists=True,
-    )
-    check_search_space(study, settings)
+    storage = storage_label(storage_url(settings))
+    study = open_study(settings, study_name, spec, base_params)
     ts = pd.to_datetime(features["ts"], utc=True)
     validation_cut = ts.min() + (ts.max() - ts.min()) * (1 - settings.model.validation_fraction)
     validation_cut = validation_cut.floor("D")
@@ -194,6 +249,7 @@ def tune(
                          "tuning.origin_stride_h": str(stride_h)})
 
     def objective(trial: "optuna.Trial") -> float:
+        trial.set_user_attr("worker", worker_name())
         chosen = suggest(trial, settings)
         trial_spec, train, validation = windows_for(chosen["lookback_h"])
         if len(train) < 4 or len(validation) < 1:
@@ -223,9 +279,6 @@ def tune(
             raise optuna.TrialPruned(f"pruned at epoch {callback.pruned_at}")
         return value
 
-    if not study.trials:
-        # The configured model is the first trial, so a short search can only improve on it.
-        study.enqueue_trial(baseline_trial(base_params, spec, settings), skip_if_exists=True)
     try:
         study.optimize(objective, n_trials=n_trials, timeout=timeout_s, gc_after_trial=True, catch=(NoTrainingData,))
         states = [t.state for t in study.trials]

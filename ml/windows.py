@@ -292,15 +292,21 @@ def window_for_origin(frame: pd.DataFrame, origin: pd.Timestamp | str, spec: Win
 
 def chronological_split(windows: Windows, validation_fraction: float) -> tuple[Windows, Windows]:
     """Train on the earlier origins, validate on the later ones (never shuffle time across the split)."""
-    if len(windows) == 0:
-        return windows, windows
-    cut = np.quantile(windows.origin.astype("int64"), 1.0 - validation_fraction)
-    late = windows.origin.astype("int64") > cut
+    train, validation = chronological_split_index(windows.origin, validation_fraction)
+    return windows.take(train), windows.take(validation)
+
+
+def chronological_split_index(origin: np.ndarray, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """`chronological_split` on origins alone: (train positions, validation positions)."""
+    if len(origin) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cut = np.quantile(origin.astype("int64"), 1.0 - validation_fraction)
+    late = origin.astype("int64") > cut
     if late.all() or not late.any():
-        order = np.argsort(windows.origin, kind="stable")
-        n_val = max(1, int(round(len(windows) * validation_fraction)))
-        return windows.take(order[:-n_val]), windows.take(order[-n_val:])
-    return windows.take(np.flatnonzero(~late)), windows.take(np.flatnonzero(late))
+        order = np.argsort(origin, kind="stable")
+        n_val = max(1, int(round(len(origin) * validation_fraction)))
+        return order[:-n_val], order[-n_val:]
+    return np.flatnonzero(~late), np.flatnonzero(late)
 
 
 def blocked_split(windows: Windows, validation_fraction: float, block_days: int = 7) -> tuple[Windows, Windows]:
@@ -312,18 +318,25 @@ def blocked_split(windows: Windows, validation_fraction: float, block_days: int 
     target hour of a day-ahead window lands in both. With fewer than two validation blocks of data,
     falls back to `chronological_split`.
     """
-    if len(windows) == 0 or validation_fraction <= 0:
-        return windows, windows.take(np.zeros(0, dtype=np.int64))
+    train, validation = blocked_split_index(windows.origin, validation_fraction, block_days)
+    return windows.take(train), windows.take(validation)
+
+
+def blocked_split_index(origin: np.ndarray, validation_fraction: float, block_days: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """`blocked_split` on origins alone, (train positions, validation positions): the split depends on nothing
+    else, so a portfolio's windows can be split from their origins while the windows stay on disk."""
+    if len(origin) == 0 or validation_fraction <= 0:
+        return np.arange(len(origin)), np.zeros(0, dtype=np.int64)
     every = max(2, int(round(1.0 / validation_fraction)))
-    day = windows.origin.astype("datetime64[D]").astype(np.int64)
+    day = origin.astype("datetime64[D]").astype(np.int64)
     day = day - day.min()
     if day.max() < 2 * every * block_days:
-        return chronological_split(windows, validation_fraction)
+        return chronological_split_index(origin, validation_fraction)
     block = day // block_days
     validation = block % every == every - 1
     first, last = day % block_days == 0, day % block_days == block_days - 1
     gap = (last & ((block + 1) % every == every - 1)) | (first & ((block - 1) % every == every - 1))
-    return windows.take(np.flatnonzero(~validation & ~gap)), windows.take(np.flatnonzero(validation))
+    return np.flatnonzero(~validation & ~gap), np.flatnonzero(validation)
 
 
 def as_tf_dataset(

@@ -218,42 +218,7 @@ class ForecastClient:
         `history`: gold-feature rows of the building before the origin (history features and energy_kwh);
         `weather_forecast`: rows for the forecast hours with the future features (forecast weather, calendar).
         """
-        from ml.windows import WindowError, window_for_origin
-
-        spec = self.spec()
-        origin_ts = _origin(history, weather_forecast, origin)
-        hours = pd.date_range(origin_ts, periods=spec.horizon_h, freq="h")
-        frame = pd.concat([_rows(history, building_id), _rows(weather_forecast, building_id)], ignore_index=True)
-        frame = frame.drop_duplicates(subset="ts", keep="last")
-        try:
-            window_history, window_future = window_for_origin(frame, origin_ts, spec)
-            outputs, version = self.predict(window_history, window_future)
-        except (WindowError, KeyError, ValueError) as exc:
-            return self._fallback(building_id, history, hours, f"input: {exc}")
-        except ServingUnavailable as exc:
-            return self._fallback(building_id, history, hours, f"server: {exc}")
-        median = outputs.get("p50")
-        if median is None:
-            return self._fallback(building_id, history, hours, f"server returned no p50 (outputs {sorted(outputs)})")
-        result = pd.DataFrame({"building_id": building_id, "ts": hours, "yhat": median[0].astype(float)})
-        for name in ("p10", "p50", "p90"):
-            result[name] = outputs[name][0].astype(float) if name in outputs else np.nan
-        result["model_version"] = pd.array([version] * len(result), dtype="Int64")
-        result["is_fallback"] = False
-        result["fallback_reason"] = ""
-        return result[list(FORECAST_COLUMNS)]
-
-    def _fallback(self, building_id: str, history: pd.DataFrame, hours: pd.DatetimeIndex, reason: str) -> pd.DataFrame:
-        log.warning("serving seasonal-naive fallback", building_id=building_id, reason=reason)
-        try:
-            values = seasonal_naive(_rows(history, building_id), hours, target=self.spec().target)
-        except NoFallbackPossible as exc:
-            raise ServingUnavailable("FALLBACK_IMPOSSIBLE", f"{reason}; and no seasonal-naive forecast: {exc}") from exc
-        return pd.DataFrame({
-            "building_id": building_id, "ts": hours, "yhat": values, "p10": values, "p50": values, "p90": values,
-            "model_version": pd.array([pd.NA] * len(hours), dtype="Int64"), "is_fallback": True,
-            "fallback_reason": reason,
-        })[list(FORECAST_COLUMNS)]
+        return forecast_frame(building_id, history, weather_forecast, origin, self.spec(), self.predict)
 
     # ---- status, for the deploy DAG -----------------------------------------------------------------
     def status(self, version: int | None = None) -> list[VersionStatus]:
@@ -293,6 +258,49 @@ class ForecastClient:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"version {version} of {self.model_name} not AVAILABLE after {timeout_s}s ({last})")
             time.sleep(poll_s)
+
+
+def forecast_frame(building_id: str, history: pd.DataFrame, weather_forecast: pd.DataFrame, origin,
+                   spec: WindowSpec, predict) -> pd.DataFrame:
+    """One building's forecast from `origin` through any `predict(history, future) -> (outputs, version)`:
+    TF Serving over gRPC (`ForecastClient`) or a SavedModel in this process (batch scoring,
+    serving/batch_scoring.py). Input or server trouble answers with the seasonal-naive fallback."""
+    from ml.windows import WindowError, window_for_origin
+
+    origin_ts = _origin(history, weather_forecast, origin)
+    hours = pd.date_range(origin_ts, periods=spec.horizon_h, freq="h")
+    frame = pd.concat([_rows(history, building_id), _rows(weather_forecast, building_id)], ignore_index=True)
+    frame = frame.drop_duplicates(subset="ts", keep="last")
+    try:
+        window_history, window_future = window_for_origin(frame, origin_ts, spec)
+        outputs, version = predict(window_history, window_future)
+    except (WindowError, KeyError, ValueError) as exc:
+        return _fallback(building_id, history, hours, spec, f"input: {exc}")
+    except ServingUnavailable as exc:
+        return _fallback(building_id, history, hours, spec, f"server: {exc}")
+    median = outputs.get("p50")
+    if median is None:
+        return _fallback(building_id, history, hours, spec, f"server returned no p50 (outputs {sorted(outputs)})")
+    result = pd.DataFrame({"building_id": building_id, "ts": hours, "yhat": median[0].astype(float)})
+    for name in ("p10", "p50", "p90"):
+        result[name] = outputs[name][0].astype(float) if name in outputs else np.nan
+    result["model_version"] = pd.array([version] * len(result), dtype="Int64")
+    result["is_fallback"] = False
+    result["fallback_reason"] = ""
+    return result[list(FORECAST_COLUMNS)]
+
+
+def _fallback(building_id: str, history: pd.DataFrame, hours: pd.DatetimeIndex, spec: WindowSpec, reason: str) -> pd.DataFrame:
+    log.warning("serving seasonal-naive fallback", building_id=building_id, reason=reason)
+    try:
+        values = seasonal_naive(_rows(history, building_id), hours, target=spec.target)
+    except NoFallbackPossible as exc:
+        raise ServingUnavailable("FALLBACK_IMPOSSIBLE", f"{reason}; and no seasonal-naive forecast: {exc}") from exc
+    return pd.DataFrame({
+        "building_id": building_id, "ts": hours, "yhat": values, "p10": values, "p50": values, "p90": values,
+        "model_version": pd.array([pd.NA] * len(hours), dtype="Int64"), "is_fallback": True,
+        "fallback_reason": reason,
+    })[list(FORECAST_COLUMNS)]
 
 
 def _rows(frame: pd.DataFrame, building_id: str) -> pd.DataFrame:

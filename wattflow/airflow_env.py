@@ -60,3 +60,31 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
             settings
         )
     return env
+
+
+def spark_master_from_connection(value: str) -> str:
+    """The Spark master URL in an Airflow `spark_default` connection given as AIRFLOW_CONN_SPARK_DEFAULT.
+
+    Airflow accepts a URI (``spark://spark-master:7077``) or JSON (``{"conn_type": "spark", "host":
+    "spark://spark-master", "port": 7077}``, the form the Spark provider documents; its host may also be
+    ``k8s://https://api:6443`` or ``local[4]``). Empty string when unset or empty.
+    """
+    import json
+
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if value.startswith("{"):
+        conn = json.loads(value)
+        host, port = str(conn.get("host") or "").rstrip("/"), conn.get("port")
+        if not host:
+            raise AirflowConfigError(f"AIRFLOW_CONN_SPARK_DEFAULT has no host: {value!r}; expected e.g. "
+                                     '{"conn_type": "spark", "host": "spark://spark-master", "port": 7077}')
+        if "://" not in host and not host.startswith(("local", "yarn")):
+            host = f"spark://{host}"
+        return f"{host}:{port}" if port else host
+    parts = urlsplit(value)
+    if parts.scheme in ("spark", "k8s") and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    raise AirflowConfigError(f"AIRFLOW_CONN_SPARK_DEFAULT={value!r} is not a Spark master; expected "
+                             "spark://host:7077 or the JSON form with conn_type spark")

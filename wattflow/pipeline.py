@@ -499,40 +499,26 @@ def future_features(settings: Settings, building_id: str, origin: dt.datetime):
     calendar), with no energy and no observed weather since those hours have not happened yet. Where no
     forecast was issued, gold's persistence fallback (the same hour of the previous day) reads the silver
     history before the origin, exactly as it did for training rows; `forecast_source` says which."""
-    import numpy as np
     import pandas as pd
 
     from lakehouse.curation import read_catalogue
-    from lakehouse.gold import hourly_to_features
+    from lakehouse.gold import future_features as future_rows
     from lakehouse.schemas import BUILDING_HOURLY, WEATHER
-    from lakehouse.silver import attach_weather
 
     engine = _engine(settings)
     reg = registry(settings)
     building = reg.get(building_id)
     origin_ts = pd.Timestamp(origin).tz_convert("UTC")
     read_from = origin_ts - pd.Timedelta(hours=settings.features.margin_h)
+    last_hour = origin_ts + pd.Timedelta(hours=settings.model.horizon_h - 1)
     silver = engine.read(BUILDING_HOURLY, filters=[("building_id", "=", building_id), ("date", ">=", read_from.date()),
                                                    ("date", "<=", origin_ts.date())]).to_pandas()
-    silver = silver[(silver["ts"] >= read_from) & (silver["ts"] < origin_ts)]
-    hours = pd.date_range(origin_ts, periods=settings.model.horizon_h, freq="h")
-    ahead = pd.DataFrame({"building_id": building_id, "ts": hours.astype("datetime64[us, UTC]")})
     forecasts = engine.read(WEATHER, filters=[("site_id", "=", building.site_id), ("kind", "=", "forecast"),
                                               ("date", ">=", origin_ts.date()),
-                                              ("date", "<=", hours[-1].date())]).to_pandas()
-    forecasts = forecasts[forecasts["issued_at"] < origin_ts]
-    ahead = attach_weather(ahead, reg, None, forecasts, derive_observed=False)
-    for column in BUILDING_HOURLY.schema.names:
-        if column not in ahead.columns:
-            ahead[column] = np.nan
-    ahead[["imputed", "gap", "outlier"]] = False
-    ahead["gap"] = True  # no reading yet: never a target
-    ahead["n_readings"], ahead["expected_readings"], ahead["n_rejected"] = 0, 0, 0
-    ahead["quality_flags"] = "future"
-    frame = pd.concat([silver, ahead[silver.columns]], ignore_index=True)
+                                              ("date", "<=", last_hour.date())]).to_pandas()
     catalogue = read_catalogue(engine)
-    features = hourly_to_features(frame, reg, settings, scaling=catalogue.scaling if catalogue else None)
-    return features[features["ts"] >= origin_ts].reset_index(drop=True)
+    return future_rows(silver, forecasts, reg, settings, building_id, origin_ts,
+                       scaling=catalogue.scaling if catalogue else None)
 
 
 def _forecast_frame(settings: Settings, building_id: str, origin: dt.datetime | None = None):
@@ -593,11 +579,9 @@ def _forecast(settings: Settings, engine, origins, building_ids: list[str], line
                 rows.append(result)
     if not rows:
         return {"rows": 0, "origins": [o.isoformat() for o in origins]}
-    out = pd.concat(rows, ignore_index=True)
-    out["horizon_h"] = ((out["ts"] - out["issued_at"]) / pd.Timedelta(hours=1)).astype("int32") + 1
-    out = out.rename(columns={"p10": "yhat_p10", "p50": "yhat_p50", "p90": "yhat_p90"})
-    out["model_name"] = settings.model.model_name
-    out["model_version"] = out["model_version"].astype("string").fillna("fallback")
+    from serving.batch_scoring import forecast_rows
+
+    out = forecast_rows(pd.concat(rows, ignore_index=True), settings.model.model_name)
     written = engine.upsert(FORECASTS, pa.Table.from_pandas(out[[c for c in FORECASTS.schema.names if c != "date"]],
                                                           preserve_index=False))
     served = out[out["model_version"] != "fallback"]
@@ -615,6 +599,59 @@ def _forecast(settings: Settings, engine, origins, building_ids: list[str], line
     return {"rows": int(len(out)), "fallbacks": int(out["is_fallback"].sum()), "version": written.version,
             "origins": [pd.Timestamp(o).isoformat() for o in origins],
             "served_versions": sorted(set(out["model_version"].astype(str)))}
+
+
+def champion_saved_model(settings: Settings, version: int | None = None) -> tuple[int, "Path"]:
+    """(version, folder) of the SavedModel batch scoring loads: the TF-Serving export of `version` (default
+    the registry's champion) under `model_base_path/<model>/<version>/`, exported from MLflow if absent."""
+    from pathlib import Path
+
+    if version is not None:
+        folder = Path(settings.model_base_path) / settings.model.model_name / str(int(version))
+        if (folder / "saved_model.pb").exists():
+            return int(version), folder
+    from serving.export import export_version
+
+    target, folder, _, _ = export_version(settings, version)
+    return int(target.version), Path(folder)
+
+
+def score(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None = None, version: int | None = None,
+          settings: Settings | None = None) -> dict[str, Any]:
+    """Batch scoring: day-ahead forecasts from each origin for every building (or `buildings`) from the
+    champion SavedModel, loaded in the scoring process (on Spark, once per Python worker), into
+    `gold.forecasts`, on the runner `compute.runner` names. Applications keep the online path (`forecast`)."""
+    import pandas as pd
+
+    from lakehouse.curation import read_catalogue
+    from lakehouse.runners import ScoringJob, chunk_of, get_runner
+    from lakehouse.schemas import FEATURES, FORECASTS, WEATHER
+
+    settings = settings or get_settings()
+    engine = _engine(settings)
+    reg = registry(settings)
+    building_ids = sorted(buildings) if buildings else reg.building_ids()
+    model_version, model_dir = champion_saved_model(settings, version)
+    stamps = tuple(sorted(pd.Timestamp(o).tz_convert("UTC") for o in origins))
+    last = stamps[-1] + pd.Timedelta(hours=settings.model.horizon_h)
+    sites = sorted({reg.get(b).site_id for b in building_ids})
+    weather = engine.read(WEATHER, filters=[("kind", "=", "forecast"), ("site_id", "in", sites),
+                                            ("date", ">=", stamps[0].date()), ("date", "<=", last.date())]).to_pandas()
+    catalogue = read_catalogue(engine)
+    job = ScoringJob(origins=stamps, model_dir=str(model_dir), model_version=model_version,
+                     scaling=catalogue.scaling if catalogue else {}, forecasts=weather)
+    with step_run("score", settings) as lineage:
+        lineage.read_table(engine, FEATURES)
+        outcome = get_runner(engine, settings).score(reg, chunk_of(building_ids, settings.compute.chunk_buildings), job)
+        written = outcome.write().get("forecasts")
+        lineage.inputs.append(lineage.model(settings.model.model_name, str(model_version)))
+        lineage.wrote_table(FORECASTS, written.version if written is not None and written.changed else None)
+        lineage.details.update(origins=[_iso_utc(t) for t in stamps], rows=outcome.rows.get("forecasts", 0),
+                               runner=settings.compute.runner)
+    return {"rows": outcome.rows.get("forecasts", 0), "model_version": model_version,
+            "origins": [t.isoformat() for t in stamps], "runner": settings.compute.runner,
+            "version": written.version if written is not None else engine.version(FORECASTS),
+            "changed": bool(written is not None and written.changed)}
 
 
 # -- monitor ------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ class LakehouseSettings(BaseModel):
     root_uri: str = ""
     # delta-rs object-store options (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), passed through as given.
     storage_options: dict[str, str] = Field(default_factory=dict)
+    # The master of the process's one Spark session when compute.spark_master (or Airflow's spark_default
+    # connection) does not name one: see Settings.spark_master_url.
     spark_master: str = "local[2]"
     spark_app_name: str = "wattflow"
     spark_driver_memory: str = "4g"
@@ -68,6 +70,29 @@ class LakehouseSettings(BaseModel):
                     "AWS S3) set conditional_put=etag instead (docs/security.md, 'Delta tables and object stores')."
                 )
         return options
+
+
+class ComputeSettings(BaseModel):
+    """Where the per-building stages (reading checks and silver, gold features, batch scoring, monitoring) run.
+
+    One rule ties compute to storage: ``runner = "spark"`` implies Spark for the tables too (executors hand
+    their frames back to a delta-spark MERGE), whatever ``lakehouse.engine`` says; ``runner = "local"``
+    uses ``lakehouse.engine`` as before (delta-rs by default). ``Settings.table_engine`` is that rule.
+    """
+
+    # "local": this process, buildings in chunks of chunk_buildings (memory bounded by a chunk, not the
+    # portfolio). "spark": groupBy("building_id").applyInPandas on the cluster at spark_master.
+    runner: Literal["local", "spark"] = "local"
+    # spark://host:7077, k8s://https://..., local[N]. Empty: lakehouse.spark_master (the storage session's
+    # master; one JVM per process, so there is only ever one). Under Airflow the `spark_default` connection
+    # (AIRFLOW_CONN_SPARK_DEFAULT) wins when set, as Airflow users expect.
+    spark_master: str = ""
+    # Buildings per chunk on the local runner: peak memory is one chunk's bronze + silver + features.
+    # 50 buildings x (margin + a day) of 15-minute readings is well under 1 GB.
+    chunk_buildings: int = Field(default=50, ge=1)
+    # Python workers per executor core for scoring on Spark load the champion once each; rows per Arrow
+    # batch handed to a pandas UDF (bounded worker memory for the biggest building).
+    spark_udf_batch_rows: int = Field(default=50_000, ge=1_000)
 
 
 class SimulatorSettings(BaseModel):
@@ -294,6 +319,18 @@ class ModelSettings(BaseModel):
     ashrae_p: int = 1
     # Days after the training cut used to backtest a new model against the champion and the baselines.
     backtest_days: int = 28
+    # Training streams gold a few buildings at a time into per-building window shards on local disk
+    # (ml/training_stream.py) and trains each epoch on at most this many windows, sampled afresh and
+    # stratified over use types then buildings: memory stays flat as buildings are added. A portfolio with
+    # fewer windows trains on all of them every epoch. ~8 KB a window at the default spec: 32768 = ~260 MB.
+    train_windows_per_epoch: int = 32768
+    # Buildings read from gold at once while building the shards (and while tuning picks its buildings).
+    train_shard_buildings: int = 8
+    # Optuna tunes on the training period of at most this many buildings, stratified over use types.
+    tuning_max_buildings: int = 24
+    # Optuna study storage (any SQLAlchemy URL). Empty: SQLite under WATTFLOW_HOME, one process at a time.
+    # Several tuning workers share one study through a server database: postgresql+psycopg2://... in production.
+    tuning_storage: str = ""
 
 
 class ServingSettings(BaseModel):
@@ -527,6 +564,21 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+
+    @property
+    def table_engine(self) -> str:
+        """The Delta engine in effect: "spark" whenever the Spark runner is chosen, else lakehouse.engine."""
+        return "spark" if self.compute.runner == "spark" else self.lakehouse.engine
+
+    @property
+    def spark_master_url(self) -> str:
+        """The one Spark master of this process: Airflow's spark_default connection, compute.spark_master,
+        or lakehouse.spark_master, first one set."""
+        from wattflow.airflow_env import spark_master_from_connection
+
+        return spark_master_from_connection(os.environ.get("AIRFLOW_CONN_SPARK_DEFAULT", "")) or \
+            self.compute.spark_master or self.lakehouse.spark_master
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
     @property

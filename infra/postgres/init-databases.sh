@@ -2,7 +2,7 @@
 # Runs once, on the first start of the postgres container (docker-entrypoint-initdb.d): one role and
 # one database per consumer, so Airflow and MLflow never share credentials or schemas.
 set -euo pipefail
-: "${AIRFLOW_DB_PASSWORD:?}" "${MLFLOW_DB_PASSWORD:?}" "${MARQUEZ_DB_PASSWORD:?}"
+: "${AIRFLOW_DB_PASSWORD:?}" "${MLFLOW_DB_PASSWORD:?}" "${MARQUEZ_DB_PASSWORD:?}" "${OPTUNA_DB_PASSWORD:?}"
 
 create() {  # role password database...
   local role="$1" password="$2"; shift 2
@@ -22,3 +22,5 @@ create airflow "$AIRFLOW_DB_PASSWORD" airflow
 create mlflow "$MLFLOW_DB_PASSWORD" mlflow mlflow_auth
 # marquez: the lineage server's store (OpenLineage events of the pipeline steps).
 create marquez "$MARQUEZ_DB_PASSWORD" marquez
+# optuna: the tuning studies that several training workers share (WATTFLOW_MODEL__TUNING_STORAGE).
+create optuna "$OPTUNA_DB_PASSWORD" optuna

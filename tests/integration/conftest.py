@@ -51,8 +51,21 @@ def mlflow_tracking_server(
 
 
 @pytest.fixture(scope="session")
-def spark_session(tmp_path_factory: pytest.TempPathFactory):
-    """The process's one Spark session (starting one costs ~10 s), with delta-spark and the S3A jars.
+def spark_cluster():
+    """A Spark standalone cluster (a master and two one-core workers from pyspark's spark-class, loopback,
+    free ports), started once per test run for every test that needs Spark, stopped at the end."""
+    from lakehouse.spark_cluster import standalone_cluster
+    from tests.servers import require_program
+
+    require_program("java", "openjdk-17-jre-headless")
+    with standalone_cluster(workers=2, cores=1, memory="1g") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def spark_session(spark_cluster, tmp_path_factory: pytest.TempPathFactory):
+    """The process's one Spark session (starting one costs ~10 s), driving the session's standalone cluster,
+    with delta-spark and the S3A jars (shipped to the executors through spark.jars).
 
     Jars resolve once into a cache shared by every run: WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR when set,
     else ~/.cache/wattflow/jars. Engines built later from any settings join this session.
@@ -65,12 +78,15 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory):
     jars_dir = os.environ.get("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR") or str(Path.home() / ".cache" / "wattflow" / "jars")
     home = tmp_path_factory.mktemp("spark-home")
     # A test session lives for a minute or two: C2 compilation would cost more CPU than it saves.
-    quick_jvm = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
-    settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir, spark_conf=quick_jvm))
+    quick_jvm = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                 "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                 **{k: v for k, v in spark_cluster.driver_conf().items() if k != "spark.master"}}
+    settings = Settings(home=home, lakehouse=LakehouseSettings(spark_jars_dir=jars_dir, spark_conf=quick_jvm,
+                                                               spark_master=spark_cluster.master_url,
+                                                               spark_shuffle_partitions=2))
     from lakehouse.spark_jars import JarResolutionError
-    from tests.servers import MissingTool, require_program
+    from tests.servers import MissingTool
 
-    require_program("java", "openjdk-17-jre-headless")
     try:
         spark = get_spark(settings, with_s3=True)
     except JarResolutionError as exc:

@@ -89,6 +89,17 @@ def test_a_building_does_not_depend_on_portfolio_size(clean):
     assert mine.equals(theirs)
 
 
+def test_a_chunk_of_buildings_is_simulated_as_in_the_whole_portfolio(clean):
+    chunk = simulate_portfolio(5, START, END, seed=SEED, forecast_issue_hour_utc=6, building_ids=["b02", "b05"])
+    assert chunk.registry.building_ids() == ["b02", "b05"]
+    wanted = pa.compute.is_in(clean.readings.column("building_id"), value_set=pa.array(["b02", "b05"]))
+    assert set(chunk.readings.column("building_id").to_pylist()) == {"b02", "b05"}
+    assert chunk.readings.sort_by([("sensor_id", "ascending"), ("ts", "ascending")]).equals(
+        clean.readings.filter(wanted).sort_by([("sensor_id", "ascending"), ("ts", "ascending")]))
+    with pytest.raises(KeyError, match="b09"):
+        simulate_portfolio(5, START, END, seed=SEED, forecast_issue_hour_utc=6, building_ids=["b09"])
+
+
 def test_volume_and_shape(clean):
     intervals = 42 * 96
     assert clean.readings.num_rows == 5 * 6 * intervals

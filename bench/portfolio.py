@@ -1,0 +1,253 @@
+"""Portfolio benchmark: P simulated buildings x 1 year of 15-minute readings (6 sensors) through ingest ->
+curate -> features -> scoring, on the local runner and on a 2-worker Spark standalone cluster.
+
+Each (runner, P) runs in a child process with its own WATTFLOW_HOME; this process samples memory every
+0.5 s with psutil: the driver is the child and its descendants (on Spark, the driver JVM), the workers
+are the cluster's Worker JVMs and theirs (executors, Python workers); the master is neither. Stages:
+
+- ingest: the simulator (lakehouse/simulator, no faults) a chunk of `compute.chunk_buildings` buildings
+  at a time, each chunk landed in bronze (`land_portfolio`): memory holds one chunk of readings;
+- curate, features: `lakehouse.curation.curate` / `build_features` over the year, on the runner
+  `compute.runner` names (h-spark's lakehouse/runners.py);
+- scoring: batch day-ahead forecasts of the champion for every building (`lakehouse.runners` batch
+  scoring when the branch has it; otherwise the row says null and the table marks it).
+
+Targets (issue 18, 2 cores): local peak RSS at P = 200 <= 6 GB; Spark driver peak RSS <= 2 GB; cluster
+readings/s >= 40% of local at P = 200.
+
+    python bench/portfolio.py --buildings 20 200 --runners local spark [--days 365] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SENSORS = 6
+TARGETS = {"local_peak_rss_mb_at_200": 6144, "spark_driver_peak_rss_mb": 2048, "spark_vs_local_readings_per_s": 0.40}
+START = "2024-01-01"
+
+
+# ------------------------------------------------------------------------------------------- the child
+
+
+def run_pipeline(buildings: int, days: int) -> dict:
+    """The timed stages, in this process, on the runner the settings name."""
+    import pandas as pd
+
+    from lakehouse import curation
+    from lakehouse.engine import get_engine
+    from lakehouse.simulator import build_registry, simulate_portfolio
+    from lakehouse.simulator.landing import land_portfolio
+    from wattflow.settings import get_settings
+
+    settings = get_settings()
+    engine = get_engine(settings)  # compute.runner=spark implies the Spark engine
+    start = pd.Timestamp(START, tz="UTC")
+    end = start + pd.Timedelta(days=days)
+    registry = build_registry(buildings, settings.simulator.seed)
+    ids = registry.building_ids()
+    chunk = settings.compute.chunk_buildings
+    stage_s: dict[str, float | None] = {}
+
+    t = time.perf_counter()
+    readings = 0
+    for first in range(0, len(ids), chunk):
+        portfolio = simulate_portfolio(buildings, start.to_pydatetime(), end.to_pydatetime(), seed=settings.simulator.seed,
+                                       interval_minutes=15, building_ids=ids[first : first + chunk])
+        readings += portfolio.readings.num_rows
+        land_portfolio(portfolio, engine)
+        del portfolio
+    stage_s["ingest"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    curated = curation.curate(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings, data_docs=False)
+    stage_s["curate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    curation.build_features(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings)
+    stage_s["features"] = time.perf_counter() - t
+    stage_s["scoring"] = score(engine, settings, ids, end)
+    return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True))}
+
+
+def score(engine, settings, ids, end) -> float | None:
+    """Batch day-ahead scoring of every building at the last midnight, where the runner offers it."""
+    try:
+        from lakehouse import runners
+    except ImportError:  # pragma: no cover - a branch without runners
+        return None
+    batch_score = getattr(runners, "score_batch", None) or getattr(runners, "batch_score", None)
+    if batch_score is None:
+        return None
+    import pandas as pd
+
+    from ml.model import ModelParams
+    from ml.pipeline import train_and_register
+
+    # A champion to score with: a short training on a few buildings (not timed; bench/train_memory.py
+    # measures training). Scoring then covers every building.
+    settings.model.epochs = 1
+    train_and_register(engine, settings, buildings=ids[: min(4, len(ids))], params=ModelParams.from_settings(
+        settings.model, epochs=1, units=16))
+    t = time.perf_counter()
+    batch_score(engine, settings, [pd.Timestamp(end) - pd.Timedelta(days=1)])
+    return time.perf_counter() - t
+
+
+# ------------------------------------------------------------------------------------------ the parent
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS (MB) of the driver tree (the child) and of the Spark workers' trees, every `every_s`."""
+
+    def __init__(self, child_pid: int, every_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.child_pid, self.every_s = child_pid, every_s
+        self.driver_peak = self.worker_peak = 0.0
+        self.stop_event = threading.Event()
+
+    @staticmethod
+    def _tree_rss(root) -> float:
+        import psutil
+
+        total = 0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self.stop_event.is_set():
+            try:
+                driver = self._tree_rss(psutil.Process(self.child_pid))
+            except psutil.Error:
+                driver = 0.0
+            workers = 0.0
+            for proc in me.children(recursive=False):
+                try:
+                    if any("deploy.worker.Worker" in part for part in proc.cmdline()):
+                        workers += self._tree_rss(proc)
+                except psutil.Error:
+                    pass
+            self.driver_peak, self.worker_peak = max(self.driver_peak, driver), max(self.worker_peak, workers)
+            self.stop_event.wait(self.every_s)
+
+
+def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"wattflow-portfolio-{runner}-{buildings}-"))
+    out = home / "run.json"
+    env = {**os.environ, "WATTFLOW_HOME": str(home), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "WATTFLOW_COMPUTE__RUNNER": runner}
+    if chunk:
+        env["WATTFLOW_COMPUTE__CHUNK_BUILDINGS"] = str(chunk)
+    if cluster is not None:
+        conf = cluster.driver_conf()
+        env["WATTFLOW_COMPUTE__SPARK_MASTER"] = cluster.master_url
+        env["WATTFLOW_LAKEHOUSE__SPARK_MASTER"] = cluster.master_url
+        env["WATTFLOW_LAKEHOUSE__SPARK_CONF"] = json.dumps({k: v for k, v in conf.items() if k != "spark.master"})
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, __file__, "--role", "child", "--buildings", str(buildings), "--days", str(days),
+                              "--json", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = MemorySampler(child.pid)
+    sampler.start()
+    _, err = child.communicate()
+    sampler.stop_event.set()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+        return {"runner": runner, "buildings": buildings, "error": err[-3000:], "wall_s": round(wall, 1)}
+    result = json.loads(out.read_text())
+    subprocess.run(["rm", "-rf", str(home)], check=False)
+    timed = {k: v for k, v in result["stage_s"].items() if v is not None}
+    total = sum(timed.values())
+    return {
+        "runner": runner, "buildings": buildings, "readings": result["readings"],
+        "stage_s": {k: (None if v is None else round(v, 1)) for k, v in result["stage_s"].items()},
+        "total_s": round(total, 1), "readings_per_s": round(result["readings"] / total) if total else None,
+        "driver_peak_rss_mb": round(sampler.driver_peak), "worker_peak_rss_mb": round(sampler.worker_peak),
+        "wall_s": round(wall, 1), "load_1m_at_start": round(load, 1), "cores": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--buildings", type=int, nargs="+", default=[20, 200])
+    parser.add_argument("--runners", nargs="+", choices=["local", "spark"], default=["local", "spark"])
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--chunk-buildings", type=int, default=None, help="compute.chunk_buildings (default: settings')")
+    parser.add_argument("--spark-worker-memory", default="2g")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--role", choices=["child"], default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "child":
+        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days)))
+        return
+
+    runs = []
+    for runner in args.runners:
+        cluster = None
+        if runner == "spark":
+            from lakehouse.spark_cluster import start_cluster
+
+            cluster = start_cluster(workers=2, cores=1, memory=args.spark_worker_memory)
+        try:
+            for p in args.buildings:
+                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings))
+                print(json.dumps(runs[-1]), flush=True)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    print_table(runs)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"runs": runs, "targets": TARGETS, "verdicts": verdicts(runs)}, indent=2))
+
+
+def verdicts(runs: list[dict]) -> dict:
+    ok = {(r["runner"], r["buildings"]): r for r in runs if "error" not in r}
+    out: dict[str, object] = {}
+    local200, spark200 = ok.get(("local", 200)), ok.get(("spark", 200))
+    if local200:
+        out["local_peak_rss_at_200_ok"] = local200["driver_peak_rss_mb"] <= TARGETS["local_peak_rss_mb_at_200"]
+    spark = [r for (runner, _), r in ok.items() if runner == "spark"]
+    if spark:
+        out["spark_driver_peak_rss_ok"] = all(r["driver_peak_rss_mb"] <= TARGETS["spark_driver_peak_rss_mb"] for r in spark)
+    if local200 and spark200:
+        out["spark_vs_local_readings_per_s"] = round(spark200["readings_per_s"] / local200["readings_per_s"], 2)
+    return out
+
+
+def print_table(runs: list[dict]) -> None:
+    stages = ["ingest", "curate", "features", "scoring"]
+    print(f"{'runner':>6} {'P':>4} {'readings':>10} " + " ".join(f"{s + ' s':>10}" for s in stages)
+          + f" {'total s':>8} {'readings/s':>10} {'driver MB':>9} {'worker MB':>9} {'load':>5}")
+    for r in runs:
+        if "error" in r:
+            print(f"{r['runner']:>6} {r['buildings']:>4} FAILED: {r['error'].splitlines()[-1] if r['error'] else '?'}")
+            continue
+        cells = " ".join(f"{'n/a' if r['stage_s'].get(s) is None else r['stage_s'][s]:>10}" for s in stages)
+        print(f"{r['runner']:>6} {r['buildings']:>4} {r['readings']:>10} {cells} {r['total_s']:>8} {r['readings_per_s']:>10} "
+              f"{r['driver_peak_rss_mb']:>9} {r['worker_peak_rss_mb']:>9} {r['load_1m_at_start']:>5}")
+    print(f"{os.cpu_count()} cores; targets: {TARGETS}; verdicts: {verdicts(runs)}")
+
+
+if __name__ == "__main__":
+    main()

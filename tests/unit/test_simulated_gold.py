@@ -1,0 +1,34 @@
+"""One world: the simulator's portfolio curated to gold in memory (lakehouse/simulator/gold_view.py),
+carrying the simulator's truth, usable wherever gold features are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lakehouse.schemas import FEATURES
+from lakehouse.simulator import FaultConfig
+from ml.synthetic import simulated_gold_features
+
+
+def test_the_view_is_gold_shaped_and_its_energy_is_the_simulated_truth() -> None:
+    features, world = simulated_gold_features(2, start="2024-01-01", days=12, seed=7)
+    assert list(features.columns) == list(FEATURES.schema.names)
+    assert sorted(features["building_id"].unique()) == ["b01", "b02"]
+    assert len(features) == 2 * 12 * 24 and features["energy_valid"].all()
+    joined = features.merge(world.truth_hourly, on=["building_id", "ts"], suffixes=("", "_truth"))
+    assert len(joined) == len(features)
+    np.testing.assert_allclose(joined["energy_kwh"], joined["energy_kwh_truth"], rtol=0, atol=1e-9)
+    assert world.timezones == {b.building_id: b.timezone for b in world.registry.buildings}
+    # Features a model reads are there from the simulator's weather and calendar, not left null.
+    assert features[["temperature", "forecast_temperature", "hour_sin", "is_working_hour"]].notna().all().all()
+
+
+def test_faults_in_the_view_are_the_ground_truths() -> None:
+    features, world = simulated_gold_features(2, start="2024-01-01", days=12, seed=7, faults=FaultConfig())
+    assert len(world.ground_truth) > 0
+    # Faults reach gold: some hours differ from the simulated truth or are flagged invalid.
+    joined = features.merge(world.truth_hourly, on=["building_id", "ts"], suffixes=("", "_truth"))
+    differs = ~np.isclose(joined["energy_kwh"], joined["energy_kwh_truth"]) | ~joined["energy_valid"]
+    assert 0 < differs.sum() < len(joined)
+    assert pd.api.types.is_datetime64_any_dtype(features["ts"])

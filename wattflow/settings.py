@@ -491,6 +491,23 @@ class LineageSettings(BaseModel):
     namespace: str = "wattflow"
 
 
+class BacnetSettings(BaseModel):
+    """`wattflow ingest bacnet`: the poller's own BACnet/IP identity, its pace and where readings go."""
+
+    # Our own BACnet/IP address (``host[/prefix][:port]``). Loopback by default, as everything here listens on
+    # 127.0.0.1; on a BMS network set the interface's address, e.g. ``192.168.10.5/24:47808``.
+    local_address: str = "127.0.0.1:47808"
+    device_instance: int = 599999  # our own device object's instance; unique on the BMS network
+    poll_interval_s: float = 60.0  # readings are stamped with the interval slot they were read in
+    # One request's timeout (BACnet's APDU timeout) and retries; a device that misses them is reported down.
+    request_timeout_s: float = 3.0
+    request_retries: int = 1
+    # Objects per ReadPropertyMultiple: keeps a request inside a small device's APDU without segmentation.
+    max_objects_per_request: int = 16
+    sink: Literal["bronze", "mqtt", "kafka"] = "bronze"
+    metrics_port: int = 0  # Prometheus metrics on 127.0.0.1:<port>; 0 = off
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -527,6 +544,7 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
+    bacnet: BacnetSettings = Field(default_factory=BacnetSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
     @property

@@ -235,3 +235,39 @@ def simulate_publish(
         f"published {result.readings:,} readings in {result.messages:,} messages in {result.seconds:.1f} s "
         f"({result.readings / max(result.seconds, 1e-9):,.0f} readings/s); broker acknowledged {result.acknowledged_readings:,}"
     )
+
+
+@ingest_app.command("bacnet")
+def ingest_bacnet_command(
+    sink: Optional[str] = typer.Option(None, "--sink", help="bronze (land directly) or mqtt; default settings.bacnet.sink."),
+    interval: Optional[float] = typer.Option(None, "--interval", min=0.01, help="Seconds between polls; default settings.bacnet.poll_interval_s."),
+    polls: Optional[int] = typer.Option(None, "--polls", min=1, help="Stop after this many polls."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    building_id: Optional[list[str]] = typer.Option(None, "--building-id", help="Repeatable; default every building with BACnet points."),
+    broker: Optional[str] = typer.Option(None, "--broker", help="MQTT HOST:PORT for --sink mqtt; default settings.mqtt.broker."),
+) -> None:
+    """Poll the registry's BACnet/IP points (ReadPropertyMultiple, units checked) into bronze or onto MQTT. Ctrl-C stops."""
+    from lakehouse.registry_file import RegistryFileError
+    from lakehouse.sources.bacnet import BacnetConfigError, ingest_bacnet
+
+    try:
+        summary = ingest_bacnet(sink=sink, polls=polls, duration_s=duration, interval_s=interval, buildings=building_id,
+                                broker=broker)
+    except (BacnetConfigError, RegistryFileError, ConnectionError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    devices = Table(title="BACnet devices")
+    for h in ("device", "points", "polls", "answered", "failed", "state", "last error"):
+        devices.add_column(h, justify="right" if h in ("points", "polls", "answered", "failed") else "left")
+    for d in summary.devices:
+        state = "up" if d.up else ("DOWN" if d.up is False else "not polled")
+        devices.add_row(d.name, str(d.points), str(d.polls), str(d.answered), str(d.failed), state, d.last_error)
+    console.print(devices)
+    console.print(
+        f"{summary.polls} polls, {summary.readings:,} readings read, {summary.sent:,} sent: {summary.landed:,} landed, "
+        f"{summary.quarantined:,} quarantined"
+    )
+    if summary.reasons:
+        console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.reasons.items())))
+    for problem in summary.problems.values():
+        console.print(f"[yellow]{problem.message}[/yellow]")

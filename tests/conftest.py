@@ -139,7 +139,10 @@ def kafka_topic(kafka_broker, request: pytest.FixtureRequest) -> Callable[..., s
     import secrets
 
     def make(partitions: int = 3, prefix: str | None = None) -> str:
-        name = f"{prefix or request.node.name[:40]}-{secrets.token_hex(3)}".replace("[", "-").replace("]", "")
+        import re
+
+        # Kafka topic names allow letters, digits, '.', '_' and '-' only.
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", f"{prefix or request.node.name[:40]}-{secrets.token_hex(3)}")
         kafka_broker.create_topics([name], partitions)
         return name
 

@@ -491,6 +491,47 @@ class LineageSettings(BaseModel):
     namespace: str = "wattflow"
 
 
+class KafkaSettings(BaseModel):
+    """Kafka: the sensor stream's backbone (`wattflow ingest kafka`, `simulate publish --kafka`) and the
+    forecasts topic applications consume; `make up` and the tests run a local KRaft broker from its jars."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # The local broker's controller listener (`make up`); the tests pick free ports.
+    controller_port: int = 9093
+    topic: str = "sensor-readings"
+    forecasts_topic: str = "forecasts"
+    # Publish each day-ahead forecast to forecasts_topic, keyed by building (the forecast step).
+    publish_forecasts: bool = False
+    group_id: str = "wattflow-ingest"
+    # Partitions of the topics the local broker and `ensure_topics` create.
+    partitions: int = 3
+    # A batch commits to Delta when it holds this many readings or is this old; while a commit runs, the
+    # next batch may grow to backlog_factor times the count (group commit, as for MQTT).
+    batch_max_readings: int = 50_000
+    batch_max_age_s: float = 1.0
+    batch_backlog_factor: int = 4
+    # Messages fetched per poll: large polls keep the per-message Python cost low.
+    poll_max_messages: int = 2000
+    # Payload form of the publishers: "batch" (the compact columnar form) or "json" (a list of reading objects).
+    payload_format: Literal["batch", "json"] = "batch"
+    readings_per_message: int = 500
+    # Prometheus metrics of `wattflow ingest kafka` (consumer lag, landed readings/s) on this port; 0: off.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # Further librdkafka properties for every client (security.protocol, sasl.*, ssl.*), passed as given;
+    # secrets from the environment (WATTFLOW_KAFKA__CLIENT_CONFIG='{"sasl.password": ...}').
+    client_config: dict[str, str] = Field(default_factory=dict)
+    # The local broker: Maven coordinates (resolved into spark_jars_dir), heap and JVM options.
+    broker_packages: list[str] = Field(
+        default_factory=lambda: ["org.apache.kafka:kafka_2.13:4.4.0", "org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"]
+    )
+    broker_heap: str = "512m"
+    # Serial GC: one broker on a small, shared machine needs no parallel collector threads.
+    broker_jvm_options: list[str] = Field(default_factory=lambda: ["-XX:+UseSerialGC"])
+    broker_log_level: str = "WARN"
+    connect_timeout_s: float = 30.0
+
+
 class BacnetSettings(BaseModel):
     """`wattflow ingest bacnet`: the poller's own BACnet/IP identity, its pace and where readings go."""
 
@@ -544,6 +585,7 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     bacnet: BacnetSettings = Field(default_factory=BacnetSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.

@@ -549,6 +549,22 @@ class BacnetSettings(BaseModel):
     metrics_port: int = 0  # Prometheus metrics on 127.0.0.1:<port>; 0 = off
 
 
+class StreamTriggerSettings(BaseModel):
+    """Airflow's event-driven scheduling of the ingest DAG: messages on the sensor topic trigger a run (an
+    AssetWatcher with the Kafka message-queue trigger, run by Airflow's triggerer), besides its schedule."""
+
+    enabled: bool = False  # off: the ingest DAG runs on its schedule only (no triggerer consumer on a broker)
+    topic: str = ""  # empty: kafka.topic
+    # The Airflow connection the trigger's consumer uses; `wattflow.airflow_env` defines it from kafka.* settings.
+    connection_id: str = "wattflow_kafka"
+    # The trigger's own consumer group: it only notices messages, the ingest consumer (kafka.group_id) lands them.
+    group_id: str = "wattflow-airflow-trigger"
+    poll_interval_s: float = 5.0  # how long the trigger sleeps after a message it ignores (nothing to land)
+    # Where a new trigger group starts: "latest" announces what arrives from now on; the backlog is the ingest
+    # consumer's (its own group) and the hourly schedule's.
+    auto_offset_reset: Literal["latest", "earliest"] = "latest"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -587,6 +603,7 @@ class Settings(BaseSettings):
     lineage: LineageSettings = Field(default_factory=LineageSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     bacnet: BacnetSettings = Field(default_factory=BacnetSettings)
+    stream_trigger: StreamTriggerSettings = Field(default_factory=StreamTriggerSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
     @property

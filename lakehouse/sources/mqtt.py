@@ -123,8 +123,8 @@ def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], di
     """
     decoded = _decode(topic, payload)
     records = decoded.records
-    if decoded.batch is not None and decoded.batch.num_rows:
-        records = records + readings_table([Decoded(batch=decoded.batch)]).to_pylist()
+    if decoded.columns is not None and len(decoded.columns):
+        records = records + readings_table([Decoded(columns=decoded.columns)]).to_pylist()
     return records, decoded.ids, decoded.rejected
 
 

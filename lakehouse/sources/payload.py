@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehouse.parsing import UTC_US, parse_timestamps, to_arrow_columns
+from lakehouse.parsing import EPOCH_MAX_ABS_S, EPOCH_MS_THRESHOLD, UTC_US, parse_timestamps, to_arrow_columns
 from lakehouse.sources.screen import Rejected
 
 BATCH_FORMAT = "wattflow.readings/v1"
@@ -56,17 +56,39 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 @dataclass
+class BatchColumns:
+    """A compact batch's good readings as NumPy columns; a micro-batch of many messages becomes one Arrow
+    table in a handful of vectorised steps (`readings_table`), not a few dozen Arrow calls per message."""
+
+    building_id: str
+    sensors: list[tuple[str, str, str | None]]  # (sensor_id, metric, unit)
+    sensor: np.ndarray  # int64 index into sensors, per reading
+    ts_us: np.ndarray  # int64 epoch microseconds UTC (0 where ts_null)
+    value: np.ndarray  # float64 (NaN where value_null, or NaN as sent)
+    ts_null: np.ndarray | None = None
+    value_null: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.sensor)
+
+
+@dataclass
 class Decoded:
     """What one message holds: reading objects (JSON form), columns (batch form), and what is not a reading."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
-    batch: pa.Table | None = None
+    columns: BatchColumns | None = None
     rejected: list[Rejected] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def readings(self) -> int:
-        return len(self.records) + (self.batch.num_rows if self.batch is not None else 0)
+        return len(self.records) + (len(self.columns) if self.columns is not None else 0)
+
+    @property
+    def batch(self) -> pa.Table | None:
+        """The batch form's readings as a table (BATCH_SCHEMA); None for JSON readings."""
+        return columns_table([self.columns]) if self.columns is not None else None
 
 
 def _payload_text(payload: bytes) -> str:
@@ -142,7 +164,7 @@ def _decode_batch(doc: dict[str, Any], payload: bytes, ids: dict[str, str], orig
         return whole("malformed_batch", "field 'sensors': expected a non-empty list of {sensor_id, metric, unit} objects")
     for i, s in enumerate(sensors):
         if not isinstance(s, dict) or not isinstance(s.get("sensor_id"), str) or not isinstance(s.get("metric"), str) \
-                or not isinstance(s.get("unit", ""), (str, type(None))):
+                or not isinstance(s.get("unit"), (str, type(None))):
             return whole("malformed_batch", f"field 'sensors[{i}]': {s!r} is not an object with text sensor_id, metric and unit")
     columns = {}
     for name in ("sensor", "ts", "value"):
@@ -155,6 +177,8 @@ def _decode_batch(doc: dict[str, Any], payload: bytes, ids: dict[str, str], orig
         return whole("malformed_batch", "fields 'sensor', 'ts' and 'value' must have one entry per reading; lengths are "
                      + ", ".join(f"{k}={v}" for k, v in lengths.items()))
     n = lengths["sensor"]
+    triples = [(s["sensor_id"], s["metric"], s.get("unit")) for s in sensors]
+    ids = {**ids, "building_id": building}
     rejected: list[Rejected] = []
     bad = np.zeros(n, dtype=bool)
 
@@ -164,40 +188,54 @@ def _decode_batch(doc: dict[str, Any], payload: bytes, ids: dict[str, str], orig
                 continue
             bad[i] = True
             item = {"building_id": building, "sensor": columns["sensor"][i], "ts": columns["ts"][i], "value": columns["value"][i]}
-            rejected.append(Rejected(_raw(origin, item, payload), check, reason_of(i), {**ids, "building_id": building}))
+            rejected.append(Rejected(_raw(origin, item, payload), check, reason_of(i), ids))
 
+    # Booleans and nulls are rare: a byte search tells whether the slow checks are needed at all.
+    has_bool = b"true" in payload or b"false" in payload
+    has_null = b"null" in payload
     # Sensor indices: integers inside "sensors".
-    idx = _int_column(columns["sensor"])
+    idx = _int_column(columns["sensor"], has_bool)
     out_of_range = (idx < 0) | (idx >= len(sensors))
-    reject_rows(np.flatnonzero(out_of_range), "not_a_reading",
-                lambda i: f"field 'sensor': {columns['sensor'][i]!r} is not an index into 'sensors' (0..{len(sensors) - 1})")
-    # Timestamps: epoch numbers or ISO text, parsed the way bronze parses them.
-    ts, ts_bad = parse_timestamps(_loose_array(columns["ts"]))
-    ts_bad = np.asarray(ts_bad, dtype=bool) if not isinstance(ts_bad, np.ndarray) else ts_bad
-    reject_rows(np.flatnonzero(ts_bad), "unparseable_timestamp", lambda i: f"field 'ts': unparseable timestamp {columns['ts'][i]!r}")
+    if out_of_range.any():
+        reject_rows(np.flatnonzero(out_of_range), "not_a_reading",
+                    lambda i: f"field 'sensor': {columns['sensor'][i]!r} is not an index into 'sensors' (0..{len(sensors) - 1})")
+    # Timestamps: epoch numbers (the fast path) or ISO text, parsed the way bronze parses them.
+    ts_us, ts_bad, ts_null = _ts_column(columns["ts"], has_bool or has_null)
+    if ts_bad.any():
+        reject_rows(np.flatnonzero(ts_bad), "unparseable_timestamp", lambda i: f"field 'ts': unparseable timestamp {columns['ts'][i]!r}")
     # Values: numbers; null and NaN pass on to bronze, which rejects them with its own reasons.
-    values, value_bad = _float_column(columns["value"])
-    reject_rows(np.flatnonzero(value_bad), "non_numeric_value", lambda i: f"field 'value': non-numeric value {columns['value'][i]!r}")
+    values, value_bad = _float_column(columns["value"], has_bool)
+    if value_bad.any():
+        reject_rows(np.flatnonzero(value_bad), "non_numeric_value", lambda i: f"field 'value': non-numeric value {columns['value'][i]!r}")
+    value_null = _null_mask(columns["value"]) if has_null else None
+    if bad.any():
+        keep = ~bad
+        idx, ts_us, values = idx[keep], ts_us[keep], values[keep]
+        ts_null = ts_null[keep] if ts_null is not None else None
+        value_null = value_null[keep] if value_null is not None else None
+    cols = BatchColumns(building, triples, idx, ts_us, values, ts_null, value_null)
+    return Decoded(columns=cols, rejected=rejected, ids=ids)
 
-    keep = ~bad
-    safe = np.where(out_of_range, 0, idx)
-    sensor_ids = pa.array([s["sensor_id"] for s in sensors], pa.string())
-    metrics = pa.array([s["metric"] for s in sensors], pa.string())
-    units = pa.array([s.get("unit") for s in sensors], pa.string())
-    take = pa.array(safe[keep])
-    mask = pa.array(keep)
-    table = pa.table(
-        {
-            "building_id": pa.array(np.full(int(keep.sum()), building, dtype=object), pa.string()),
-            "sensor_id": sensor_ids.take(take),
-            "metric": metrics.take(take),
-            "ts": pc.filter(ts.cast(UTC_US), mask),
-            "value": pa.array(values[keep], pa.float64(), mask=np.isnan(values[keep]) & _null_mask(columns["value"])[keep]),
-            "unit": units.take(take),
-        },
-        schema=BATCH_SCHEMA,
-    )
-    return Decoded(batch=table, rejected=rejected, ids={**ids, "building_id": building})
+
+def _ts_column(values: list[Any], maybe_special: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Epoch microseconds, a mask of present-but-unparseable values, and a mask of nulls (None when none)."""
+    n = len(values)
+    if not maybe_special:
+        try:
+            arr = np.asarray(values)
+        except (ValueError, OverflowError):
+            arr = None
+        if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iuf":
+            seconds = arr.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                seconds = np.where(np.abs(seconds) > EPOCH_MS_THRESHOLD, seconds / 1000.0, seconds)
+                fits = np.isfinite(seconds) & (np.abs(seconds) <= EPOCH_MAX_ABS_S)
+                micros = np.where(fits, np.round(seconds * 1e6), 0).astype(np.int64)
+            return micros, ~fits, None
+    parsed, bad = parse_timestamps(_loose_array(values))
+    nulls = np.asarray(parsed.is_null().to_numpy(zero_copy_only=False), dtype=bool) & ~bad
+    micros = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return micros, np.asarray(bad, dtype=bool), nulls if nulls.any() else None
 
 
 def _loose_array(values: list[Any]) -> pa.Array:
@@ -208,14 +246,15 @@ def _loose_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def _int_column(values: list[Any]) -> np.ndarray:
+def _int_column(values: list[Any], has_bool: bool) -> np.ndarray:
     """Sensor indices as int64; anything that is not an integer becomes -1 (rejected as out of range)."""
-    try:
-        arr = np.asarray(values)
-        if arr.dtype.kind in "iu" and arr.ndim == 1:
-            return arr.astype(np.int64)
-    except (ValueError, OverflowError):
-        pass
+    if not has_bool:
+        try:
+            arr = np.asarray(values)
+            if arr.dtype.kind in "iu" and arr.ndim == 1:
+                return arr.astype(np.int64)
+        except (ValueError, OverflowError):
+            pass
     return np.array([v if isinstance(v, int) and not isinstance(v, bool) and -2**62 < v < 2**62 else -1 for v in values], dtype=np.int64)
 
 
@@ -223,10 +262,10 @@ def _null_mask(values: list[Any]) -> np.ndarray:
     return np.array([v is None for v in values], dtype=bool)
 
 
-def _float_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+def _float_column(values: list[Any], has_bool: bool) -> tuple[np.ndarray, np.ndarray]:
     """Values as float64 (null as NaN) and a mask of entries that are not numbers (booleans, text that is
     not a number). Numbers as text are numbers, as bronze takes them."""
-    if not any(v is True or v is False for v in values):
+    if not has_bool:
         try:
             arr = np.asarray(values, dtype=np.float64)  # None becomes NaN; the null mask tells them apart
             if arr.ndim == 1:
@@ -279,15 +318,50 @@ def records_table(chunks: Sequence[tuple[list[dict[str, Any]], dict[str, str]]])
     return table
 
 
+def columns_table(parts: Sequence[BatchColumns]) -> pa.Table:
+    """One BATCH_SCHEMA table from many messages' columns: ids by code, one `take` per text column."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return BATCH_SCHEMA.empty_table()
+    buildings: dict[str, int] = {}
+    sensors: dict[tuple[str, str, str | None], int] = {}
+    b_codes, s_codes = [], []
+    for p in parts:
+        code = buildings.setdefault(p.building_id, len(buildings))
+        b_codes.append(np.full(len(p), code, dtype=np.int64))
+        remap = np.array([sensors.setdefault(t, len(sensors)) for t in p.sensors], dtype=np.int64)
+        s_codes.append(remap[p.sensor])
+    triples = list(sensors)
+    s_code = pa.array(np.concatenate(s_codes))
+
+    def mask(name: str) -> np.ndarray | None:
+        if all(getattr(p, name) is None for p in parts):
+            return None
+        return np.concatenate([getattr(p, name) if getattr(p, name) is not None else np.zeros(len(p), dtype=bool) for p in parts])
+
+    ts_null, value_null = mask("ts_null"), mask("value_null")
+    return pa.table(
+        {
+            "building_id": pa.array(list(buildings), pa.string()).take(pa.array(np.concatenate(b_codes))),
+            "sensor_id": pa.array([t[0] for t in triples], pa.string()).take(s_code),
+            "metric": pa.array([t[1] for t in triples], pa.string()).take(s_code),
+            "ts": pa.array(np.concatenate([p.ts_us for p in parts]), pa.int64(), mask=ts_null).cast(UTC_US),
+            "value": pa.array(np.concatenate([p.value for p in parts]), pa.float64(), mask=value_null),
+            "unit": pa.array([t[2] for t in triples], pa.string()).take(s_code),
+        },
+        schema=BATCH_SCHEMA,
+    )
+
+
 def readings_table(decoded: Sequence[Decoded]) -> pa.Table:
-    """One table for a whole micro-batch of messages: batch-form columns are concatenated as they are (the
-    fast path); when JSON readings are in the batch too, everything goes the JSON way (bronze types it)."""
-    batches = [d.batch for d in decoded if d.batch is not None and d.batch.num_rows]
+    """One table for a whole micro-batch of messages: batch-form columns become one table (the fast path);
+    when JSON readings are in the batch too, everything goes the JSON way (bronze types it)."""
+    parts = [d.columns for d in decoded if d.columns is not None and len(d.columns)]
     chunks = [(d.records, d.ids) for d in decoded if d.records]
     if not chunks:
-        return pa.concat_tables(batches) if batches else pa.table({})
-    if batches:
-        as_records = pa.concat_tables(batches)
+        return columns_table(parts) if parts else pa.table({})
+    if parts:
+        as_records = columns_table(parts)
         as_records = as_records.set_column(
             as_records.column_names.index("ts"), "ts", pc.strftime(as_records.column("ts"), format="%Y-%m-%dT%H:%M:%SZ")
         )

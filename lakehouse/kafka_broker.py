@@ -189,7 +189,7 @@ class KafkaBroker:
             return
         cluster_id = _cluster_id()
         done = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config), "--standalone"),
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.config), "--standalone"),
             capture_output=True, text=True, timeout=120,
         )
         if done.returncode != 0:

@@ -565,6 +565,20 @@ class StreamTriggerSettings(BaseModel):
     auto_offset_reset: Literal["latest", "earliest"] = "latest"
 
 
+class StreamingSettings(BaseModel):
+    """Spark Structured Streaming, Kafka -> bronze (`wattflow ingest kafka-stream`, the cluster runner's stream)."""
+
+    # Spark's Kafka connector, resolved into the jar cache with delta-spark and loaded by every session
+    # (jars only load when the JVM starts).
+    spark_kafka_package: str = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
+    # Under WATTFLOW_HOME unless absolute: the query's offsets and commits; the same checkpoint resumes it.
+    checkpoint_dir: str = "checkpoints/kafka_bronze_sensor_readings"
+    # Records per micro-batch (all partitions together): bounds a batch's memory on the driver.
+    max_offsets_per_trigger: int = 200_000
+    trigger_interval_s: float = 5.0
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -604,6 +618,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     bacnet: BacnetSettings = Field(default_factory=BacnetSettings)
     stream_trigger: StreamTriggerSettings = Field(default_factory=StreamTriggerSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
 
     # Everything local lives under `home`; these derive from it so one variable moves it all.
     @property

@@ -142,6 +142,13 @@ class _Open:
         return self.readings + len(self.rejected)
 
 
+def decode_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> Decoded:
+    """One Kafka record's readings: the key names the building, the position goes with every rejection.
+    Shared by the consumer group here and the Spark Structured Streaming path (lakehouse.streaming)."""
+    ids = {"building_id": key.decode("utf-8", "replace")} if key else {}
+    return decode_message(value or b"", ids=ids, origin={"topic": topic, "partition": partition, "offset": offset})
+
+
 def client_config(settings_kafka: Any, bootstrap: str | None = None) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap or settings_kafka.bootstrap_servers, **settings_kafka.client_config}
 
@@ -350,9 +357,7 @@ class KafkaIngest:
         topic, partition, offset = m.topic(), m.partition(), m.offset()
         if not b.messages:
             b.opened_at = time.time()
-        key = m.key()
-        ids = {"building_id": key.decode("utf-8", "replace")} if key else {}
-        decoded = decode_message(m.value() or b"", ids=ids, origin={"topic": topic, "partition": partition, "offset": offset})
+        decoded = decode_record(topic, partition, offset, m.key(), m.value())
         if decoded.readings:
             b.decoded.append(decoded)
             b.readings += decoded.readings

@@ -23,8 +23,9 @@ request) is reported: a warning when it goes down and when it comes back, the Pr
 ``wattflow_bacnet_device_up``, and the summary's per-device table. The other devices go on being read.
 
 Sinks: ``bronze`` lands each poll through `land_source_readings` (screen, calibration, quarantine);
-``mqtt`` publishes each poll the way a building gateway does (`lakehouse.sources.publish`), for
-`wattflow ingest mqtt` to land.
+``kafka`` publishes each poll onto the sensor topic in the shared payload format, keyed by building, for
+`wattflow ingest kafka` (or the Structured Streaming query) to land; ``mqtt`` publishes it the way a
+building gateway does (`lakehouse.sources.publish`), for `wattflow ingest mqtt`.
 """
 
 from __future__ import annotations
@@ -512,6 +513,34 @@ class MqttSink:
         self.publisher.__exit__(None, None, None)
 
 
+class KafkaSink:
+    """Publish each poll onto the sensor topic (`wattflow ingest kafka` lands it): the shared payload format,
+    keyed by building, through the idempotent producer; a poll counts as sent once the broker acknowledged it."""
+
+    def __init__(self, *, bootstrap: str, topic: str, payload_format: str = "batch", config: dict[str, Any] | None = None,
+                 ack_timeout_s: float = 30.0) -> None:
+        from lakehouse.sources.kafka import KafkaPublisher
+
+        self.topic, self.payload_format, self.ack_timeout_s = topic, payload_format, ack_timeout_s
+        self.publisher = KafkaPublisher(bootstrap, config=config, linger_ms=5)
+
+    def send(self, records: list[dict[str, Any]]) -> SinkResult:
+        from lakehouse.sources.kafka import reading_messages
+
+        if not records:
+            return SinkResult()
+        table = readings_table(records)
+        for msg in reading_messages(table, readings_per_message=max(1, len(records)), payload_format=self.payload_format):
+            self.publisher.publish(self.topic, msg.key, msg.payload, msg.readings)
+        if self.publisher.flush(self.ack_timeout_s):
+            log.warning("kafka broker has not acknowledged every reading yet; the producer keeps them queued",
+                        timeout_s=self.ack_timeout_s)
+        return SinkResult(sent=len(records))
+
+    def close(self) -> None:
+        self.publisher.flush(self.ack_timeout_s)
+
+
 # ---------------------------------------------------------------- the command's entry point
 
 
@@ -557,7 +586,11 @@ def make_sink(kind: str, settings: Any, registry: BuildingRegistry, *, engine: A
 
         site_of = {b.building_id: b.site_id for b in registry.buildings}
         return MqttSink(broker=broker or settings.mqtt.broker, site_of=site_of, security=security_options(settings.mqtt))
-    raise BacnetConfigError(f"--sink {kind!r}: expected bronze or mqtt")
+    if kind == "kafka":
+        k = settings.kafka
+        return KafkaSink(bootstrap=broker or k.bootstrap_servers, topic=k.topic, payload_format=k.payload_format,
+                         config=k.client_config)
+    raise BacnetConfigError(f"--sink {kind!r}: expected bronze, mqtt or kafka")
 
 
 async def run_poller(

@@ -239,14 +239,14 @@ def simulate_publish(
 
 @ingest_app.command("bacnet")
 def ingest_bacnet_command(
-    sink: Optional[str] = typer.Option(None, "--sink", help="bronze (land directly) or mqtt; default settings.bacnet.sink."),
+    sink: Optional[str] = typer.Option(None, "--sink", help="bronze (land directly), kafka or mqtt; default settings.bacnet.sink."),
     interval: Optional[float] = typer.Option(None, "--interval", min=0.01, help="Seconds between polls; default settings.bacnet.poll_interval_s."),
     polls: Optional[int] = typer.Option(None, "--polls", min=1, help="Stop after this many polls."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
     building_id: Optional[list[str]] = typer.Option(None, "--building-id", help="Repeatable; default every building with BACnet points."),
-    broker: Optional[str] = typer.Option(None, "--broker", help="MQTT HOST:PORT for --sink mqtt; default settings.mqtt.broker."),
+    broker: Optional[str] = typer.Option(None, "--broker", help="MQTT HOST:PORT (--sink mqtt) or Kafka bootstrap servers (--sink kafka); default from settings."),
 ) -> None:
-    """Poll the registry's BACnet/IP points (ReadPropertyMultiple, units checked) into bronze or onto MQTT. Ctrl-C stops."""
+    """Poll the registry's BACnet/IP points (ReadPropertyMultiple, units checked) into bronze, onto Kafka or MQTT. Ctrl-C stops."""
     from lakehouse.registry_file import RegistryFileError
     from lakehouse.sources.bacnet import BacnetConfigError, ingest_bacnet
 
@@ -271,3 +271,27 @@ def ingest_bacnet_command(
         console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.reasons.items())))
     for problem in summary.problems.values():
         console.print(f"[yellow]{problem.message}[/yellow]")
+
+
+@ingest_app.command("kafka-stream")
+def ingest_kafka_stream_command(
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers; default settings.kafka.bootstrap_servers."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Comma-separated topics; default settings.kafka.topic."),
+    available_now: bool = typer.Option(False, "--available-now", help="Land what the topic holds, then stop."),
+    max_offsets_per_trigger: Optional[int] = typer.Option(None, "--max-offsets-per-trigger", min=1, help="Kafka records per micro-batch."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds."),
+) -> None:
+    """Kafka into bronze with Spark Structured Streaming (the cluster runner): foreachBatch MERGE, checkpoint under WATTFLOW_HOME."""
+    from lakehouse.streaming import stream_kafka_to_bronze
+
+    topics = [t.strip() for t in topic.split(",") if t.strip()] if topic else None
+    try:
+        stats = stream_kafka_to_bronze(bootstrap=bootstrap, topics=topics, available_now=available_now,
+                                       max_offsets_per_trigger=max_offsets_per_trigger, timeout_s=timeout)
+    except RuntimeError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{stats.batches} batches, {stats.records:,} records, {stats.readings:,} readings: {stats.landed:,} landed, "
+                  f"{stats.quarantined:,} quarantined")
+    if stats.reasons:
+        console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items())))

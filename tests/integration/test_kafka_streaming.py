@@ -22,9 +22,9 @@ from lakehouse.schemas import QUARANTINE_READINGS, SENSOR_READINGS
 from tests.integration.stream_fixtures import readings_table, small_registry
 from wattflow.settings import LakehouseSettings, Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-PER_BATCH = 8  # Kafka records per micro-batch: the 25 records take four batches
+PER_BATCH = 13  # Kafka records per micro-batch: the 25 records take two batches (each batch costs a few Spark jobs)
 
 
 def content_hash(engine) -> tuple[int, str, list[tuple]]:

@@ -21,7 +21,7 @@ from lakehouse.buildings import BacnetPoint, BuildingRegistry
 from lakehouse.engine import get_engine
 from lakehouse.registry_file import save_registry
 from lakehouse.schemas import QUARANTINE_READINGS, SENSOR_READINGS
-from lakehouse.sources.bacnet import BacnetPoller, BronzeSink, MqttSink, real32, registry_points
+from lakehouse.sources.bacnet import BacnetPoller, BronzeSink, KafkaSink, MqttSink, real32, registry_points
 from lakehouse.sources.bacnet_device import UNIT_TO_BACNET, BmsSimulator, ObjectSpec
 from lakehouse.sources.mqtt import MqttIngest
 from tests.stand_ins.mosquitto import Mosquitto
@@ -220,6 +220,38 @@ def test_bacnet_to_mqtt_to_bronze(world: World, tmp_path: Path) -> None:
     raw = world.portfolio.readings.filter(pc.equal(world.portfolio.readings.column("sensor_id"), "b01-elec-reg"))
     want = [v for t, v in zip(raw.column("ts").to_pylist(), raw.column("value").to_pylist()) if t in timestamps]
     assert sorted(register) == pytest.approx(sorted(want), rel=1e-6)  # served in Wh, landed in kWh
+
+
+def test_bacnet_to_kafka_to_bronze(world: World, kafka_broker, kafka_topic) -> None:
+    """End to end: the simulated devices, the poller, the sensor topic, the consumer group, bronze."""
+    from lakehouse.sources.kafka import KafkaIngest
+
+    engine = get_engine()
+    topic = kafka_topic(partitions=3)
+    timestamps = world.timestamps(2)
+    sink = KafkaSink(bootstrap=kafka_broker.address, topic=topic)
+    try:
+        _, polls = _poll_each(world, sink, timestamps)
+    finally:
+        sink.close()
+    assert [s.sent for _, s in polls] == [6, 6] and sink.publisher.acknowledged_readings == 12
+    consumer = KafkaIngest(bootstrap=kafka_broker.address, topics=[topic], group_id=f"{topic}-ingest", engine=engine,
+                           registry_loader=lambda: world.registry)
+    stats = consumer.run(idle_timeout=3)
+    assert (stats.landed, stats.quarantined) == (12, 0)
+    landed = engine.read(SENSOR_READINGS).sort_by([("ts", "ascending"), ("sensor_id", "ascending")]).to_pylist()
+    assert len(landed) == 12 and {r["source"] for r in landed} == {f"kafka:{topic}"}
+    units = {s.sensor_id: s.unit for s in world.building.sensors}
+    served = {ts: dict(zip(*_raw_at(world, ts))) for ts in timestamps}
+    for row in landed:
+        assert row["unit"] == units[row["sensor_id"]]  # the register travelled in Wh and landed in kWh
+        assert row["value"] == pytest.approx(_expected(world, served[row["ts"]], row["sensor_id"]), rel=1e-6, abs=1e-9)
+
+
+def _raw_at(world: World, ts):
+    r = world.portfolio.readings
+    at = r.filter(pc.equal(r.column("ts"), pa.scalar(ts, r.column("ts").type)))
+    return at.column("sensor_id").to_pylist(), at.column("value").to_pylist()
 
 
 def test_cli_polls_on_its_interval_and_prints_the_devices(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -430,7 +430,7 @@ class AirflowSettings(BaseModel):
     training_timeout_min: int = 120
     training_pool: str = "training"
     training_pool_slots: int = 1
-    sensor_source: Literal["simulator", "mqtt", "influx"] = "simulator"
+    sensor_source: Literal["simulator", "mqtt", "influx", "kafka"] = "simulator"
     weekly_retrain_cron: str = "0 3 * * 1"
     tune_trials: int = 3
     tune_timeout_s: int = 300

@@ -16,6 +16,11 @@ pytestmark = pytest.mark.integration
 def test_trigger_fires_on_readings_and_the_run_lands_their_hours(kafka_broker, kafka_topic, monkeypatch, wattflow_home) -> None:
     from confluent_kafka import Producer
 
+    from lakehouse.engine import get_engine
+    from lakehouse.registry_file import save_registry
+    from lakehouse.schemas import SENSOR_READINGS
+    from tests.integration.stream_fixtures import small_registry
+    from wattflow import pipeline
     from wattflow.assets import window_from_context
     from wattflow.settings import get_settings, reset_settings
     from wattflow.stream_trigger import connection_environment, sensor_stream_asset
@@ -32,8 +37,8 @@ def test_trigger_fires_on_readings_and_the_run_lands_their_hours(kafka_broker, k
     producer = Producer({"bootstrap.servers": kafka_broker.address})
     producer.produce(topic, b"{not json", key=b"b1")  # poison: nothing to land, so no run
     readings = [
-        {"building_id": "b1", "sensor_id": "m", "metric": "energy", "ts": "2026-01-05T10:15:00Z", "value": 1.5},
-        {"building_id": "b1", "sensor_id": "m", "metric": "energy", "ts": "2026-01-05T11:05:00Z", "value": 1.7},
+        {"building_id": "b1", "sensor_id": "main_meter", "metric": "energy", "ts": "2026-01-05T10:15:00Z", "value": 1.5},
+        {"building_id": "b1", "sensor_id": "main_meter", "metric": "energy", "ts": "2026-01-05T11:05:00Z", "value": 1.7},
     ]
     producer.produce(topic, json.dumps(readings).encode(), key=b"b1")
     assert producer.flush(30) == 0
@@ -64,3 +69,15 @@ def test_trigger_fires_on_readings_and_the_run_lands_their_hours(kafka_broker, k
     asset_event = SimpleNamespace(extra={"from_trigger": True, "payload": event.payload})
     start, end = window_from_context({"triggering_asset_events": {"sensor_readings_topic": [asset_event]}})
     assert (start, end) == (datetime(2026, 1, 5, 10, tzinfo=timezone.utc), datetime(2026, 1, 5, 12, tzinfo=timezone.utc))
+
+    # The run's one task (pipeline.ingest_sensors, Kafka source) drains the ingest group: the readings land,
+    # the poison message goes to quarantine; the trigger's own group took nothing from it.
+    save_registry(small_registry(2))
+    monkeypatch.setenv("WATTFLOW_AIRFLOW__SENSOR_SOURCE", "kafka")
+    monkeypatch.setenv("WATTFLOW_KAFKA__GROUP_ID", f"{topic}-ingest")
+    monkeypatch.setenv("WATTFLOW_KAFKA__BATCH_MAX_AGE_S", "0.3")  # the drain stops 1.5 s after the last message
+    reset_settings()
+    result = pipeline.ingest_sensors(start, end)
+    assert (result["source"], result["landed"], result["quarantined"]) == ("kafka", 2, 1)
+    landed = get_engine().read(SENSOR_READINGS)
+    assert sorted(landed.column("value").to_pylist()) == [1.5, 1.7]

@@ -602,9 +602,11 @@ async def run_poller(
     duration_s: float | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     on_poll: Callable[[PollResult, SinkResult], None] | None = None,
+    summary: BacnetSummary | None = None,
 ) -> BacnetSummary:
     """Poll at the start of every interval slot until `polls` or `duration_s`; send each poll to the sink."""
-    summary = BacnetSummary()
+    summary = summary if summary is not None else BacnetSummary()
+    summary.devices = list(poller.health.values())  # live objects: a summary taken after Ctrl-C is current
     deadline = time.monotonic() + duration_s if duration_s is not None else None
     last_slot: datetime | None = None
     while polls is None or summary.polls < polls:
@@ -662,12 +664,17 @@ def ingest_bacnet(
 
         start_http_server(b.metrics_port, addr="127.0.0.1", registry=poller.metrics.registry)
 
+    summary = BacnetSummary()
+
     async def main() -> BacnetSummary:
         async with poller:
             return await run_poller(poller, target, interval_s=interval_s or b.poll_interval_s, polls=polls,
-                                    duration_s=duration_s)
+                                    duration_s=duration_s, summary=summary)
 
     try:
         return asyncio.run(main())
+    except KeyboardInterrupt:  # Ctrl-C: what was sent is sent; the summary says how far it got
+        summary.metrics_text = poller.metrics.text()
+        return summary
     finally:
         target.close()

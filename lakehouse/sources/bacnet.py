@@ -184,6 +184,10 @@ def readings_from_answers(
             problem(p.property, why, f"{p.device}: {p.object} {p.property} for sensor {p.building_id}/{p.sensor_id} "
                     f"could not be read ({why}); check the object in the registry's bacnet mapping")
             continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problem(p.property, repr(value), f"{p.device}: {p.object} {p.property} is {value!r}, not a number; "
+                    "map the sensor to an analog or integer object")
+            continue
         if isinstance(units, ReadError) or units is None:
             # Objects without a units property (some integer values) are taken to be in the sensor's unit.
             unit, fits = p.unit, True
@@ -195,10 +199,6 @@ def readings_from_answers(
                         f"sensor {p.building_id}/{p.sensor_id}'s unit {p.unit!r}; its readings go to quarantine. Remedy: map "
                         f"the sensor to the object that measures {p.metric} in {p.unit!r}, or correct the sensor's unit "
                         "in the registry (or the object's units in the BMS)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problem(p.property, repr(value), f"{p.device}: {p.object} {p.property} is {value!r}, not a number; "
-                    "map the sensor to an analog or integer object")
-            continue
         records.append({
             "building_id": p.building_id, "sensor_id": p.sensor_id, "metric": p.metric, "ts": ts,
             "value": float(value), "unit": unit,
@@ -394,8 +394,12 @@ class BacnetPoller:
             h = self.health[address]
             h.polls += 1
             if isinstance(outcome, BaseException):
-                if not isinstance(outcome, (DeviceNotAnswering, OSError)):
+                if not isinstance(outcome, Exception):  # cancellation, Ctrl-C: stop polling
                     raise outcome
+                # Whatever one device does (no answer, an answer bacpypes3 cannot decode) is its own problem.
+                if not isinstance(outcome, DeviceNotAnswering):
+                    log.warning("bacnet device answer could not be used", device=h.name,
+                                error=f"{type(outcome).__name__}: {outcome}")
                 self._device_failed(h, str(outcome) or type(outcome).__name__)
                 down.append(h.name)
                 continue

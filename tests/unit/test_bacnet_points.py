@@ -123,3 +123,33 @@ def test_slot_start_is_on_the_grid_and_holds_now(ms: int, interval: float) -> No
     slot = slot_start(now, interval)
     assert slot <= now and (now - slot).total_seconds() < interval
     assert round(slot.timestamp() * 1e6) % round(interval * 1e6) == 0
+
+
+_ANSWER = st.one_of(
+    st.floats(), st.integers(), st.booleans(), st.none(), st.text(max_size=8),
+    st.builds(ReadError, st.text(max_size=12)),
+)
+_UNITS = st.one_of(st.sampled_from(["kilowatt-hours", "watt-hours", "percent", "no-units", "kilowatts"]), st.none(),
+                   st.builds(ReadError, st.just("property: unknown-property")))
+
+
+@given(st.lists(st.tuples(_ANSWER, _UNITS), min_size=1, max_size=6))
+def test_any_answer_gives_a_reading_or_a_problem_never_an_exception(answers) -> None:
+    points = [_point(obj=f"analog-input,{i}") for i in range(len(answers))]
+    table = {}
+    for i, (value, units) in enumerate(answers):
+        table[(f"analog-input,{i}", "present-value")] = value
+        table[(f"analog-input,{i}", "units")] = units
+    records, problems = readings_from_answers(points, table, TS)
+    for i, (value, units) in enumerate(answers):
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        flagged = {p.field for p in problems if p.object == f"analog-input,{i}"}
+        if not numeric:
+            assert "present-value" in flagged  # no reading without a number, and the reason is given
+    assert len(records) == sum(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in answers)
+    assert all(isinstance(r["value"], float) and r["ts"] == TS for r in records)
+    bad_units = sum(
+        1 for v, u in answers
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(u, str) and u in ("percent", "no-units", "kilowatts")
+    )
+    assert sum(p.field == "units" for p in problems) == bad_units

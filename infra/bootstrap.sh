@@ -68,7 +68,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# Spark's jars (delta-spark, hadoop-aws + AWS SDK, ~700 MB) resolve from Maven Central once into a cache that
+# Spark's jars (delta-spark, the Kafka connector for Structured Streaming, hadoop-aws + AWS SDK, ~770 MB) resolve from Maven Central once into a cache that
 # every run and every home shares (the tests' Spark session reads the same variable); doing it here keeps the
 # download out of the tests' time. A cached set costs a manifest check.
 if [ "$with_jars" = 1 ]; then

@@ -114,6 +114,7 @@ def start_query(
     def land_batch(batch_df: Any, batch_id: int) -> None:
         started = time.monotonic()
         records = batch_df.select(*RECORD_COLUMNS).toArrow()
+        read_s = time.monotonic() - started
         result = land_records(records, source=source, registry=registry(), engine=engine, settings=settings,
                               batch_id=f"{source}-spark-{batch_id}")
         stats.batches += 1
@@ -126,7 +127,7 @@ def start_query(
             stats.reasons[name] = stats.reasons.get(name, 0) + n
         # One line per landed batch (flushed): an operator, or a test that kills the query, sees progress.
         log.info("streaming batch landed", batch_id=batch_id, records=records.num_rows, landed=result.landed,
-                 quarantined=result.quarantined, seconds=round(time.monotonic() - started, 2))
+                 quarantined=result.quarantined, read_s=round(read_s, 2), seconds=round(time.monotonic() - started, 2))
         if on_batch is not None:
             on_batch(batch_id, result)
 

@@ -19,7 +19,7 @@ consumer reads it again, and bronze's upsert on the reading key turns the second
 Batches commit in a worker thread while the poll loop decodes the next one (Delta I/O releases the GIL);
 while a commit runs, the open batch keeps growing up to `batch_backlog_factor` x the count (group commit).
 
-Metrics (Prometheus, `kafka.metrics_port`): consumer lag per partition (from librdkafka's statistics), the
+Metrics (Prometheus, `kafka.metrics_port`): consumer lag per partition (end offset - committed offset), the
 readings landed (a counter) and the landed readings per second over the last batches.
 """
 
@@ -105,14 +105,8 @@ class IngestMetrics:
         span = max(now - self._window[0][0], commit_s, 1e-3) if len(self._window) > 1 else max(commit_s, 1e-3)
         self.rate.labels(self.group_id).set(sum(n for _, n in self._window) / span)
 
-    def on_statistics(self, stats_json: str) -> None:
-        """librdkafka's statistics (every `statistics.interval.ms`): consumer_lag per assigned partition."""
-        stats = json.loads(stats_json)
-        for topic, t in (stats.get("topics") or {}).items():
-            for partition, p in (t.get("partitions") or {}).items():
-                if partition == "-1" or p.get("consumer_lag", -1) < 0:
-                    continue
-                self.lag.labels(self.group_id, topic, partition).set(p["consumer_lag"])
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(self.group_id, topic, str(partition)).set(lag)
 
     def text(self) -> str:
         from prometheus_client import generate_latest
@@ -166,7 +160,9 @@ class KafkaIngest:
         on_commit: Callable[[KafkaBatch], None] | None = None,
         settings: Any | None = None,
         metrics: IngestMetrics | None = None,
-        statistics_interval_ms: int = 5000,
+        lag_interval_s: float = 1.0,
+        instance_id: str = "",
+        session_timeout_s: float = 45.0,
     ) -> None:
         from confluent_kafka import Consumer
 
@@ -193,6 +189,9 @@ class KafkaIngest:
         self._worker_idle = threading.Event()
         self._failure: list[BaseException] = []
         self.assigned = threading.Event()
+        self.lag_interval_s = lag_interval_s
+        self._next_lag = 0.0
+        self._committed: dict[tuple[str, int], int] = {}  # what the group has, as far as we committed it
         conf = {
             "bootstrap.servers": bootstrap,
             **(config or {}),
@@ -200,14 +199,15 @@ class KafkaIngest:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "statistics.interval.ms": statistics_interval_ms,
-            "stats_cb": self.metrics.on_statistics,
             # Large fetches: a poll returns many messages, so the per-poll cost stays small.
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
             "error_cb": self._on_error,
+            "session.timeout.ms": int(session_timeout_s * 1000),
         }
+        if instance_id:
+            conf["group.instance.id"] = instance_id
         self.consumer = Consumer(conf, logger=_RdkafkaLog())
 
     # --------------------------------------------------------------------------------- callbacks
@@ -261,7 +261,7 @@ class KafkaIngest:
                 self._open = _Open()
             self._drain_worker()
             self._collect_landed()
-            self._commit_offsets(force=True)
+            self._final_commit()
         finally:
             self._handoff.put(None)
             worker.join()
@@ -270,12 +270,20 @@ class KafkaIngest:
             raise self._failure[0]
         return self.stats
 
-    def _drain_worker(self) -> None:
-        """Wait until the worker has committed everything handed to it."""
-        while self._handoff.full() or not self._worker_idle.is_set():
-            if self._failure:
+    def _final_commit(self, timeout_s: float = 30.0) -> None:
+        """Before leaving the group: commit every landed offset, retrying while the coordinator is away (a
+        broker restart) so the next member does not read landed messages again. Messages polled meanwhile
+        are not landed and not committed: the group reads them again later."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._commit_offsets(force=True)
+            if not self._to_commit or self._failure or time.monotonic() >= deadline:
                 return
-            time.sleep(0.005)
+            self.consumer.poll(0.2)  # serves the group protocol (rejoin, coordinator lookup)
+
+    def _drain_worker(self) -> None:
+        """Wait until the worker has landed everything handed to it (each item is marked done after landing)."""
+        self._handoff.join()
 
     def _worker_busy(self) -> bool:
         return self._handoff.full() or not self._worker_idle.is_set()
@@ -285,16 +293,19 @@ class KafkaIngest:
             self._worker_idle.set()
             batch = self._handoff.get()
             self._worker_idle.clear()
-            if batch is None:
-                self._worker_idle.set()
-                return
-            if self._failure:
-                continue  # after a failed Delta commit nothing more lands or moves an offset
             try:
+                if batch is None:
+                    return
+                if self._failure:
+                    continue  # after a failed Delta commit nothing more lands or moves an offset
                 self._land(batch)
             except BaseException as err:  # surfaced by run(); the batch's offsets stay uncommitted
                 self._failure.append(err)
                 self._stop.set()
+            finally:
+                self._handoff.task_done()
+                if batch is None:
+                    self._worker_idle.set()
 
     def _poll_loop(self, max_readings: int | None, idle_timeout: float | None) -> None:
         hard_cap = self.batch_max_readings * max(1, self.backlog_factor)
@@ -303,6 +314,7 @@ class KafkaIngest:
         while not self._failure:
             self._collect_landed()
             self._commit_offsets()
+            self._update_lag()
             b = self._open
             waiting = bool(b.messages) and self._worker_busy()
             limit = hard_cap if waiting else self.batch_max_readings
@@ -415,8 +427,32 @@ class KafkaIngest:
             log.info("kafka offset commit failed; retrying", error=str(err.args[0]) if err.args else str(err))
             return
         for tp, o in pending.items():
+            self._committed[tp] = o
             if self._to_commit.get(tp) == o:
                 del self._to_commit[tp]
+        self._update_lag(force=True)
+
+    def _update_lag(self, force: bool = False) -> None:
+        """Consumer lag per assigned partition: the partition's end (cached from fetch responses, no broker
+        round trip) minus the offset the group has committed."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        now = time.monotonic()
+        if not force and now < self._next_lag:
+            return
+        self._next_lag = now + self.lag_interval_s
+        try:
+            assignment = self.consumer.assignment()
+        except (KafkaException, RuntimeError):
+            return
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and key in self._committed:
+                self.metrics.set_lag(tp.topic, tp.partition, max(0, high - self._committed[key]))
 
 
 class _RdkafkaLog:
@@ -472,6 +508,8 @@ def ingest_kafka(
         on_commit=on_commit,
         settings=settings,
         metrics=metrics,
+        instance_id=k.instance_id,
+        session_timeout_s=k.session_timeout_s,
     )
     check_reachable(bootstrap or k.bootstrap_servers, k.client_config, k.connect_timeout_s)
     try:

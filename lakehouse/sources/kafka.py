@@ -661,3 +661,66 @@ def publish_readings_kafka(
         pub.flush(ack_timeout)
         return KafkaPublishResult(messages, sent, pub.acknowledged_messages, pub.acknowledged_readings,
                                   pub.failed_messages, time.monotonic() - start)
+
+
+# ------------------------------------------------------------------------------------------- forecasts
+
+
+FORECAST_FORMAT = "wattflow.forecast/v1"
+
+
+def forecast_messages(forecasts: Any) -> Iterator[KafkaMessage]:
+    """One message per building and issue time (the `gold.forecasts` rows of a day-ahead forecast), keyed by
+    building: applications that consume get the whole horizon at once, in order per building."""
+    import pandas as pd
+
+    frame = pd.DataFrame(forecasts)
+    if frame.empty:
+        return
+    frame = frame.sort_values(["building_id", "issued_at", "ts"])
+
+    def iso(t: Any) -> str:
+        return pd.Timestamp(t).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def number(v: Any) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
+    for (building, issued_at), rows in frame.groupby(["building_id", "issued_at"], sort=False):
+        first = rows.iloc[0]
+        doc = {
+            "format": FORECAST_FORMAT,
+            "building_id": str(building),
+            "issued_at": iso(issued_at),
+            "model_name": str(first.get("model_name", "")),
+            "model_version": str(first.get("model_version", "")),
+            "is_fallback": bool(first.get("is_fallback", False)),
+            "points": [
+                {"ts": iso(r.ts), "horizon_h": int(r.horizon_h), "yhat": number(r.yhat), "yhat_p10": number(getattr(r, "yhat_p10", None)),
+                 "yhat_p50": number(getattr(r, "yhat_p50", None)), "yhat_p90": number(getattr(r, "yhat_p90", None))}
+                for r in rows.itertuples(index=False)
+            ],
+        }
+        yield KafkaMessage(str(building), json.dumps(doc, separators=(",", ":")).encode(), len(rows))
+
+
+def publish_forecasts(forecasts: Any, settings: Any | None = None, *, bootstrap: str | None = None, topic: str | None = None,
+                      timeout_s: float = 60.0) -> int:
+    """Publish day-ahead forecasts to `kafka.forecasts_topic`, one message per building and issue time, keyed
+    by building; returns the messages the broker acknowledged (all of them, or KafkaConnectionError)."""
+    if settings is None:
+        from wattflow.settings import get_settings
+
+        settings = get_settings()
+    k = settings.kafka
+    pub = KafkaPublisher(bootstrap or k.bootstrap_servers, config=k.client_config, linger_ms=5)
+    sent = 0
+    for msg in forecast_messages(forecasts):
+        pub.publish(topic or k.forecasts_topic, msg.key, msg.payload, msg.readings)
+        sent += 1
+    left = pub.flush(timeout_s)
+    if left or pub.failed_messages:
+        raise KafkaConnectionError(
+            f"{left + pub.failed_messages} of {sent} forecast messages were not acknowledged by {bootstrap or k.bootstrap_servers} "
+            f"within {timeout_s:g} s ({'; '.join(pub.errors[:3]) or 'no answer'}); check kafka.bootstrap_servers"
+        )
+    return pub.acknowledged_messages

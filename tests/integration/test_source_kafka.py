@@ -293,3 +293,84 @@ def test_poison_never_blocks_its_partition_and_metrics_report_lag_and_rate(kafka
     assert samples[("wattflow_kafka_readings_quarantined_total", (("group", group),))] == 3
     assert samples[("wattflow_kafka_consumer_lag", (("group", group), ("partition", "0"), ("topic", topic)))] == 0  # all committed
     assert samples[("wattflow_kafka_landed_readings_per_second", (("group", group),))] > 0
+
+
+def test_simulate_publish_kafka_then_ingest_kafka_lands_the_portfolio_and_a_replay_changes_nothing(
+    kafka_broker, kafka_topic, wattflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from lakehouse.engine import get_engine
+    from wattflow.cli import app
+    from wattflow.settings import reset_settings
+
+    topic = kafka_topic(3)
+    monkeypatch.setenv("WATTFLOW_KAFKA__BOOTSTRAP_SERVERS", kafka_broker.address)
+    monkeypatch.setenv("WATTFLOW_KAFKA__TOPIC", topic)
+    monkeypatch.setenv("WATTFLOW_KAFKA__GROUP_ID", "g-cli")
+    reset_settings()
+    runner = CliRunner()
+    published = runner.invoke(app, ["simulate", "publish", "--kafka", "--buildings", "2", "--start", "2026-01-05", "--end", "2026-01-06"])
+    assert published.exit_code == 0, published.output
+    sent = int(published.output.split("published ")[1].split(" readings")[0].replace(",", ""))
+    assert f"broker acknowledged {sent:,}" in published.output and sent > 0
+    first = runner.invoke(app, ["ingest", "kafka", "--idle-timeout", "2"])
+    assert first.exit_code == 0, first.output
+    assert f"{sent:,} readings: {sent:,} landed, 0 quarantined" in first.output
+    engine = get_engine()
+    assert engine.read(SENSOR_READINGS).num_rows == sent
+    version = engine.version(SENSOR_READINGS)
+
+    again = runner.invoke(app, ["simulate", "publish", "--kafka", "--buildings", "2", "--start", "2026-01-05", "--end", "2026-01-06",
+                                "--payload-format", "json", "--readings-per-message", "40"])
+    assert again.exit_code == 0, again.output
+    second = runner.invoke(app, ["ingest", "kafka", "--idle-timeout", "2"])
+    assert f"{sent:,} readings: {sent:,} landed" in second.output  # the replay only, from the committed offsets on
+    assert engine.version(SENSOR_READINGS) == version  # the same readings again: no new Delta version
+    assert engine.read(SENSOR_READINGS).num_rows == sent
+
+
+def test_no_broker_is_one_clear_line(wattflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from lakehouse.kafka_broker import free_port
+    from wattflow.cli import app
+    from wattflow.settings import reset_settings
+
+    monkeypatch.setenv("WATTFLOW_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("WATTFLOW_KAFKA__CONNECT_TIMEOUT_S", "2")
+    reset_settings()
+    result = CliRunner().invoke(app, ["ingest", "kafka", "--idle-timeout", "1"])
+    assert result.exit_code == 1
+    assert "no Kafka broker answered at 127.0.0.1:" in result.output and "WATTFLOW_KAFKA__BOOTSTRAP_SERVERS" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_forecasts_are_published_one_message_per_building_keyed_by_building(kafka_broker, kafka_topic, settings) -> None:
+    import pandas as pd
+    from confluent_kafka import Consumer
+
+    from lakehouse.sources.kafka import FORECAST_FORMAT, publish_forecasts
+
+    topic = kafka_topic(3)
+    issued = pd.Timestamp("2026-01-06T00:00:00Z")
+    frame = pd.DataFrame([
+        {"building_id": b, "issued_at": issued, "ts": issued + pd.Timedelta(hours=h), "horizon_h": h + 1, "yhat": 10.0 * i + h,
+         "yhat_p10": 9.0, "yhat_p50": 10.0, "yhat_p90": 11.0, "model_name": "lstm", "model_version": "3", "is_fallback": False}
+        for i, b in enumerate(("b0", "b1", "b2")) for h in range(24)
+    ])
+    assert publish_forecasts(frame, settings, bootstrap=kafka_broker.address, topic=topic) == 3
+
+    consumer = Consumer({"bootstrap.servers": kafka_broker.address, "group.id": "g-forecast-reader", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 3 and time.monotonic() < deadline:
+        got += [m for m in consumer.consume(10, 1.0) if m.error() is None]
+    consumer.close()
+    by_key = {m.key().decode(): json.loads(m.value()) for m in got}
+    assert sorted(by_key) == ["b0", "b1", "b2"]
+    doc = by_key["b1"]
+    assert (doc["format"], doc["building_id"], doc["issued_at"], doc["model_version"]) == (FORECAST_FORMAT, "b1", "2026-01-06T00:00:00Z", "3")
+    assert [p["horizon_h"] for p in doc["points"]] == list(range(1, 25))
+    assert doc["points"][5] == {"ts": "2026-01-06T05:00:00Z", "horizon_h": 6, "yhat": 15.0, "yhat_p10": 9.0, "yhat_p50": 10.0, "yhat_p90": 11.0}

@@ -137,6 +137,10 @@ def run_once(args) -> dict:
             landed = [0]
 
             def on_commit(batch) -> None:
+                if args.verbose:
+                    ages = [batch.committed_at - p for *_, p in batch.message_meta if p is not None]
+                    print(f"batch {batch.readings:>7,} readings, opened {batch.committed_at - batch.opened_at:5.2f} s before commit, "
+                          f"oldest message {max(ages, default=0):5.2f} s", file=sys.stderr)
                 commits.append(batch.committed_at)
                 per_msg = batch.readings / max(1, batch.messages)
                 for _, _, _, produced in batch.message_meta:
@@ -234,6 +238,7 @@ def main() -> None:
     parser.add_argument("--batch-age", type=float, default=0.5, help="... or is this old (s)")
     parser.add_argument("--backlog-factor", type=int, default=4, help="group commit: a batch may grow to this x while one commits")
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--verbose", action="store_true", help="one line per committed batch (stderr)")
     args = parser.parse_args()
     os.environ.setdefault("WATTFLOW_LOG_LEVEL", "WARNING")
     r = run_once(args)

@@ -620,7 +620,14 @@ def _forecast(settings: Settings, engine, origins, building_ids: list[str], line
 
         with InfluxSource(settings) as influx:
             influx.write_forecasts(out)
+    published = 0
+    if settings.kafka.publish_forecasts:  # for applications that consume rather than call
+        from lakehouse.sources.kafka import publish_forecasts
+
+        published = publish_forecasts(out, settings)
+        lineage.details.update(kafka_topic=settings.kafka.forecasts_topic, kafka_messages=published)
     return {"rows": int(len(out)), "fallbacks": int(out["is_fallback"].sum()), "version": written.version,
+            "published": published,
             "origins": [pd.Timestamp(o).isoformat() for o in origins],
             "served_versions": sorted(set(out["model_version"].astype(str)))}
 

@@ -503,6 +503,11 @@ class KafkaSettings(BaseModel):
     # Publish each day-ahead forecast to forecasts_topic, keyed by building (the forecast step).
     publish_forecasts: bool = False
     group_id: str = "wattflow-ingest"
+    # Static group membership (group.instance.id): a consumer restarted under the same id (a crash, a
+    # deploy) takes its partitions back at once instead of waiting out the session timeout and a rebalance.
+    # Empty: dynamic membership. Give each consumer process its own id (e.g. the pod name).
+    instance_id: str = ""
+    session_timeout_s: float = 45.0
     # Partitions of the topics the local broker and `ensure_topics` create.
     partitions: int = 3
     # A batch commits to Delta when it holds this many readings or is this old; while a commit runs, the

@@ -1,4 +1,4 @@
-"""`wattflow ingest file|mqtt|influx|weather` and `wattflow simulate publish`."""
+"""`wattflow ingest file|mqtt|kafka|influx|weather` and `wattflow simulate publish [--kafka]`."""
 
 from __future__ import annotations
 
@@ -151,6 +151,36 @@ def ingest_mqtt_command(
         console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items())))
 
 
+@ingest_app.command("kafka")
+def ingest_kafka_command(
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT[,...]; default settings.kafka.bootstrap_servers."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Topic (or comma-separated topics); default settings.kafka.topic."),
+    group_id: Optional[str] = typer.Option(None, "--group-id", help="Consumer group; default settings.kafka.group_id."),
+    max_readings: Optional[int] = typer.Option(None, "--max-readings", help="Stop after this many readings."),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without a message."),
+    batch_max_readings: Optional[int] = typer.Option(None, "--batch-max-readings", help="Commit when a batch holds this many."),
+    batch_max_age: Optional[float] = typer.Option(None, "--batch-max-age", help="Commit when a batch is this old (s)."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here; default settings.kafka.metrics_port (0: off)."),
+) -> None:
+    """Consume sensor readings from Kafka into bronze (a consumer group; offsets committed after each Delta commit). Ctrl-C stops."""
+    from lakehouse.sources.kafka import ingest_kafka
+
+    try:
+        stats = ingest_kafka(
+            bootstrap=bootstrap, topic=topic, group_id=group_id, max_readings=max_readings, idle_timeout=idle_timeout,
+            batch_max_readings=batch_max_readings, batch_max_age_s=batch_max_age, metrics_port=metrics_port,
+        )
+    except (ConnectionError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{stats.messages:,} messages, {stats.readings:,} readings: {stats.landed:,} landed, {stats.quarantined:,} "
+        f"quarantined, in {stats.batches} batches; {stats.rebalances} rebalances"
+    )
+    if stats.reasons:
+        console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items())))
+
+
 @ingest_app.command("influx")
 def ingest_influx_command(
     start: str = typer.Option(..., "--start", help="Window start (UTC, inclusive), e.g. 2024-01-01."),
@@ -209,7 +239,7 @@ def ingest_weather_command(
 
 @simulate_app.command("publish")
 def simulate_publish(
-    broker: Optional[str] = typer.Option(None, "--broker", help="HOST:PORT; default settings.mqtt.broker."),
+    broker: Optional[str] = typer.Option(None, "--broker", help="HOST:PORT; default settings.mqtt.broker (with --kafka: settings.kafka.bootstrap_servers)."),
     buildings: int = typer.Option(3, "--buildings", "-n", min=1),
     start: str = typer.Option(..., "--start", help="First day (UTC, inclusive)."),
     end: str = typer.Option(..., "--end", help="Last day (UTC, exclusive)."),
@@ -218,11 +248,37 @@ def simulate_publish(
         None, "--readings-per-message", help="Pack this many readings per message; default one building's sensors per timestamp."
     ),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    kafka: bool = typer.Option(False, "--kafka", help="Publish onto Kafka (settings.kafka.topic, keyed by building) instead of MQTT."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Kafka topic; default settings.kafka.topic."),
+    payload_format: Optional[str] = typer.Option(
+        None, "--payload-format", help="Kafka payloads: batch (compact, many readings a message) or json; default settings.kafka.payload_format."
+    ),
 ) -> None:
-    """Simulate a portfolio, add its buildings to the registry file, and publish its readings on MQTT (QoS 1)."""
+    """Simulate a portfolio, add its buildings to the registry file, and publish its readings on MQTT (QoS 1) or Kafka (acks=all)."""
     from lakehouse.sources.publish import simulate_and_publish
     from wattflow.settings import get_settings
 
+    if kafka:
+        from lakehouse.sources.publish import simulate_and_publish_kafka
+
+        if payload_format not in (None, "batch", "json"):
+            raise typer.BadParameter(f"{payload_format!r}: expected batch or json", param_hint="--payload-format")
+        try:
+            sent = simulate_and_publish_kafka(
+                buildings=buildings, start=start, end=end, bootstrap=broker, topic=topic, rate=rate,
+                readings_per_message=readings_per_message, payload_format=payload_format, seed=seed,
+            )
+        except Exception as err:  # KafkaException: one line, not a traceback
+            console.print(f"[red]Kafka: {err}[/red]")
+            raise typer.Exit(1) from None
+        console.print(
+            f"published {sent.readings:,} readings in {sent.messages:,} messages in {sent.seconds:.1f} s "
+            f"({sent.readings / max(sent.seconds, 1e-9):,.0f} readings/s); broker acknowledged {sent.acknowledged_readings:,}"
+        )
+        if sent.acknowledged_readings != sent.readings:
+            console.print(f"[red]{sent.readings - sent.acknowledged_readings:,} readings were not acknowledged[/red]")
+            raise typer.Exit(1)
+        return
     try:
         result = simulate_and_publish(
             broker or get_settings().mqtt.broker, buildings=buildings, start=start, end=end, rate=rate,

@@ -19,7 +19,7 @@ consumer reads it again, and bronze's upsert on the reading key turns the second
 Batches commit in a worker thread while the poll loop decodes the next one (Delta I/O releases the GIL);
 while a commit runs, the open batch keeps growing up to `batch_backlog_factor` x the count (group commit).
 
-Metrics (Prometheus, `kafka.metrics_port`): consumer lag per partition (from librdkafka's statistics), the
+Metrics (Prometheus, `kafka.metrics_port`): consumer lag per partition (end offset - committed offset), the
 readings landed (a counter) and the landed readings per second over the last batches.
 """
 
@@ -105,14 +105,8 @@ class IngestMetrics:
         span = max(now - self._window[0][0], commit_s, 1e-3) if len(self._window) > 1 else max(commit_s, 1e-3)
         self.rate.labels(self.group_id).set(sum(n for _, n in self._window) / span)
 
-    def on_statistics(self, stats_json: str) -> None:
-        """librdkafka's statistics (every `statistics.interval.ms`): consumer_lag per assigned partition."""
-        stats = json.loads(stats_json)
-        for topic, t in (stats.get("topics") or {}).items():
-            for partition, p in (t.get("partitions") or {}).items():
-                if partition == "-1" or p.get("consumer_lag", -1) < 0:
-                    continue
-                self.lag.labels(self.group_id, topic, partition).set(p["consumer_lag"])
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(self.group_id, topic, str(partition)).set(lag)
 
     def text(self) -> str:
         from prometheus_client import generate_latest
@@ -173,7 +167,9 @@ class KafkaIngest:
         on_commit: Callable[[KafkaBatch], None] | None = None,
         settings: Any | None = None,
         metrics: IngestMetrics | None = None,
-        statistics_interval_ms: int = 5000,
+        lag_interval_s: float = 1.0,
+        instance_id: str = "",
+        session_timeout_s: float = 45.0,
     ) -> None:
         from confluent_kafka import Consumer
 
@@ -200,6 +196,9 @@ class KafkaIngest:
         self._worker_idle = threading.Event()
         self._failure: list[BaseException] = []
         self.assigned = threading.Event()
+        self.lag_interval_s = lag_interval_s
+        self._next_lag = 0.0
+        self._committed: dict[tuple[str, int], int] = {}  # what the group has, as far as we committed it
         conf = {
             "bootstrap.servers": bootstrap,
             **(config or {}),
@@ -207,14 +206,15 @@ class KafkaIngest:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "statistics.interval.ms": statistics_interval_ms,
-            "stats_cb": self.metrics.on_statistics,
             # Large fetches: a poll returns many messages, so the per-poll cost stays small.
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
             "error_cb": self._on_error,
+            "session.timeout.ms": int(session_timeout_s * 1000),
         }
+        if instance_id:
+            conf["group.instance.id"] = instance_id
         self.consumer = Consumer(conf, logger=_RdkafkaLog())
 
     # --------------------------------------------------------------------------------- callbacks
@@ -268,7 +268,7 @@ class KafkaIngest:
                 self._open = _Open()
             self._drain_worker()
             self._collect_landed()
-            self._commit_offsets(force=True)
+            self._final_commit()
         finally:
             self._handoff.put(None)
             worker.join()
@@ -277,12 +277,20 @@ class KafkaIngest:
             raise self._failure[0]
         return self.stats
 
-    def _drain_worker(self) -> None:
-        """Wait until the worker has committed everything handed to it."""
-        while self._handoff.full() or not self._worker_idle.is_set():
-            if self._failure:
+    def _final_commit(self, timeout_s: float = 30.0) -> None:
+        """Before leaving the group: commit every landed offset, retrying while the coordinator is away (a
+        broker restart) so the next member does not read landed messages again. Messages polled meanwhile
+        are not landed and not committed: the group reads them again later."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._commit_offsets(force=True)
+            if not self._to_commit or self._failure or time.monotonic() >= deadline:
                 return
-            time.sleep(0.005)
+            self.consumer.poll(0.2)  # serves the group protocol (rejoin, coordinator lookup)
+
+    def _drain_worker(self) -> None:
+        """Wait until the worker has landed everything handed to it (each item is marked done after landing)."""
+        self._handoff.join()
 
     def _worker_busy(self) -> bool:
         return self._handoff.full() or not self._worker_idle.is_set()
@@ -292,16 +300,19 @@ class KafkaIngest:
             self._worker_idle.set()
             batch = self._handoff.get()
             self._worker_idle.clear()
-            if batch is None:
-                self._worker_idle.set()
-                return
-            if self._failure:
-                continue  # after a failed Delta commit nothing more lands or moves an offset
             try:
+                if batch is None:
+                    return
+                if self._failure:
+                    continue  # after a failed Delta commit nothing more lands or moves an offset
                 self._land(batch)
             except BaseException as err:  # surfaced by run(); the batch's offsets stay uncommitted
                 self._failure.append(err)
                 self._stop.set()
+            finally:
+                self._handoff.task_done()
+                if batch is None:
+                    self._worker_idle.set()
 
     def _poll_loop(self, max_readings: int | None, idle_timeout: float | None) -> None:
         hard_cap = self.batch_max_readings * max(1, self.backlog_factor)
@@ -310,6 +321,7 @@ class KafkaIngest:
         while not self._failure:
             self._collect_landed()
             self._commit_offsets()
+            self._update_lag()
             b = self._open
             waiting = bool(b.messages) and self._worker_busy()
             limit = hard_cap if waiting else self.batch_max_readings
@@ -420,8 +432,32 @@ class KafkaIngest:
             log.info("kafka offset commit failed; retrying", error=str(err.args[0]) if err.args else str(err))
             return
         for tp, o in pending.items():
+            self._committed[tp] = o
             if self._to_commit.get(tp) == o:
                 del self._to_commit[tp]
+        self._update_lag(force=True)
+
+    def _update_lag(self, force: bool = False) -> None:
+        """Consumer lag per assigned partition: the partition's end (cached from fetch responses, no broker
+        round trip) minus the offset the group has committed."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        now = time.monotonic()
+        if not force and now < self._next_lag:
+            return
+        self._next_lag = now + self.lag_interval_s
+        try:
+            assignment = self.consumer.assignment()
+        except (KafkaException, RuntimeError):
+            return
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and key in self._committed:
+                self.metrics.set_lag(tp.topic, tp.partition, max(0, high - self._committed[key]))
 
 
 class _RdkafkaLog:
@@ -477,6 +513,8 @@ def ingest_kafka(
         on_commit=on_commit,
         settings=settings,
         metrics=metrics,
+        instance_id=k.instance_id,
+        session_timeout_s=k.session_timeout_s,
     )
     check_reachable(bootstrap or k.bootstrap_servers, k.client_config, k.connect_timeout_s)
     try:
@@ -628,3 +666,66 @@ def publish_readings_kafka(
         pub.flush(ack_timeout)
         return KafkaPublishResult(messages, sent, pub.acknowledged_messages, pub.acknowledged_readings,
                                   pub.failed_messages, time.monotonic() - start)
+
+
+# ------------------------------------------------------------------------------------------- forecasts
+
+
+FORECAST_FORMAT = "wattflow.forecast/v1"
+
+
+def forecast_messages(forecasts: Any) -> Iterator[KafkaMessage]:
+    """One message per building and issue time (the `gold.forecasts` rows of a day-ahead forecast), keyed by
+    building: applications that consume get the whole horizon at once, in order per building."""
+    import pandas as pd
+
+    frame = pd.DataFrame(forecasts)
+    if frame.empty:
+        return
+    frame = frame.sort_values(["building_id", "issued_at", "ts"])
+
+    def iso(t: Any) -> str:
+        return pd.Timestamp(t).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def number(v: Any) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
+    for (building, issued_at), rows in frame.groupby(["building_id", "issued_at"], sort=False):
+        first = rows.iloc[0]
+        doc = {
+            "format": FORECAST_FORMAT,
+            "building_id": str(building),
+            "issued_at": iso(issued_at),
+            "model_name": str(first.get("model_name", "")),
+            "model_version": str(first.get("model_version", "")),
+            "is_fallback": bool(first.get("is_fallback", False)),
+            "points": [
+                {"ts": iso(r.ts), "horizon_h": int(r.horizon_h), "yhat": number(r.yhat), "yhat_p10": number(getattr(r, "yhat_p10", None)),
+                 "yhat_p50": number(getattr(r, "yhat_p50", None)), "yhat_p90": number(getattr(r, "yhat_p90", None))}
+                for r in rows.itertuples(index=False)
+            ],
+        }
+        yield KafkaMessage(str(building), json.dumps(doc, separators=(",", ":")).encode(), len(rows))
+
+
+def publish_forecasts(forecasts: Any, settings: Any | None = None, *, bootstrap: str | None = None, topic: str | None = None,
+                      timeout_s: float = 60.0) -> int:
+    """Publish day-ahead forecasts to `kafka.forecasts_topic`, one message per building and issue time, keyed
+    by building; returns the messages the broker acknowledged (all of them, or KafkaConnectionError)."""
+    if settings is None:
+        from wattflow.settings import get_settings
+
+        settings = get_settings()
+    k = settings.kafka
+    pub = KafkaPublisher(bootstrap or k.bootstrap_servers, config=k.client_config, linger_ms=5)
+    sent = 0
+    for msg in forecast_messages(forecasts):
+        pub.publish(topic or k.forecasts_topic, msg.key, msg.payload, msg.readings)
+        sent += 1
+    left = pub.flush(timeout_s)
+    if left or pub.failed_messages:
+        raise KafkaConnectionError(
+            f"{left + pub.failed_messages} of {sent} forecast messages were not acknowledged by {bootstrap or k.bootstrap_servers} "
+            f"within {timeout_s:g} s ({'; '.join(pub.errors[:3]) or 'no answer'}); check kafka.bootstrap_servers"
+        )
+    return pub.acknowledged_messages

@@ -15,9 +15,23 @@ PARAMS = {
 }
 
 
+SENSORS_CRON = "@hourly"
+
+
+def sensors_schedule():
+    """Hourly; with `stream_trigger.enabled`, also whenever readings arrive on the sensor topic (AssetWatcher)."""
+    if not get_settings().stream_trigger.enabled:
+        return SENSORS_CRON
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    from wattflow.stream_trigger import sensor_stream_asset
+
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(SENSORS_CRON, timezone="UTC"), assets=sensor_stream_asset())
+
+
 @dag(
     dag_id="ingest_sensors",
-    schedule="@hourly",
+    schedule=sensors_schedule(),
     start_date=start_date(),
     catchup=get_settings().airflow.catchup,
     max_active_runs=4,
@@ -30,6 +44,10 @@ Lands one data interval of readings from the configured source (`WATTFLOW_AIRFLO
 simulator replay, MQTT or InfluxDB) into `bronze.sensor_readings`; bad records go to
 `quarantine.sensor_readings` with their reason. Idempotent per interval: re-runs and backfills change
 nothing. Emits the **bronze_sensor_readings** asset with the interval in its extra.
+
+Hourly, and with `WATTFLOW_STREAM_TRIGGER__ENABLED=true` also event-driven: readings arriving on the Kafka
+sensor topic start a run through the **sensor_readings_topic** asset's watcher (run by the triggerer), for
+the hours those readings fall in (`wattflow/stream_trigger.py`).
 """,
 )
 def ingest_sensors():

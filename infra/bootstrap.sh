@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the tests need beyond .venv, installed when missing: the Debian packages and the Spark jar cache.
+# What the tests need beyond .venv, installed when missing: the Debian packages and the jar cache (Spark, Kafka).
 # One script for `make test`, `make demo` and .ci/run (CI runs it as root with CI=true; on a laptop it uses
 # sudo). Idempotent: on a machine that has everything it only checks (a few seconds).
 #
@@ -68,7 +68,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# Spark's jars (delta-spark, hadoop-aws + AWS SDK, ~700 MB) resolve from Maven Central once into a cache that
+# Spark's jars (delta-spark, the Kafka connector for Structured Streaming, hadoop-aws + AWS SDK, ~770 MB) resolve from Maven Central once into a cache that
 # every run and every home shares (the tests' Spark session reads the same variable); doing it here keeps the
 # download out of the tests' time. A cached set costs a manifest check.
 if [ "$with_jars" = 1 ]; then
@@ -78,6 +78,9 @@ if [ "$with_jars" = 1 ]; then
   elif [ -x .venv/bin/python ]; then
     .venv/bin/python -m lakehouse.spark_jars --with-s3 >/dev/null \
       || say "could not resolve the Spark jars into $WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR (network?); the Spark tests will fail naming it"
+    # The Kafka 4 broker of the tests and `make up` (kafka_2.13 + a log4j binding, ~40 MB), same cache.
+    .venv/bin/python -m lakehouse.kafka_broker resolve >/dev/null \
+      || say "could not resolve the Kafka broker's jars into $WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR (network?); the Kafka tests will fail naming it"
   fi
 fi
 exit 0

@@ -6,7 +6,7 @@ import json
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The metric vocabulary every source speaks. Units are what a reading of that metric is expressed in.
 Metric = Literal["energy", "energy_cumulative", "indoor_temperature", "indoor_humidity", "occupancy", "co2"]
@@ -21,6 +21,38 @@ METRIC_UNITS: dict[str, str] = {
 METRICS: tuple[str, ...] = tuple(METRIC_UNITS)
 
 
+# BACnet object types whose present-value is a reading (analog and the integer-valued counters).
+BACNET_OBJECT_TYPES = ("analog-input", "analog-value", "analog-output", "accumulator", "pulse-converter",
+                       "integer-value", "positive-integer-value", "large-analog-value")
+
+
+class BacnetPoint(BaseModel):
+    """Where a sensor lives in a building management system: a BACnet/IP device and one of its objects.
+
+    ``address`` is the device's BACnet/IP address (``host`` or ``host:port``, port 47808 when left out);
+    ``device_instance`` names the device in reports; ``object`` is ``type,instance`` (``analog-input,3``);
+    the property read is ``present-value`` unless said, and units come from the object's ``units``.
+    """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in the registry file is an error, not ignored
+
+    address: str = Field(min_length=1)
+    device_instance: int | None = Field(default=None, ge=0, le=4194302)
+    object: str
+    property: str = "present-value"
+
+    @model_validator(mode="after")
+    def _object_identifier(self) -> "BacnetPoint":
+        kind, sep, instance = self.object.partition(",")
+        if not sep or not instance.strip().isdigit() or kind.strip() not in BACNET_OBJECT_TYPES:
+            raise ValueError(
+                f"object {self.object!r}: expected TYPE,INSTANCE with TYPE one of {', '.join(BACNET_OBJECT_TYPES)} "
+                "(e.g. 'analog-input,3')"
+            )
+        self.object = f"{kind.strip()},{int(instance)}"
+        return self
+
+
 class Sensor(BaseModel):
     """One sensor of a building. A reading's calibrated value is ``raw * scale + offset``."""
 
@@ -29,6 +61,7 @@ class Sensor(BaseModel):
     unit: str = ""
     offset: float = 0.0
     scale: float = 1.0
+    bacnet: BacnetPoint | None = None  # polled by `wattflow ingest bacnet` when set
 
     @model_validator(mode="after")
     def _default_unit(self) -> "Sensor":
@@ -115,7 +148,8 @@ class BuildingRegistry(BaseModel):
         rows = []
         for b in self.buildings:
             row = b.model_dump(exclude={"sensors"})
-            row["sensors_json"] = json.dumps([s.model_dump() for s in b.sensors], sort_keys=True)
+            # exclude_none: a sensor without a BACnet point serialises as it did before the field existed.
+            row["sensors_json"] = json.dumps([s.model_dump(exclude_none=True) for s in b.sensors], sort_keys=True)
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=BUILDINGS.schema)
 

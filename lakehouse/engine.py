@@ -223,8 +223,11 @@ def diff_against(contract: TableContract, batch: pa.Table, existing: pa.Table) -
         unchanged = int(same.sum())
     else:
         changed_rows, unchanged = matched_rows, 0
+    # A stream's batch is usually all new keys: then it is the insert as it is (a take of every row costs as
+    # much as the rest of the diff).
+    inserts = batch if len(new_rows) == batch.num_rows else (batch.take(new_rows) if len(new_rows) else empty)
     return Delta(
-        inserts=batch.take(new_rows) if len(new_rows) else empty,
+        inserts=inserts,
         updates=batch.take(changed_rows) if len(changed_rows) else empty,
         unchanged=unchanged,
     )

@@ -58,7 +58,7 @@ INHERITED = (
     "use_type",
 )
 BUILDING_FIELDS = tuple(Building.model_fields)
-SENSOR_FIELDS = ("sensor_id", "metric", "unit", "offset", "scale")
+SENSOR_FIELDS = ("sensor_id", "metric", "unit", "offset", "scale", "bacnet")
 
 Path_ = tuple[str | int, ...]
 
@@ -329,7 +329,7 @@ def dump_registry(registry: BuildingRegistry) -> str:
         site: dict[str, Any] = {"site_id": site_id, **shared, "buildings": []}
         for b in members:
             entry = {k: v for k, v in b.model_dump(exclude={"site_id", "sensors"}).items() if k not in shared}
-            entry["sensors"] = [s.model_dump() for s in b.sensors]
+            entry["sensors"] = [s.model_dump(exclude_none=True) for s in b.sensors]
             site["buildings"].append(entry)
         sites.append(site)
     return yaml.safe_dump({"sites": sites}, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)
@@ -392,7 +392,7 @@ def _append_site_text(text: str, building: Building) -> str | None:
     if "[" in text.split("sites:", 1)[-1][:5]:  # flow-style list: do not try to append text
         return None
     entry = {"site_id": building.site_id, "buildings": [{**building.model_dump(exclude={"site_id", "sensors"}),
-                                                          "sensors": [s.model_dump() for s in building.sensors]}]}
+                                                          "sensors": [s.model_dump(exclude_none=True) for s in building.sensors]}]}
     block = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)
     block = "".join(" " * indent + ln + "\n" for ln in block.splitlines())
     if not data["sites"]:  # "sites: []" or "sites:" with nothing under it

@@ -81,9 +81,10 @@ def s3a_hadoop_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
 
 
 def spark_packages(settings: Any, *, with_s3: bool | None = None) -> list[str]:
-    """Maven coordinates the session needs: delta-spark, plus hadoop-aws for an S3 lakehouse."""
+    """Maven coordinates the session needs: delta-spark and the Kafka connector (Structured Streaming,
+    lakehouse.streaming), plus hadoop-aws for an S3 lakehouse."""
     lake = settings.lakehouse
-    packages = [lake.delta_spark_package, *lake.spark_extra_packages]
+    packages = [lake.delta_spark_package, settings.streaming.spark_kafka_package, *lake.spark_extra_packages]
     if with_s3 is None:
         with_s3 = is_s3_uri(settings.lakehouse_uri)
     if with_s3:

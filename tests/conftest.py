@@ -130,3 +130,45 @@ def postgres_database_url(postgres: PostgresServer) -> Callable[[str], str]:
     """Factory: ``postgres_database_url("airflow")`` creates an empty database and returns its
     ``postgresql+psycopg2://`` URL (e.g. for WATTFLOW_AIRFLOW__DATABASE_URL)."""
     return postgres.create_database
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
+    """One Kafka 4 broker (KRaft, jars from the shared cache) for the whole session: `.address`, `.kill()`,
+    `.start()`, `.restart()`, `.create_topics(names, partitions)`. Tests isolate themselves by topic and
+    group names (`kafka_topic`); a test that kills the broker starts it again before it returns."""
+    from lakehouse.kafka_broker import KafkaBroker, KafkaBrokerError
+    from tests.servers import MissingTool, require_program
+    from wattflow.settings import KafkaSettings, LakehouseSettings
+
+    require_program("java", "openjdk-17-jre-headless")
+    jars_dir = os.environ.get("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR") or str(Path.home() / ".cache" / "wattflow" / "jars")
+    # A test session is short: C1 only starts the JVM faster than C2 would pay back.
+    kafka = KafkaSettings(broker_jvm_options=["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+    broker_settings = Settings(home=tmp_path_factory.mktemp("kafka-home"),
+                               lakehouse=LakehouseSettings(spark_jars_dir=jars_dir), kafka=kafka)
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-broker"), settings=broker_settings)
+    try:
+        broker.start(timeout=120)
+    except KafkaBrokerError as exc:
+        if "resolve" in str(exc):
+            raise MissingTool(str(exc).splitlines()[0]) from None
+        raise
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Factory: ``kafka_topic(partitions=3)`` creates a fresh topic on the session's broker and returns its name."""
+    import secrets
+
+    def make(partitions: int = 3, prefix: str | None = None) -> str:
+        import re
+
+        # Kafka topic names allow letters, digits, '.', '_' and '-' only.
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", f"{prefix or request.node.name[:40]}-{secrets.token_hex(3)}")
+        kafka_broker.create_topics([name], partitions)
+        return name
+
+    return make

@@ -51,6 +51,10 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         # Task processes re-read the settings; they must land in the same home as the scheduler.
         "WATTFLOW_HOME": str(settings.home.resolve()),
     }
+    # The sensor topic's watcher (event-driven ingest) reads Kafka through this Airflow connection.
+    from wattflow.stream_trigger import connection_environment
+
+    env.update(connection_environment(settings))
     if cfg.executor == "CeleryExecutor":
         if not cfg.celery_broker_url:
             raise AirflowConfigError("airflow.celery_broker_url is empty but airflow.executor is CeleryExecutor")

@@ -51,17 +51,17 @@ def start_date() -> dt.datetime:
 
 def window_from_context(context: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
     """The [start, end) a run works on: params for manual runs, else the triggering asset events' extras
-    (union of the intervals the producers landed), else the run's data interval."""
+    (union of the intervals the producers landed or the watched topic's readings fall in), else the run's
+    data interval."""
     params = context.get("params") or {}
     if params.get("start") and params.get("end"):
         return _utc(params["start"]), _utc(params["end"])
     events = context.get("triggering_asset_events") or {}
-    spans = [
-        (_utc(e.extra["start"]), _utc(e.extra["end"]))
-        for evs in events.values()
-        for e in evs
-        if getattr(e, "extra", None) and "start" in e.extra and "end" in e.extra
-    ]
+    # A producer task puts its interval in the event's extra; an asset watcher's trigger (the sensor topic,
+    # wattflow.stream_trigger) puts it in the extra's "payload".
+    extras = [getattr(e, "extra", None) or {} for evs in events.values() for e in evs]
+    extras += [x["payload"] for x in extras if isinstance(x.get("payload"), dict)]
+    spans = [(_utc(x["start"]), _utc(x["end"])) for x in extras if "start" in x and "end" in x]
     if spans:
         return min(s for s, _ in spans), max(e for _, e in spans)
     start, end = context.get("data_interval_start"), context.get("data_interval_end")

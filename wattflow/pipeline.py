@@ -133,6 +133,14 @@ def ingest_sensors(start: dt.datetime, end: dt.datetime, *, buildings: Sequence[
         # The stream's persistent session queued what arrived since the last run: drain it, then stop.
         stats = ingest_mqtt(idle_timeout=settings.mqtt.batch_max_age_s * 5, engine=engine, settings=settings)
         return {"source": source, **_summary(stats)}
+    if source == "kafka":
+        from lakehouse.sources.kafka import ingest_kafka
+
+        # The consumer group's committed offsets say what arrived since the last run (scheduled, or started
+        # by the sensor topic's watcher): drain it, then stop. A run started while another drains finds
+        # little or nothing: the group hands each partition to one consumer, and landing is idempotent.
+        stats = ingest_kafka(idle_timeout=settings.kafka.batch_max_age_s * 5, engine=engine, settings=settings)
+        return {"source": source, **_summary(stats)}
     world = simulated_world(settings)
     engine.upsert(BUILDINGS, world.registry.to_arrow())
     readings = _in_window(world.readings, "ts", start, end)
@@ -596,7 +604,14 @@ def _forecast(settings: Settings, engine, origins, building_ids: list[str], line
 
         with InfluxSource(settings) as influx:
             influx.write_forecasts(out)
+    published = 0
+    if settings.kafka.publish_forecasts:  # for applications that consume rather than call
+        from lakehouse.sources.kafka import publish_forecasts
+
+        published = publish_forecasts(out, settings)
+        lineage.details.update(kafka_topic=settings.kafka.forecasts_topic, kafka_messages=published)
     return {"rows": int(len(out)), "fallbacks": int(out["is_fallback"].sum()), "version": written.version,
+            "published": published,
             "origins": [pd.Timestamp(o).isoformat() for o in origins],
             "served_versions": sorted(set(out["model_version"].astype(str)))}
 

@@ -467,7 +467,7 @@ class AirflowSettings(BaseModel):
     training_timeout_min: int = 120
     training_pool: str = "training"
     training_pool_slots: int = 1
-    sensor_source: Literal["simulator", "mqtt", "influx"] = "simulator"
+    sensor_source: Literal["simulator", "mqtt", "influx", "kafka"] = "simulator"
     weekly_retrain_cron: str = "0 3 * * 1"
     tune_trials: int = 3
     tune_timeout_s: int = 300
@@ -528,6 +528,99 @@ class LineageSettings(BaseModel):
     namespace: str = "wattflow"
 
 
+class KafkaSettings(BaseModel):
+    """Kafka: the sensor stream's backbone (`wattflow ingest kafka`, `simulate publish --kafka`) and the
+    forecasts topic applications consume; `make up` and the tests run a local KRaft broker from its jars."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # The local broker's controller listener (`make up`); the tests pick free ports.
+    controller_port: int = 9093
+    topic: str = "sensor-readings"
+    forecasts_topic: str = "forecasts"
+    # Publish each day-ahead forecast to forecasts_topic, keyed by building (the forecast step).
+    publish_forecasts: bool = False
+    group_id: str = "wattflow-ingest"
+    # Static group membership (group.instance.id): a consumer restarted under the same id (a crash, a
+    # deploy) takes its partitions back at once instead of waiting out the session timeout and a rebalance.
+    # Empty: dynamic membership. Give each consumer process its own id (e.g. the pod name).
+    instance_id: str = ""
+    session_timeout_s: float = 45.0
+    # Partitions of the topics the local broker and `ensure_topics` create.
+    partitions: int = 3
+    # A batch commits to Delta when it holds this many readings or is this old; while a commit runs, the
+    # next batch may grow to backlog_factor times the count (group commit, as for MQTT).
+    batch_max_readings: int = 50_000
+    batch_max_age_s: float = 1.0
+    batch_backlog_factor: int = 4
+    # Messages fetched per poll: large polls keep the per-message Python cost low.
+    poll_max_messages: int = 2000
+    # Payload form of the publishers: "batch" (the compact columnar form) or "json" (a list of reading objects).
+    payload_format: Literal["batch", "json"] = "batch"
+    readings_per_message: int = 500
+    # Prometheus metrics of `wattflow ingest kafka` (consumer lag, landed readings/s) on this port; 0: off.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # Further librdkafka properties for every client (security.protocol, sasl.*, ssl.*), passed as given;
+    # secrets from the environment (WATTFLOW_KAFKA__CLIENT_CONFIG='{"sasl.password": ...}').
+    client_config: dict[str, str] = Field(default_factory=dict)
+    # The local broker: Maven coordinates (resolved into spark_jars_dir), heap and JVM options.
+    broker_packages: list[str] = Field(
+        default_factory=lambda: ["org.apache.kafka:kafka_2.13:4.4.0", "org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"]
+    )
+    broker_heap: str = "512m"
+    # Serial GC: one broker on a small, shared machine needs no parallel collector threads.
+    broker_jvm_options: list[str] = Field(default_factory=lambda: ["-XX:+UseSerialGC"])
+    broker_log_level: str = "WARN"
+    connect_timeout_s: float = 30.0
+
+
+class BacnetSettings(BaseModel):
+    """`wattflow ingest bacnet`: the poller's own BACnet/IP identity, its pace and where readings go."""
+
+    # Our own BACnet/IP address (``host[/prefix][:port]``). Loopback by default, as everything here listens on
+    # 127.0.0.1; on a BMS network set the interface's address, e.g. ``192.168.10.5/24:47808``.
+    local_address: str = "127.0.0.1:47808"
+    device_instance: int = 599999  # our own device object's instance; unique on the BMS network
+    poll_interval_s: float = 60.0  # readings are stamped with the interval slot they were read in
+    # One request's timeout (BACnet's APDU timeout) and retries; a device that misses them is reported down.
+    request_timeout_s: float = 3.0
+    request_retries: int = 1
+    # Objects per ReadPropertyMultiple: keeps a request inside a small device's APDU without segmentation.
+    max_objects_per_request: int = 16
+    sink: Literal["bronze", "mqtt", "kafka"] = "bronze"
+    metrics_port: int = 0  # Prometheus metrics on 127.0.0.1:<port>; 0 = off
+
+
+class StreamTriggerSettings(BaseModel):
+    """Airflow's event-driven scheduling of the ingest DAG: messages on the sensor topic trigger a run (an
+    AssetWatcher with the Kafka message-queue trigger, run by Airflow's triggerer), besides its schedule."""
+
+    enabled: bool = False  # off: the ingest DAG runs on its schedule only (no triggerer consumer on a broker)
+    topic: str = ""  # empty: kafka.topic
+    # The Airflow connection the trigger's consumer uses; `wattflow.airflow_env` defines it from kafka.* settings.
+    connection_id: str = "wattflow_kafka"
+    # The trigger's own consumer group: it only notices messages, the ingest consumer (kafka.group_id) lands them.
+    group_id: str = "wattflow-airflow-trigger"
+    poll_interval_s: float = 5.0  # how long the trigger sleeps after a message it ignores (nothing to land)
+    # Where a new trigger group starts: "latest" announces what arrives from now on; the backlog is the ingest
+    # consumer's (its own group) and the hourly schedule's.
+    auto_offset_reset: Literal["latest", "earliest"] = "latest"
+
+
+class StreamingSettings(BaseModel):
+    """Spark Structured Streaming, Kafka -> bronze (`wattflow ingest kafka-stream`, the cluster runner's stream)."""
+
+    # Spark's Kafka connector, resolved into the jar cache with delta-spark and loaded by every session
+    # (jars only load when the JVM starts).
+    spark_kafka_package: str = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
+    # Under WATTFLOW_HOME unless absolute: the query's offsets and commits; the same checkpoint resumes it.
+    checkpoint_dir: str = "checkpoints/kafka_bronze_sensor_readings"
+    # Records per micro-batch (all partitions together): bounds a batch's memory on the driver.
+    max_offsets_per_trigger: int = 200_000
+    trigger_interval_s: float = 5.0
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WATTFLOW_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -565,6 +658,10 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    bacnet: BacnetSettings = Field(default_factory=BacnetSettings)
+    stream_trigger: StreamTriggerSettings = Field(default_factory=StreamTriggerSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
 
     @property
     def table_engine(self) -> str:

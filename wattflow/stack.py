@@ -2,7 +2,8 @@
 
 Airflow (its API server with the UI, scheduler, DAG processor and triggerer, each a process of its own)
 on the settings' metadata DB, the MLflow UI on the tracking store, the TF-Serving-compatible server (gRPC and
-REST), and the facility managers' dashboard, and the Data Docs (static HTML) over HTTP. Every one listens where its setting says, 127.0.0.1 unless
+REST), the facility managers' dashboard, the Data Docs (static HTML) over HTTP, and a Kafka 4 broker (KRaft, from
+the jar cache) for the sensor stream. Every one listens where its setting says, 127.0.0.1 unless
 told otherwise (airflow.api_host, the host of mlflow_ui_url, serving.host, dashboard.host). Logs and pid
 files live under $WATTFLOW_HOME/run.
 
@@ -91,7 +92,21 @@ def services(settings: Settings) -> list[Service]:
         Service("dashboard", [_bin("wattflow"), "dashboard", "--host", settings.dashboard.host,
                               "--port", str(settings.dashboard.port)], {},
                 f"http://{_connect_host(settings.dashboard.host)}:{settings.dashboard.port}"),
+        kafka_service(settings),
     ]
+
+
+def kafka_service(settings: Settings) -> Service:
+    """The sensor stream's local broker: Kafka 4 in KRaft mode from the jar cache (lakehouse/kafka_broker.py),
+    on the first address of kafka.bootstrap_servers (loopback) with its data under $WATTFLOW_HOME/kafka; the
+    settings' topics are created once it is up."""
+    k = settings.kafka
+    host, _, port = k.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    if _connect_host(host or "127.0.0.1") not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"kafka.bootstrap_servers {k.bootstrap_servers!r}: `make up` runs a local broker on 127.0.0.1 only")
+    argv = [sys.executable, "-m", "lakehouse.kafka_broker", "run", "--dir", str(settings.home.resolve() / "kafka"),
+            "--port", port, "--controller-port", str(k.controller_port), "--topic", k.topic, "--topic", k.forecasts_topic]
+    return Service("kafka", argv, {}, f"kafka://127.0.0.1:{port}")
 
 
 def _connect_host(bind_host: str) -> str:
@@ -139,6 +154,7 @@ def up(settings: Settings | None = None) -> dict[str, str]:
           f"REST {urls['serving']}")
     print(f"Data Docs    {urls['data-docs']}")
     print(f"Dashboard    {urls['dashboard']}")
+    print(f"Kafka        {urls['kafka'].removeprefix('kafka://')} (topics {settings.kafka.topic}, {settings.kafka.forecasts_topic})")
     print("Stop with    make down")
     return urls
 

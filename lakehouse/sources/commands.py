@@ -1,4 +1,4 @@
-"""`wattflow ingest file|mqtt|influx|weather` and `wattflow simulate publish`."""
+"""`wattflow ingest file|mqtt|kafka|influx|weather` and `wattflow simulate publish [--kafka]`."""
 
 from __future__ import annotations
 
@@ -151,6 +151,36 @@ def ingest_mqtt_command(
         console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items())))
 
 
+@ingest_app.command("kafka")
+def ingest_kafka_command(
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT[,...]; default settings.kafka.bootstrap_servers."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Topic (or comma-separated topics); default settings.kafka.topic."),
+    group_id: Optional[str] = typer.Option(None, "--group-id", help="Consumer group; default settings.kafka.group_id."),
+    max_readings: Optional[int] = typer.Option(None, "--max-readings", help="Stop after this many readings."),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without a message."),
+    batch_max_readings: Optional[int] = typer.Option(None, "--batch-max-readings", help="Commit when a batch holds this many."),
+    batch_max_age: Optional[float] = typer.Option(None, "--batch-max-age", help="Commit when a batch is this old (s)."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here; default settings.kafka.metrics_port (0: off)."),
+) -> None:
+    """Consume sensor readings from Kafka into bronze (a consumer group; offsets committed after each Delta commit). Ctrl-C stops."""
+    from lakehouse.sources.kafka import ingest_kafka
+
+    try:
+        stats = ingest_kafka(
+            bootstrap=bootstrap, topic=topic, group_id=group_id, max_readings=max_readings, idle_timeout=idle_timeout,
+            batch_max_readings=batch_max_readings, batch_max_age_s=batch_max_age, metrics_port=metrics_port,
+        )
+    except (ConnectionError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{stats.messages:,} messages, {stats.readings:,} readings: {stats.landed:,} landed, {stats.quarantined:,} "
+        f"quarantined, in {stats.batches} batches; {stats.rebalances} rebalances"
+    )
+    if stats.reasons:
+        console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items())))
+
+
 @ingest_app.command("influx")
 def ingest_influx_command(
     start: str = typer.Option(..., "--start", help="Window start (UTC, inclusive), e.g. 2024-01-01."),
@@ -209,7 +239,7 @@ def ingest_weather_command(
 
 @simulate_app.command("publish")
 def simulate_publish(
-    broker: Optional[str] = typer.Option(None, "--broker", help="HOST:PORT; default settings.mqtt.broker."),
+    broker: Optional[str] = typer.Option(None, "--broker", help="HOST:PORT; default settings.mqtt.broker (with --kafka: settings.kafka.bootstrap_servers)."),
     buildings: int = typer.Option(3, "--buildings", "-n", min=1),
     start: str = typer.Option(..., "--start", help="First day (UTC, inclusive)."),
     end: str = typer.Option(..., "--end", help="Last day (UTC, exclusive)."),
@@ -218,11 +248,37 @@ def simulate_publish(
         None, "--readings-per-message", help="Pack this many readings per message; default one building's sensors per timestamp."
     ),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    kafka: bool = typer.Option(False, "--kafka", help="Publish onto Kafka (settings.kafka.topic, keyed by building) instead of MQTT."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Kafka topic; default settings.kafka.topic."),
+    payload_format: Optional[str] = typer.Option(
+        None, "--payload-format", help="Kafka payloads: batch (compact, many readings a message) or json; default settings.kafka.payload_format."
+    ),
 ) -> None:
-    """Simulate a portfolio, add its buildings to the registry file, and publish its readings on MQTT (QoS 1)."""
+    """Simulate a portfolio, add its buildings to the registry file, and publish its readings on MQTT (QoS 1) or Kafka (acks=all)."""
     from lakehouse.sources.publish import simulate_and_publish
     from wattflow.settings import get_settings
 
+    if kafka:
+        from lakehouse.sources.publish import simulate_and_publish_kafka
+
+        if payload_format not in (None, "batch", "json"):
+            raise typer.BadParameter(f"{payload_format!r}: expected batch or json", param_hint="--payload-format")
+        try:
+            sent = simulate_and_publish_kafka(
+                buildings=buildings, start=start, end=end, bootstrap=broker, topic=topic, rate=rate,
+                readings_per_message=readings_per_message, payload_format=payload_format, seed=seed,
+            )
+        except Exception as err:  # KafkaException: one line, not a traceback
+            console.print(f"[red]Kafka: {err}[/red]")
+            raise typer.Exit(1) from None
+        console.print(
+            f"published {sent.readings:,} readings in {sent.messages:,} messages in {sent.seconds:.1f} s "
+            f"({sent.readings / max(sent.seconds, 1e-9):,.0f} readings/s); broker acknowledged {sent.acknowledged_readings:,}"
+        )
+        if sent.acknowledged_readings != sent.readings:
+            console.print(f"[red]{sent.readings - sent.acknowledged_readings:,} readings were not acknowledged[/red]")
+            raise typer.Exit(1)
+        return
     try:
         result = simulate_and_publish(
             broker or get_settings().mqtt.broker, buildings=buildings, start=start, end=end, rate=rate,
@@ -235,3 +291,63 @@ def simulate_publish(
         f"published {result.readings:,} readings in {result.messages:,} messages in {result.seconds:.1f} s "
         f"({result.readings / max(result.seconds, 1e-9):,.0f} readings/s); broker acknowledged {result.acknowledged_readings:,}"
     )
+
+
+@ingest_app.command("bacnet")
+def ingest_bacnet_command(
+    sink: Optional[str] = typer.Option(None, "--sink", help="bronze (land directly), kafka or mqtt; default settings.bacnet.sink."),
+    interval: Optional[float] = typer.Option(None, "--interval", min=0.01, help="Seconds between polls; default settings.bacnet.poll_interval_s."),
+    polls: Optional[int] = typer.Option(None, "--polls", min=1, help="Stop after this many polls."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    building_id: Optional[list[str]] = typer.Option(None, "--building-id", help="Repeatable; default every building with BACnet points."),
+    broker: Optional[str] = typer.Option(None, "--broker", help="MQTT HOST:PORT (--sink mqtt) or Kafka bootstrap servers (--sink kafka); default from settings."),
+) -> None:
+    """Poll the registry's BACnet/IP points (ReadPropertyMultiple, units checked) into bronze, onto Kafka or MQTT. Ctrl-C stops."""
+    from lakehouse.registry_file import RegistryFileError
+    from lakehouse.sources.bacnet import BacnetConfigError, ingest_bacnet
+
+    try:
+        summary = ingest_bacnet(sink=sink, polls=polls, duration_s=duration, interval_s=interval, buildings=building_id,
+                                broker=broker)
+    except (BacnetConfigError, RegistryFileError, ConnectionError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    devices = Table(title="BACnet devices")
+    for h in ("device", "points", "polls", "answered", "failed", "state", "last error"):
+        devices.add_column(h, justify="right" if h in ("points", "polls", "answered", "failed") else "left")
+    for d in summary.devices:
+        state = "up" if d.up else ("DOWN" if d.up is False else "not polled")
+        devices.add_row(d.name, str(d.points), str(d.polls), str(d.answered), str(d.failed), state, d.last_error)
+    console.print(devices)
+    console.print(
+        f"{summary.polls} polls, {summary.readings:,} readings read, {summary.sent:,} sent: {summary.landed:,} landed, "
+        f"{summary.quarantined:,} quarantined"
+    )
+    if summary.reasons:
+        console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.reasons.items())))
+    for problem in summary.problems.values():
+        console.print(f"[yellow]{problem.message}[/yellow]")
+
+
+@ingest_app.command("kafka-stream")
+def ingest_kafka_stream_command(
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers; default settings.kafka.bootstrap_servers."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Comma-separated topics; default settings.kafka.topic."),
+    available_now: bool = typer.Option(False, "--available-now", help="Land what the topic holds, then stop."),
+    max_offsets_per_trigger: Optional[int] = typer.Option(None, "--max-offsets-per-trigger", min=1, help="Kafka records per micro-batch."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds."),
+) -> None:
+    """Kafka into bronze with Spark Structured Streaming (the cluster runner): foreachBatch MERGE, checkpoint under WATTFLOW_HOME."""
+    from lakehouse.streaming import stream_kafka_to_bronze
+
+    topics = [t.strip() for t in topic.split(",") if t.strip()] if topic else None
+    try:
+        stats = stream_kafka_to_bronze(bootstrap=bootstrap, topics=topics, available_now=available_now,
+                                       max_offsets_per_trigger=max_offsets_per_trigger, timeout_s=timeout)
+    except RuntimeError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{stats.batches} batches, {stats.records:,} records, {stats.readings:,} readings: {stats.landed:,} landed, "
+                  f"{stats.quarantined:,} quarantined")
+    if stats.reasons:
+        console.print("quarantine reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.reasons.items())))

@@ -7,7 +7,8 @@ that holds their readings, so a message is either in bronze or still at the brok
 is lost. A message the broker delivers again (after a reconnect, its PUBACK lost) is harmless: bronze
 upserts on the reading key, and copies inside one batch are dropped before landing.
 
-Payloads are JSON: one reading object or a list of them. Topic levels fill what the payload leaves out:
+Payloads are JSON readings (one object or a list) or the compact batch form (`lakehouse.sources.payload`,
+shared with Kafka). Topic levels fill what the payload leaves out:
 ``sites/{site}/buildings/{building_id}/sensors/{sensor_id}``. A payload that is not JSON, an item that is
 not an object, or a reading that fails a check goes to quarantine with its reason; it is acknowledged
 with its batch and never blocks the stream.
@@ -25,7 +26,6 @@ than inflight x readings-per-message fills by age, not by count.
 
 from __future__ import annotations
 
-import json
 import queue
 import socket
 import threading
@@ -36,12 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lakehouse.bronze import LandingResult
-from lakehouse.parsing import to_arrow_columns
+from lakehouse.sources.payload import Decoded, decode_message, readings_table, records_table  # noqa: F401 (records_table: API)
 from lakehouse.sources.screen import Rejected, land_source_readings
 from wattflow.log import get_logger
 
@@ -116,101 +114,24 @@ def topic_ids(topic: str) -> dict[str, str]:
     return out
 
 
-# A reading's fields are JSON scalars; anything else (an object, an array) is not a reading field.
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _payload_text(payload: bytes) -> str:
-    return payload.decode("utf-8", "replace")
-
-
-def _as_received(topic: str, item: Any, payload: bytes) -> str:
-    """The quarantine's raw text: topic plus the item as received. An item too deep to re-serialise
-    (it parsed, but json.dumps needs a few more stack frames) is kept as the whole payload's text."""
-    try:
-        return json.dumps({"topic": topic, "payload": item}, default=str)
-    except (RecursionError, ValueError):
-        return json.dumps({"topic": topic, "payload": _payload_text(payload)})
-
-
 def decode_payload(topic: str, payload: bytes) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
     """The reading objects of one message, the ids its topic carries, and what is not a reading.
 
-    Never raises for any payload: whatever cannot be decoded comes back as a `Rejected` with its check
-    name and a reason, and the message is acknowledged with its batch. A payload that escaped here used
-    to kill the consumer before it acknowledged anything, so the broker redelivered it forever and the
-    good messages in its batch never landed.
+    Never raises for any payload (`lakehouse.sources.payload.decode_message`, shared with Kafka): whatever
+    cannot be decoded comes back as a `Rejected` with its check name and a reason, and the message is
+    acknowledged with its batch. A compact batch's readings come back as objects here.
     """
+    decoded = _decode(topic, payload)
+    records = decoded.records
+    if decoded.columns is not None and len(decoded.columns):
+        records = records + readings_table([Decoded(columns=decoded.columns)]).to_pylist()
+    return records, decoded.ids, decoded.rejected
+
+
+def _decode(topic: str, payload: bytes) -> Decoded:
     ids = topic_ids(topic)
     ids.pop("site_id", None)
-
-    def whole(check: str, reason: str) -> tuple[list[dict[str, Any]], dict[str, str], list[Rejected]]:
-        raw = json.dumps({"topic": topic, "payload": _payload_text(payload)})
-        return [], ids, [Rejected(raw, check, reason, ids)]
-
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return whole("malformed_json", f"payload is not JSON: {err}")
-    except RecursionError:
-        return whole(
-            "payload_too_deep",
-            "payload nests arrays/objects deeper than the JSON decoder allows; send one reading object or a flat list of them",
-        )
-    except ValueError as err:  # CPython refuses integers of more than 4,300 digits (int_max_str_digits)
-        return whole("number_out_of_range", f"payload holds a number that cannot be parsed ({err}); send values as ordinary decimal numbers")
-    items = doc if isinstance(doc, list) else [doc]
-    records, rejected = [], []
-    for item in items:
-        if not isinstance(item, dict):
-            rejected.append(
-                Rejected(_as_received(topic, item, payload), "not_a_reading", f"payload item is {type(item).__name__}, not a reading object", ids)
-            )
-            continue
-        nested = next((k for k, v in item.items() if not isinstance(v, _SCALARS)), None)
-        if nested is not None:
-            kind = type(item[nested]).__name__
-            rejected.append(
-                Rejected(
-                    _as_received(topic, item, payload), "not_a_reading",
-                    f"field {nested!r}: a {kind} where a number, text or null belongs; a reading's fields are plain values",
-                    ids,
-                )
-            )
-            continue
-        records.append(item)
-    return records, ids, rejected
-
-
-def records_table(chunks: list[tuple[list[dict[str, Any]], dict[str, str]]]) -> pa.Table:
-    """One Arrow table from many messages' readings, ids from the topic where a reading has none.
-
-    The common case (every reading has the same fields) is one `from_pylist`; readings with differing
-    fields or mixed value types take the general path, which keeps bad values for bronze to reject.
-    """
-    records = [r for items, _ in chunks for r in items]
-    if not records:
-        return pa.table({})
-    keys = records[0].keys()
-    table = None
-    if all(r.keys() == keys for r in records):
-        try:
-            table = pa.Table.from_pylist(records)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            table = None
-    if table is None:
-        table, _ = to_arrow_columns(records)
-    counts = [len(items) for items, _ in chunks]
-    for key in ("building_id", "sensor_id"):
-        from_topic = pa.array(np.repeat(np.array([ids.get(key) for _, ids in chunks], dtype=object), counts), pa.string())
-        if key in table.column_names:
-            given = table.column(key)
-            if not pa.types.is_string(given.type):
-                given = given.cast(pa.string()) if not pa.types.is_null(given.type) else pa.nulls(len(given), pa.string())
-            table = table.set_column(table.column_names.index(key), key, pc.coalesce(given, from_topic))
-        else:
-            table = table.append_column(key, from_topic)
-    return table
+    return decode_message(payload, ids=ids, origin={"topic": topic})
 
 
 @dataclass
@@ -435,7 +356,7 @@ class MqttIngest:
 
     def _read_loop(self, handoff: queue.Queue, failure: list, max_readings: int | None, idle_timeout: float | None) -> None:
         pending: list[_Message] = []
-        records: list[tuple[list[dict[str, Any]], dict[str, str]]] = []
+        records: list[Decoded] = []
         n_records = 0
         rejected: list[Rejected] = []
         seen: set[tuple[str, bytes]] = set()
@@ -472,11 +393,11 @@ class MqttIngest:
                     redelivered += 1
                 else:
                     seen.add(key)
-                    got, ids, bad = decode_payload(msg.topic, msg.payload)
-                    if got:
-                        records.append((got, ids))
-                        n_records += len(got)
-                    rejected.extend(bad)
+                    decoded = _decode(msg.topic, msg.payload)
+                    if decoded.readings:
+                        records.append(decoded)
+                        n_records += decoded.readings
+                    rejected.extend(decoded.rejected)
                 n_buffered = n_records + len(rejected)
                 if n_buffered >= limit:
                     break
@@ -492,7 +413,7 @@ class MqttIngest:
             )
             must = pending and (n_buffered >= hard_cap or self._stop.is_set())
             if due and (must or not self._worker_busy(handoff)):
-                handoff.put((pending, records_table(records), rejected, redelivered, opened_at))
+                handoff.put((pending, readings_table(records), rejected, redelivered, opened_at))
                 submitted += n_buffered
                 pending, records, rejected, seen, redelivered, n_records = [], [], [], set(), 0, 0
             if not pending:

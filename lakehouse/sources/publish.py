@@ -168,18 +168,10 @@ def publish_readings(
         return PublishResult(messages, readings_sent, pub.acknowledged_messages, pub.acknowledged_readings, time.monotonic() - start)
 
 
-def simulate_and_publish(
-    broker: str,
-    *,
-    buildings: int,
-    start: Any,
-    end: Any,
-    rate: float | None = None,
-    readings_per_message: int | None = None,
-    seed: int | None = None,
-    registry_file: Any = None,
-) -> PublishResult:
-    """Run the simulator, register its buildings in the registry file, and replay its readings."""
+def simulated_readings(
+    *, buildings: int, start: Any, end: Any, seed: int | None = None, registry_file: Any = None
+) -> tuple[pa.Table, dict[str, str]]:
+    """Run the simulator, register its buildings in the registry file; its readings and each building's site."""
     from lakehouse.registry_file import load_registry, upsert_building
     from lakehouse.simulator import simulate_portfolio
     from wattflow.settings import get_settings
@@ -197,8 +189,51 @@ def simulate_and_publish(
         except KeyError:
             pass
         upsert_building(b, registry_file)
-    site_of = {b.building_id: b.site_id for b in portfolio.registry.buildings}
+    return portfolio.readings, {b.building_id: b.site_id for b in portfolio.registry.buildings}
+
+
+def simulate_and_publish(
+    broker: str,
+    *,
+    buildings: int,
+    start: Any,
+    end: Any,
+    rate: float | None = None,
+    readings_per_message: int | None = None,
+    seed: int | None = None,
+    registry_file: Any = None,
+) -> PublishResult:
+    """Run the simulator, register its buildings in the registry file, and replay its readings on MQTT."""
+    from wattflow.settings import get_settings
+
+    readings, site_of = simulated_readings(buildings=buildings, start=start, end=end, seed=seed, registry_file=registry_file)
     return publish_readings(
-        portfolio.readings, broker, site_of=site_of, rate=rate, readings_per_message=readings_per_message,
-        security=security_options(settings.mqtt),
+        readings, broker, site_of=site_of, rate=rate, readings_per_message=readings_per_message,
+        security=security_options(get_settings().mqtt),
+    )
+
+
+def simulate_and_publish_kafka(
+    *,
+    buildings: int,
+    start: Any,
+    end: Any,
+    bootstrap: str | None = None,
+    topic: str | None = None,
+    rate: float | None = None,
+    readings_per_message: int | None = None,
+    payload_format: str | None = None,
+    seed: int | None = None,
+    registry_file: Any = None,
+):
+    """Run the simulator, register its buildings, and replay its readings onto a Kafka topic keyed by building."""
+    from lakehouse.sources.kafka import publish_readings_kafka
+    from wattflow.settings import get_settings
+
+    k = get_settings().kafka
+    readings, _ = simulated_readings(buildings=buildings, start=start, end=end, seed=seed, registry_file=registry_file)
+    return publish_readings_kafka(
+        readings, bootstrap or k.bootstrap_servers, topic or k.topic, rate=rate,
+        readings_per_message=readings_per_message or k.readings_per_message,
+        payload_format=payload_format or k.payload_format, config=k.client_config,
     )

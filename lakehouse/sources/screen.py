@@ -73,12 +73,13 @@ def screen_readings(
     # Per (building, sensor) facts from the registry, looked up once per distinct pair.
     pair_idx, pair_keys = _pair_codes(building, sensor)
     facts = []
+    by_id = {b.building_id: b for b in registry.buildings}  # registry.get scans the list: per pair, that is O(B^2)
     for b_id, s_id in pair_keys:
-        s = registry.sensor(str(b_id), str(s_id)) if b_id is not None and s_id is not None else None
+        b = by_id.get(str(b_id)) if b_id is not None and s_id is not None else None
+        s = b.sensor(str(s_id)) if b is not None else None
         if s is None:
             facts.append((None, None, np.nan, np.nan))
             continue
-        b = registry.get(str(b_id))
         lo, hi = _bounds(s.metric, b.floor_area_m2, screen)
         facts.append((s.metric, s.unit, lo, hi))
     known = np.array([f[0] is not None for f in facts], dtype=bool)[pair_idx]

@@ -56,3 +56,18 @@ def test_mlflow_artifact_root_switches_to_s3(wattflow_home: Path, monkeypatch: p
     s = get_settings()
     assert s.tracking_uri == "postgresql+psycopg2://mlflow:pw@db/mlflow"
     assert s.mlflow_artifact_root == "s3://wattflow-mlflow/artifacts"
+
+
+def test_the_sensor_topic_trigger_gets_its_kafka_connection(wattflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    assert not any(k.startswith("AIRFLOW_CONN_") for k in airflow_environment(get_settings()))  # off by default
+    monkeypatch.setenv("WATTFLOW_STREAM_TRIGGER__ENABLED", "true")
+    monkeypatch.setenv("WATTFLOW_KAFKA__BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("WATTFLOW_KAFKA__CLIENT_CONFIG", '{"security.protocol": "SASL_SSL", "group.id": "not-this"}')
+    reset_settings()
+    conn = json.loads(airflow_environment(get_settings())["AIRFLOW_CONN_WATTFLOW_KAFKA"])
+    assert conn == {"conn_type": "kafka", "extra": {
+        "security.protocol": "SASL_SSL", "bootstrap.servers": "kafka-1:9092,kafka-2:9092",
+        "group.id": "wattflow-airflow-trigger", "auto.offset.reset": "latest",  # its own group, never the ingest one
+    }}

@@ -130,7 +130,7 @@ def test_no_secret_is_committed() -> None:
 
 def test_services_cover_the_platform(services: dict[str, Any]) -> None:
     expected = {
-        "postgres", "redis", "minio", "minio-init", "mlflow", "influxdb", "mosquitto", "tf-serving",
+        "postgres", "redis", "minio", "minio-init", "mlflow", "influxdb", "mosquitto", "kafka", "kafka-init", "tf-serving",
         "serving-init", "spark-master", "spark-worker", "prometheus", "grafana", "dashboard", "airflow-init",
         "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "marquez",
     }  # fmt: skip
@@ -163,7 +163,7 @@ def test_every_image_is_pinned_to_a_tag(services: dict[str, Any]) -> None:
 
 def test_depends_on_targets_exist_and_one_shots_are_awaited_correctly(services: dict[str, Any]) -> None:
     one_shots = {name for name, s in services.items() if s.get("restart") == "no"}
-    assert one_shots == {"minio-init", "serving-init", "airflow-init"}
+    assert one_shots == {"minio-init", "serving-init", "airflow-init", "kafka-init"}
     for name, service in services.items():
         for target, spec in service.get("depends_on", {}).items():
             assert target in services, f"{name} depends on unknown service {target}"
@@ -331,3 +331,24 @@ def test_platform_dockerfile_installs_from_the_lock() -> None:
             assert (REPO / path).exists(), path
     base = re.search(r"^FROM (\S+)", dockerfile, flags=re.M)[1]
     assert ":" in base and not base.endswith(":latest")
+
+
+def test_kafka_is_kraft_with_the_settings_topics_and_the_platform_points_at_it(services: dict[str, Any]) -> None:
+    """One KRaft node (no ZooKeeper), the topics the settings name created by kafka-init with the settings'
+    partition count, and every platform container's bootstrap address is the broker's internal listener."""
+    from wattflow.settings import KafkaSettings
+
+    kafka = services["kafka"]
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller" and "ZOOKEEPER" not in " ".join(env)
+    assert kafka["image"].startswith("apache/kafka:4.")
+    defaults = KafkaSettings()
+    platform = services["airflow-worker"]["environment"]
+    assert platform["WATTFLOW_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert "INTERNAL://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    topics = (platform["WATTFLOW_KAFKA__TOPIC"], platform["WATTFLOW_KAFKA__FORECASTS_TOPIC"])
+    assert topics == (defaults.topic, defaults.forecasts_topic)
+    script = kafka["image"] == services["kafka-init"]["image"] and " ".join(services["kafka-init"]["command"])
+    for topic in topics:
+        assert f"--if-not-exists --topic {topic} --partitions {defaults.partitions}" in script
+    assert services["kafka-init"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}

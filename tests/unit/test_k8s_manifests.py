@@ -75,7 +75,7 @@ def _containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_selectors_services_and_autoscaler_point_at_real_pods() -> None:
-    deployments = _by_kind("Deployment")
+    deployments = {**_by_kind("Deployment"), **_by_kind("StatefulSet")}
     for name, deployment in deployments.items():
         selector = deployment["spec"]["selector"]["matchLabels"]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -87,6 +87,7 @@ def test_selectors_services_and_autoscaler_point_at_real_pods() -> None:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in port_names, f"{name}: {port}"
     hpa = _by_kind("HorizontalPodAutoscaler")["tf-serving"]
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
     assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
     assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
 
@@ -245,3 +246,24 @@ def test_serving_xla_flag_follows_the_setting_in_compose_and_kubernetes() -> Non
 
     params = parse_batching_parameters((REPO / "infra" / "serving" / "batching.config").read_text())
     assert params.allowed_batch_sizes == tuple(Settings().serving.xla_batch_sizes)
+
+
+def test_kafka_is_kraft_with_the_settings_topics_and_platform_pods_reach_it() -> None:
+    """The broker runs KRaft (no ZooKeeper), its Service's address is what the platform's settings name,
+    the topics Job creates the settings' topics, and only platform pods are admitted to its client port."""
+    kafka = _by_kind("StatefulSet")["kafka"]
+    container = kafka["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller" and container["image"].startswith("apache/kafka:4.")
+    platform = _by_kind("ConfigMap")["wattflow-platform"]["data"]
+    assert platform["WATTFLOW_KAFKA__BOOTSTRAP_SERVERS"] == "kafka.wattflow.svc.cluster.local:9092"
+    assert f"PLAINTEXT://{platform['WATTFLOW_KAFKA__BOOTSTRAP_SERVERS']}" == env["KAFKA_ADVERTISED_LISTENERS"]
+    assert kafka["spec"]["serviceName"] in _by_kind("Service")
+    defaults = Settings().kafka
+    script = " ".join(_by_kind("Job")["kafka-topics"]["spec"]["template"]["spec"]["containers"][0]["command"])
+    for topic in (defaults.topic, defaults.forecasts_topic):
+        assert f"--if-not-exists --topic {topic} --partitions {defaults.partitions}" in script
+    policy = _by_kind("NetworkPolicy")["kafka-ingress"]["spec"]
+    assert _matches(policy["podSelector"], kafka["spec"]["template"]["metadata"]["labels"])
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["client"]
+    assert all("podSelector" in peer for rule in policy["ingress"] for peer in rule["from"])

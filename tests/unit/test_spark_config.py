@@ -70,9 +70,10 @@ def test_session_conf_from_settings(tmp_path: Path) -> None:
     assert "spark.driver.bindAddress" not in conf  # only local mode pins the driver to loopback
     packages = spark_packages(settings)
     assert packages[0] == settings.lakehouse.delta_spark_package
-    assert packages[1].startswith("org.apache.hadoop:hadoop-aws:3.")
+    assert packages[1] == "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"  # Structured Streaming from Kafka
+    assert packages[2].startswith("org.apache.hadoop:hadoop-aws:3.")
     local = Settings(home=tmp_path)
-    assert spark_packages(local) == [local.lakehouse.delta_spark_package]
+    assert spark_packages(local) == [local.lakehouse.delta_spark_package, local.streaming.spark_kafka_package]
     assert "spark.hadoop.fs.s3a.endpoint" not in session_conf(local, [])
 
 

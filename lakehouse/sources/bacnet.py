@@ -352,9 +352,15 @@ class BacnetPoller:
         answers: dict[tuple[str, str], Any] = {}
         # A whole request that gets no answer: BACnet's own timeout and retries, plus a margin for a loaded host.
         limit = self.request_timeout_s * (self.request_retries + 1) + 2.0
+        instance = self.health[address].device_instance
+        device_obj = f"device,{instance}" if instance is not None else None
         for i in range(0, len(objects), self.max_objects):
             chunk = objects[i : i + self.max_objects]
             spec: list[Any] = []
+            if device_obj is not None and i == 0:
+                # The device's own object, in the same request: an address now held by another device (a
+                # controller replaced, an IP reassigned) answers with another device's points otherwise.
+                spec += [device_obj, ["object-identifier"]]
             for obj, prop in chunk:
                 spec += [obj, [prop, "units"]]
             try:
@@ -378,6 +384,11 @@ class BacnetPoller:
                     answers[key] = real32(value) if isinstance(value, Real) else value
                 else:
                     answers[key] = value
+        if device_obj is not None and isinstance(answers.get((device_obj, "object-identifier")), ReadError):
+            raise DeviceNotAnswering(
+                f"the device at {address} is not device {instance} ({answers[(device_obj, 'object-identifier')].text}); "
+                "check the bacnet address and device_instance in the registry"
+            )
         return answers
 
     async def poll(self, ts: datetime) -> PollResult:

@@ -199,6 +199,7 @@ class KafkaIngest:
         self.lag_interval_s = lag_interval_s
         self._next_lag = 0.0
         self._committed: dict[tuple[str, int], int] = {}  # what the group has, as far as we committed it
+        self._per_message = 1.0  # readings per message, a moving average (sizes the polls)
         conf = {
             "bootstrap.servers": bootstrap,
             **(config or {}),
@@ -331,7 +332,10 @@ class KafkaIngest:
             elif waiting:
                 timeout = 0.02
             if b.size < limit:
-                messages = self.consumer.consume(num_messages=self.poll_max_messages, timeout=timeout)
+                # No more messages than the batch has room for (at the readings per message seen so far): a
+                # poll of compact batches could otherwise bring a million readings into one batch.
+                room = int((limit - b.size) / max(self._per_message, 1.0)) + 1
+                messages = self.consumer.consume(num_messages=max(1, min(self.poll_max_messages, room)), timeout=timeout)
             else:
                 time.sleep(timeout)
                 messages = []
@@ -375,6 +379,7 @@ class KafkaIngest:
             b.readings += decoded.readings
         b.rejected.extend(decoded.rejected)
         b.messages += 1
+        self._per_message += 0.05 * (decoded.readings + len(decoded.rejected) - self._per_message)
         b.offsets[(topic, partition)] = max(b.offsets.get((topic, partition), -1), offset + 1)
         kind, ts_ms = m.timestamp()
         b.meta.append((topic, partition, offset, ts_ms / 1000.0 if kind and ts_ms > 0 else None))

@@ -193,6 +193,22 @@ def test_a_device_that_stops_answering_is_reported_and_the_rest_go_on(world: Wor
     assert sorted((c["values"], c["counts"]) for c in per_ts) == [(timestamps[0], 6), (timestamps[1], 2), (timestamps[2], 6)]
 
 
+def test_a_device_at_the_address_that_is_not_the_registrys_is_not_read(world: World) -> None:
+    rooms = world.addresses[ROOMS]
+    sensors = [s.model_copy(update={"bacnet": s.bacnet.model_copy(update={"device_instance": 1003})})
+               if s.bacnet.address == rooms else s for s in world.building.sensors]
+    world.registry = BuildingRegistry(buildings=[world.building.model_copy(update={"sensors": sensors})])
+
+    async def main():
+        async with world.poller() as poller:
+            world.serve(world.timestamps(1)[0])
+            return poller, await poller.poll(world.timestamps(1)[0])
+
+    poller, poll = asyncio.run(main())
+    assert len(poll.records) == 2 and poll.down == [f"device 1003 at {rooms}"]  # only the meters' device is read
+    assert poller.health[rooms].last_error.startswith(f"the device at {rooms} is not device 1003 (object: unknown-object)")
+
+
 def test_bacnet_to_mqtt_to_bronze(world: World, tmp_path: Path) -> None:
     engine = get_engine()
     timestamps = world.timestamps(2)

@@ -269,7 +269,10 @@ def test_poison_never_blocks_its_partition_and_metrics_report_lag_and_rate(kafka
         producer.produce(topic, payload, key=b"b0", on_delivery=lambda err, msg, name=name: offsets.__setitem__(name, msg.offset()))
     assert producer.flush(30) == 0
     consumer = KafkaIngest(bootstrap=kafka_broker.address, topics=[topic], group_id=group, engine=engine, registry_loader=lambda: registry,
-                           batch_max_readings=2, batch_max_age_s=0.2, settings=settings, lag_interval_s=0.1)
+                           batch_max_readings=2, batch_max_age_s=0.2, poll_max_messages=1, settings=settings, lag_interval_s=0.1)
+    lags: list[int] = []
+    set_lag = consumer.metrics.set_lag
+    consumer.metrics.set_lag = lambda t, p, lag: (lags.append(lag), set_lag(t, p, lag))
     stats = consumer.run(idle_timeout=2.0)
 
     landed = sorted((r["ts"].strftime("%H:%M"), r["value"]) for r in engine.read(SENSOR_READINGS).to_pylist())
@@ -292,6 +295,7 @@ def test_poison_never_blocks_its_partition_and_metrics_report_lag_and_rate(kafka
     assert samples[("wattflow_kafka_readings_landed_total", (("group", group),))] == 3
     assert samples[("wattflow_kafka_readings_quarantined_total", (("group", group),))] == 3
     assert samples[("wattflow_kafka_consumer_lag", (("group", group), ("partition", "0"), ("topic", topic)))] == 0  # all committed
+    assert max(lags) > 0 and lags[-1] == 0  # behind while the small batches landed one by one, then caught up
     assert samples[("wattflow_kafka_landed_readings_per_second", (("group", group),))] > 0
 
 

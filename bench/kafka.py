@@ -15,7 +15,7 @@ The readings replay a portfolio's backlog: every building's clock advances `--in
 run spans days (bronze is partitioned by date; a live stream puts a whole day in one partition, see
 `--interval-minutes 1`).
 
-    python bench/kafka.py [--rate 120000] [--seconds 60] [--readings-per-message 500] [--json PATH]
+    python bench/kafka.py [--rate 105000] [--seconds 60] [--readings-per-message 500] [--json PATH]
 
 Each run uses a fresh broker and an empty lakehouse. The machine is shared: figures move with its load.
 """
@@ -229,7 +229,7 @@ def run_once(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=120_000, help="offered readings/s (0: as fast as the producer goes)")
+    parser.add_argument("--rate", type=float, default=105_000, help="offered readings/s (0: as fast as the producer goes)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the producer offers load")
     parser.add_argument("--readings-per-message", type=int, default=500)
     parser.add_argument("--payload-format", choices=("batch", "json"), default="batch")

@@ -15,7 +15,7 @@ The readings replay a portfolio's backlog: every building's clock advances `--in
 run spans days (bronze is partitioned by date; a live stream puts a whole day in one partition, see
 `--interval-minutes 1`).
 
-    python bench/kafka.py [--rate 120000] [--seconds 60] [--readings-per-message 500] [--json PATH]
+    python bench/kafka.py [--rate 105000] [--seconds 60] [--readings-per-message 500] [--json PATH]
 
 Each run uses a fresh broker and an empty lakehouse. The machine is shared: figures move with its load.
 """
@@ -219,6 +219,9 @@ def run_once(args) -> dict:
         "partitions": args.partitions,
         "buildings": args.buildings,
         "seconds": args.seconds,
+        "batch_readings": args.batch_readings,
+        "batch_age_s": args.batch_age,
+        "backlog_factor": args.backlog_factor,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
     }
@@ -226,16 +229,21 @@ def run_once(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=120_000, help="offered readings/s (0: as fast as the producer goes)")
+    parser.add_argument("--rate", type=float, default=105_000, help="offered readings/s (0: as fast as the producer goes)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the producer offers load")
     parser.add_argument("--readings-per-message", type=int, default=500)
     parser.add_argument("--payload-format", choices=("batch", "json"), default="batch")
     parser.add_argument("--buildings", type=int, default=200)
     parser.add_argument("--interval-minutes", type=int, default=15, help="each building's clock step per reading")
     parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--batch-readings", type=int, default=100_000, help="a Delta commit when a batch holds this many")
+    from wattflow.settings import KafkaSettings
+
+    defaults = KafkaSettings()
+    parser.add_argument("--batch-readings", type=int, default=defaults.batch_max_readings, help="a Delta commit when a batch holds this many")
+    # Half the setting's default age: the latency target is p99 <= 2 s, and a batch waits up to its age.
     parser.add_argument("--batch-age", type=float, default=0.5, help="... or is this old (s)")
-    parser.add_argument("--backlog-factor", type=int, default=4, help="group commit: a batch may grow to this x while one commits")
+    parser.add_argument("--backlog-factor", type=int, default=defaults.batch_backlog_factor,
+                        help="group commit: a batch may grow to this x while one commits")
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--verbose", action="store_true", help="one line per committed batch (stderr)")
     args = parser.parse_args()
@@ -246,6 +254,8 @@ def main() -> None:
           f"{r['doubled']:>8} {r['batches']:>8} {r['readings_per_message']:>8} {r['payload_format']:>7}")
     print(f"{r['acknowledged_readings']:,} readings acknowledged, {r['bronze_rows']:,} in bronze; {args.seconds:g} s offered; "
           f"load average {r['load_average_before'][0]} before, {r['load_average_after'][0]} after")
+    print(f"batches of {args.batch_readings:,} readings or {args.batch_age} s, group commit up to {args.backlog_factor}x; "
+          f"{args.partitions} partitions, {args.buildings} buildings")
     print(f"targets: >= {TARGET_READINGS_PER_S:,} readings/s sustained, p99 <= {TARGET_P99_S} s, 0 lost, 0 doubled")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

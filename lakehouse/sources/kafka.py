@@ -236,7 +236,7 @@ class KafkaIngest:
         starts exactly after it. Runs in the poll thread (inside consume())."""
         self.stats.rebalances += 1
         self._drain_worker()
-        if self._open.messages:
+        if self._open.messages and not self._failure:
             batch, self._open = self._open, _Open()
             self._land(batch)
         self._collect_landed()
@@ -524,7 +524,7 @@ def ingest_kafka(
     check_reachable(bootstrap or k.bootstrap_servers, k.client_config, k.connect_timeout_s)
     try:
         return ingest.run(max_readings=max_readings, idle_timeout=idle_timeout)
-    except KeyboardInterrupt:  # Ctrl-C: the open batch is not committed, so the group reads it again
+    except KeyboardInterrupt:  # Ctrl-C: what landed has its offsets committed; the group reads the rest again
         return ingest.stats
 
 

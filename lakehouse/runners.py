@@ -490,7 +490,7 @@ class SparkRunner:
                 written = {}
                 for n, contract in contracts.items():
                     part = out.where(F.col("table") == n).select(*contract.schema.names)
-                    written[n] = self.engine.upsert_frame(contract, part)
+                    written[n] = self.engine.upsert_frame(contract, part, rows=rows[n])
                 return written
             finally:
                 out.unpersist()

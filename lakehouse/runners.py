@@ -378,7 +378,10 @@ class LocalRunner:
 
     def _run(self, envelope: Envelope, chunks: dict[str, int], make: Callable[[int, list[str]], pa.Table | None],
              contracts: dict[str, TableContract], summary_outputs: tuple[str, ...]) -> StageOutcome:
-        scratch = Path(tempfile.mkdtemp(prefix="wattflow-chunks-"))
+        # Under the home's cache, not /tmp: a backfill's parked chunks can be as large as its silver.
+        cache = Path(self.settings.cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="chunks-", dir=cache))
         files: list[Path] = []
         results: list[list[QualityResult]] = []
         summary_outputs = (*summary_outputs, "stats")

@@ -112,7 +112,7 @@ def _pipeline(settings: Settings, saved_model: Path) -> dict[str, float]:
 
 
 def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_writes_nothing(
-        portfolio, saved_model: Path, spark_session, tmp_path: Path) -> None:
+        portfolio, saved_model: Path, spark_cluster, spark_session, tmp_path: Path) -> None:
     from lakehouse.delta_rs import DeltaRsEngine
     from lakehouse.engine import get_engine
     from lakehouse.simulator import land_portfolio
@@ -129,7 +129,9 @@ def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_wr
     cluster_s = _pipeline(cluster, saved_model)
     # Tables are Delta either way: both are read back through delta-rs (no driver-side Spark collect).
     local_engine, cluster_engine = DeltaRsEngine.from_settings(local), DeltaRsEngine.from_settings(cluster)
-    assert isinstance(get_engine(cluster), SparkEngine) and get_engine(cluster).spark.sparkContext.master.startswith("spark://")
+    assert isinstance(get_engine(cluster), SparkEngine)
+    assert get_engine(cluster).spark.sparkContext.master == spark_cluster.master_url
+    assert spark_cluster.state()["aliveworkers"] == 2
 
     readings = portfolio.readings.num_rows
     for contract in COMPARED:

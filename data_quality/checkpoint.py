@@ -131,6 +131,11 @@ def run_suite(spec: SuiteSpec, frame: pd.DataFrame, batch: str, settings) -> lis
             if unexpected is None and r.expectation_config.type == "expect_column_sum_to_be_between":
                 # Our count expectations sum per-reading flags: the sum is the number of bad readings.
                 unexpected = int(detail.get("observed_value") or 0)
+            if unexpected is None and r.expectation_config.type == "expect_column_proportion_of_non_null_values_to_be_between":
+                # GE reports only the share; the null count makes per-chunk results add up (lakehouse/runners.py).
+                column = r.expectation_config.kwargs.get("column")
+                if column in frame:
+                    unexpected, element = int(frame[column].isna().sum()), len(frame)
             element = detail.get("element_count")
             error = (r.exception_info or {}).get("exception_message") if isinstance(r.exception_info, dict) else None
             if error:

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from data_quality.policy import QualityResult, policy_for
 from lakehouse.engine import WriteResult, conform
-from lakehouse.schemas import BUILDING_HOURLY, FEATURES, FORECASTS, QUARANTINE_READINGS, SENSOR_READINGS, TableContract
+from lakehouse.schemas import ANOMALIES, BUILDING_HOURLY, FEATURES, FORECASTS, QUARANTINE_READINGS, SENSOR_READINGS, TableContract
 from wattflow.log import get_logger
 
 log = get_logger(__name__)
@@ -117,6 +117,7 @@ CURATE = Envelope({"silver": BUILDING_HOURLY.schema, "quarantine": QUARANTINE_RE
 FEATURES_OUT = Envelope({"features": FEATURES.schema, "scaling": SCALING_SCHEMA, "results": RESULT_SCHEMA,
                          "stats": STATS_SCHEMA})
 
+ANOMALY_OUT = Envelope({"anomalies": ANOMALIES.schema, "results": RESULT_SCHEMA, "stats": STATS_SCHEMA})
 SCORES = Envelope({"forecasts": FORECASTS.schema, "results": RESULT_SCHEMA, "stats": STATS_SCHEMA})
 
 
@@ -294,6 +295,36 @@ def score_chunk_envelope(gold: pd.DataFrame, silver: pd.DataFrame, chunk: int, i
                                "stats": _stats(len(gold))})
 
 
+@dataclass(frozen=True)
+class AnomalyJob:
+    """Anomaly detection of [start, end) against the weeks from `history_start`; `meta`: tariff and emission
+    factor per building (small, from the registry); `detected_at` stamped on every row of the pass."""
+
+    history_start: pd.Timestamp
+    start: pd.Timestamp
+    end: pd.Timestamp
+    meta: dict
+    detected_at: pd.Timestamp
+
+
+ANOMALY_FEATURE_COLUMNS = ["building_id", "ts", "energy_kwh", "energy_valid", "hour_of_day", "day_of_week", "is_weekend",
+                           "is_holiday", "temperature"]
+
+
+def anomalies_chunk_envelope(features: pd.DataFrame, forecasts: pd.DataFrame, chunk: int, settings, job: AnomalyJob) -> pa.Table:
+    from monitoring.anomaly_store import anomalies_chunk
+
+    for frame in (features, forecasts):
+        for column in ("ts", "issued_at"):
+            if column in frame.columns:
+                frame[column] = pd.to_datetime(frame[column], utc=True)
+    priced = anomalies_chunk(features, forecasts, job.meta, settings, job.start)
+    if len(priced):
+        priced = priced.assign(detected_at=job.detected_at)
+    return ANOMALY_OUT.pack(chunk, {"anomalies": _frame_table(ANOMALIES, priced), "results": results_table([]),
+                                    "stats": _stats(len(features))})
+
+
 def scaling_from_table(table: pa.Table) -> dict:
     out: dict = {}
     for r in table.to_pylist():
@@ -347,7 +378,10 @@ class LocalRunner:
 
     def _run(self, envelope: Envelope, chunks: dict[str, int], make: Callable[[int, list[str]], pa.Table | None],
              contracts: dict[str, TableContract], summary_outputs: tuple[str, ...]) -> StageOutcome:
-        scratch = Path(tempfile.mkdtemp(prefix="wattflow-chunks-"))
+        # Under the home's cache, not /tmp: a backfill's parked chunks can be as large as its silver.
+        cache = Path(self.settings.cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="chunks-", dir=cache))
         files: list[Path] = []
         results: list[list[QualityResult]] = []
         summary_outputs = (*summary_outputs, "stats")
@@ -431,6 +465,18 @@ class LocalRunner:
 
         return self._run(SCORES, chunks, make, {"forecasts": FORECASTS}, ())
 
+    def anomalies(self, chunks, job: AnomalyJob):
+        from monitoring.anomaly_store import read_window
+
+        def make(chunk: int, ids: list[str]) -> pa.Table | None:
+            features = read_window(self.engine, FEATURES, job.history_start, job.end, ids, ANOMALY_FEATURE_COLUMNS)
+            if features.empty:
+                return None
+            forecasts = read_window(self.engine, FORECASTS, job.start, job.end, ids)
+            return anomalies_chunk_envelope(features, forecasts, chunk, self.settings, job)
+
+        return self._run(ANOMALY_OUT, chunks, make, {"anomalies": ANOMALIES}, ("anomalies",))
+
 
 class SparkRunner:
     """`groupBy("chunk").applyInArrow(core)` on the cluster; outputs MERGEd from the executors."""
@@ -490,7 +536,7 @@ class SparkRunner:
                 written = {}
                 for n, contract in contracts.items():
                     part = out.where(F.col("table") == n).select(*contract.schema.names)
-                    written[n] = self.engine.upsert_frame(contract, part)
+                    written[n] = self.engine.upsert_frame(contract, part, rows=rows[n])
                 return written
             finally:
                 out.unpersist()
@@ -561,6 +607,35 @@ class SparkRunner:
                                         _unpacked(SparkFiles.get(shipped)))
 
         return self._run(SCORES, gold, core, {"forecasts": FORECASTS}, (), cogrouped=silver)
+
+    def anomalies(self, chunks, job: AnomalyJob):
+        settings = self.settings
+        if not self.engine.exists(FEATURES):
+            return LocalRunner(self.engine, settings).anomalies({}, job)  # nothing to read: an empty outcome
+        features = self._table(FEATURES, job.history_start, job.end, list(chunks)).select(*ANOMALY_FEATURE_COLUMNS)
+        if self.engine.exists(FORECASTS):
+            forecasts = self._table(FORECASTS, job.start, job.end, list(chunks))
+        else:
+            forecasts = self.spark.createDataFrame([], schema=_spark_schema(FORECASTS.schema))
+
+        def core(feature_rows: pa.Table, forecast_rows: pa.Table) -> pa.Table:
+            _on_executor()
+            if not feature_rows.num_rows:
+                return ANOMALY_OUT.schema.empty_table()
+            chunk = int(feature_rows.column("chunk")[0].as_py())
+            f = feature_rows.drop(["chunk"]).to_pandas()
+            fc = forecast_rows.drop(["chunk"]).to_pandas() if forecast_rows.num_rows else \
+                FORECASTS.schema.empty_table().to_pandas()
+            return anomalies_chunk_envelope(f, fc, chunk, settings, job)
+
+        return self._run(ANOMALY_OUT, self._with_chunks(features, chunks), core, {"anomalies": ANOMALIES}, ("anomalies",),
+                         cogrouped=self._with_chunks(forecasts, chunks))
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
 
 
 _SHIPPED: dict[tuple[int, str], str] = {}

@@ -156,6 +156,9 @@ def _environment(home: Path, work_dir: Path, python: str, daemon_memory: str) ->
         "SPARK_DAEMON_JAVA_OPTS": "-XX:TieredStopAtLevel=1 -Duser.timezone=UTC",
         "TZ": "UTC",
     })
+    # Executors import the same wattflow code as this driver (a worktree, not only the installed package).
+    code_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([code_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     return env
 
 

@@ -120,7 +120,7 @@ class SparkEngine:
         batch = dedupe_last(contract, conform(contract, data))
         return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, batch), self._is_conflict)
 
-    def upsert_frame(self, contract: TableContract, frame: "DataFrame") -> WriteResult:
+    def upsert_frame(self, contract: TableContract, frame: "DataFrame", rows: int | None = None) -> WriteResult:
         """The same MERGE with a Spark DataFrame as its source: rows computed on the executors (the Spark
         runner's stage output) go into the table without passing through the driver. The frame must
         already carry the contract's columns and unique keys (the stage cores guarantee both)."""
@@ -128,7 +128,7 @@ class SparkEngine:
 
         wanted = from_arrow_schema(contract.schema)
         source = frame.select(*[frame[f.name].cast(f.dataType).alias(f.name) for f in wanted.fields])
-        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source), self._is_conflict)
+        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source, rows), self._is_conflict)
 
     def _is_conflict(self, err: BaseException) -> bool:
         from delta.exceptions.base import (
@@ -153,9 +153,10 @@ class SparkEngine:
             ),
         )
 
-    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame") -> WriteResult:
+    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame", rows: int | None = None) -> WriteResult:
         path = self._path(contract)
-        rows = batch.num_rows if isinstance(batch, pa.Table) else batch.count()
+        # A DataFrame's row count is one more Spark job; callers that know it (the runners) pass it.
+        rows = batch.num_rows if isinstance(batch, pa.Table) else (rows if rows is not None else batch.count())
         if not self.exists(contract):
             try:
                 self._create(contract, batch, path)

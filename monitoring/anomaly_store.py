@@ -83,6 +83,19 @@ class _Row:
     timezone: str
 
 
+def anomalies_chunk(features: pd.DataFrame, forecasts: pd.DataFrame, meta: Mapping[str, BuildingMetadata], settings: Any,
+                    start: pd.Timestamp) -> pd.DataFrame:
+    """The per-building core of anomaly detection: a chunk's features (with `baseline_weeks` of history
+    before `start`) and served forecasts in, its priced anomalies of [start, ...) out. Both runners call it."""
+    features = features.sort_values(["building_id", "ts"], kind="stable").reset_index(drop=True)
+    window = features[features["ts"] >= start].merge(
+        latest_forecasts(forecasts, settings.model.model_name), on=["building_id", "ts"], how="left"
+    )
+    anomalies, _ = detect_anomalies(window, features[features["ts"] < start], settings.monitor.anomalies)
+    anomalies = anomalies[anomalies["building_id"].isin(meta)] if not anomalies.empty else anomalies
+    return price_anomalies(anomalies, dict(meta))
+
+
 def find_anomalies(
     engine: Any,
     settings: Any,
@@ -93,28 +106,30 @@ def find_anomalies(
     buildings: Mapping[str, BuildingMetadata] | None = None,
     write: bool = True,
 ) -> AnomalyResult:
-    """Detect, price and (by default) record the anomalies of [since, until) for one or every building."""
+    """Detect, price and (by default) record the anomalies of [since, until) for one or every building,
+    chunk by chunk on the runner `compute.runner` names (lakehouse/runners.py)."""
+    from lakehouse.runners import AnomalyJob, chunk_of, get_runner
+
     start = utc(since)
     end = utc(until) if until is not None else utc(datetime.now(timezone.utc)).ceil("h")
     if end <= start:
         raise ValueError(f"until {end.isoformat()} must be after since {start.isoformat()}")
     anomaly_settings = settings.monitor.anomalies
     history_start = start - pd.Timedelta(weeks=anomaly_settings.baseline_weeks)
-    ids = [building_id] if building_id else None
-    features = read_window(engine, FEATURES, history_start, end, ids, ANOMALY_FEATURE_COLUMNS)
-    forecasts = read_window(engine, FORECASTS, start, end, ids)
     meta = dict(buildings) if buildings is not None else building_metadata(engine, settings)
-    if building_id and building_id not in meta and not features.empty:
-        raise KeyError(f"building_id {building_id!r} has features but no metadata (tariff, emission factor)")
-    window = features[features["ts"] >= start].merge(
-        latest_forecasts(forecasts, settings.model.model_name), on=["building_id", "ts"], how="left"
-    )
-    anomalies, _ = detect_anomalies(window, features[features["ts"] < start], anomaly_settings)
-    anomalies = anomalies[anomalies["building_id"].isin(meta)] if not anomalies.empty else anomalies
-    priced = price_anomalies(anomalies, meta)
+    if building_id and building_id not in meta:
+        features = read_window(engine, FEATURES, history_start, end, [building_id], ["building_id", "ts"])
+        if not features.empty:
+            raise KeyError(f"building_id {building_id!r} has features but no metadata (tariff, emission factor)")
+    ids = [building_id] if building_id else sorted(meta)
+    job = AnomalyJob(history_start=history_start, start=start, end=end, meta=meta, detected_at=pd.Timestamp.now(tz="UTC"))
+    outcome = get_runner(engine, settings).anomalies(chunk_of(ids, settings.compute.chunk_buildings), job)
+    priced = outcome.summaries["anomalies"].to_pandas()
     written = 0
-    if write and not priced.empty:
-        table = pa.Table.from_pandas(priced.assign(detected_at=pd.Timestamp.now(tz="UTC")), preserve_index=False)
-        result = engine.upsert(ANOMALIES, table)
-        written = result.rows_inserted + result.rows_updated
+    if write and len(priced):
+        result = outcome.write().get("anomalies")
+        written = (result.rows_inserted + result.rows_updated) if result is not None else 0
+    else:
+        outcome.discard()
+    priced = priced.drop(columns=["detected_at"]).reset_index(drop=True)
     return AnomalyResult(priced, building_savings(priced), written)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.schemas import (
+    ANOMALIES,
     BUILDING_HOURLY,
     FEATURES,
     FORECASTS,
@@ -36,13 +37,14 @@ START = datetime(2024, 3, 6, tzinfo=timezone.utc)
 END = datetime(2024, 3, 16, tzinfo=timezone.utc)
 LANDED_AT = datetime(2024, 3, 16, 1, tzinfo=timezone.utc)
 ORIGINS = (datetime(2024, 3, 14, tzinfo=timezone.utc), datetime(2024, 3, 15, tzinfo=timezone.utc))
-COMPARED = (BUILDING_HOURLY, QUARANTINE_READINGS, QUARANTINE_WEATHER, FEATURES, QUALITY_RESULTS, FORECASTS)
+ANOMALIES_SINCE = datetime(2024, 3, 13, tzinfo=timezone.utc)
+COMPARED = (BUILDING_HOURLY, QUARANTINE_READINGS, QUARANTINE_WEATHER, FEATURES, QUALITY_RESULTS, FORECASTS, ANOMALIES)
 
 
 def content(engine, contract: TableContract) -> pd.DataFrame:
     """The table's rows in key order, without bookkeeping that differs per run (run ids, validation times)."""
     df = engine.read(contract).to_pandas()
-    drop = [c for c in ("run_id", "validated_at") if c in df.columns]
+    drop = [c for c in ("run_id", "validated_at", "detected_at") if c in df.columns]
     return df.drop(columns=drop).sort_values(list(contract.keys)).reset_index(drop=True)
 
 
@@ -73,8 +75,10 @@ def saved_model(tmp_path_factory) -> Path:
 
 
 def _settings(home: Path, runner: str) -> Settings:
+    # A 10-day history: the anomaly baseline looks back one week instead of four.
     return Settings(home=home, compute=ComputeSettings(runner=runner, chunk_buildings=2),
-                    lakehouse=LakehouseSettings(spark_shuffle_partitions=2))
+                    lakehouse=LakehouseSettings(spark_shuffle_partitions=2),
+                    monitor={"anomalies": {"baseline_weeks": 1}})
 
 
 def _install_model(settings: Settings, saved_model: Path) -> None:
@@ -84,6 +88,14 @@ def _install_model(settings: Settings, saved_model: Path) -> None:
     shutil.copytree(saved_model, settings.model_base_path / settings.model.model_name / "1")
 
 
+def _anomalies(settings: Settings):
+    """The per-building part of a monitoring pass: anomalies priced and written to monitoring.anomalies."""
+    from lakehouse.engine import get_engine
+    from monitoring.anomaly_store import find_anomalies
+
+    return find_anomalies(get_engine(settings), settings, since=ANOMALIES_SINCE, until=END)
+
+
 def _pipeline(settings: Settings, saved_model: Path) -> dict[str, float]:
     from wattflow import pipeline
 
@@ -91,7 +103,8 @@ def _pipeline(settings: Settings, saved_model: Path) -> dict[str, float]:
     _install_model(settings, saved_model)
     for step, run in (("curate", lambda: pipeline.curate(START, END, settings=settings)),
                       ("features", lambda: pipeline.build_features(START, END, settings=settings)),
-                      ("score", lambda: pipeline.score(ORIGINS, version=1, settings=settings))):
+                      ("score", lambda: pipeline.score(ORIGINS, version=1, settings=settings)),
+                      ("anomalies", lambda: _anomalies(settings))):
         t0 = time.perf_counter()
         run()
         timings[step] = round(time.perf_counter() - t0, 1)
@@ -99,7 +112,7 @@ def _pipeline(settings: Settings, saved_model: Path) -> dict[str, float]:
 
 
 def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_writes_nothing(
-        portfolio, saved_model: Path, spark_session, tmp_path: Path) -> None:
+        portfolio, saved_model: Path, spark_cluster, spark_session, tmp_path: Path) -> None:
     from lakehouse.delta_rs import DeltaRsEngine
     from lakehouse.engine import get_engine
     from lakehouse.simulator import land_portfolio
@@ -116,13 +129,16 @@ def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_wr
     cluster_s = _pipeline(cluster, saved_model)
     # Tables are Delta either way: both are read back through delta-rs (no driver-side Spark collect).
     local_engine, cluster_engine = DeltaRsEngine.from_settings(local), DeltaRsEngine.from_settings(cluster)
-    assert isinstance(get_engine(cluster), SparkEngine) and get_engine(cluster).spark.sparkContext.master.startswith("spark://")
+    assert isinstance(get_engine(cluster), SparkEngine)
+    assert get_engine(cluster).spark.sparkContext.master == spark_cluster.master_url
+    assert spark_cluster.state()["aliveworkers"] == 2
 
     readings = portfolio.readings.num_rows
     for contract in COMPARED:
         ours, theirs = content(local_engine, contract), content(cluster_engine, contract)
         assert len(ours) == len(theirs), contract.qualified_name
         assert len(ours) or contract is QUARANTINE_WEATHER, contract.qualified_name  # the simulated weather is clean
+        print(contract.qualified_name, len(ours), content_hash(ours))
         if contract is FORECASTS:  # model outputs: the same numbers within float tolerance
             pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=1e-6, atol=1e-9, obj=contract.qualified_name)
         else:
@@ -147,6 +163,7 @@ def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_wr
     assert pipeline.curate(START, END, settings=cluster)["silver_changed"] is False
     assert pipeline.build_features(START, END, settings=cluster)["gold_changed"] is False
     assert pipeline.score(ORIGINS, version=1, settings=cluster)["changed"] is False
+    assert _anomalies(cluster).rows_written == 0
     rerun_s = round(time.perf_counter() - rerun_t0, 1)
     assert {c.qualified_name: cluster_engine.version(c) for c in COMPARED} == versions
     print(f"\nreadings={readings} ingest={ingest_s:.1f}s local={local_s} cluster={cluster_s} cluster_rerun={rerun_s}s")

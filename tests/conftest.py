@@ -48,7 +48,7 @@ class _GroupInNodeIds:
 
     @pytest.hookimpl(trylast=True)  # after the marks above and after xdist's own hook
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        if not config.getvalue("loadgroup"):
+        if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
             return
         from _pytest.nodeid import NodeId
 

@@ -89,7 +89,7 @@ class BatchScheduler:
         loop = self._loop
         if loop is not None and loop.is_running():
             # The same queues as the loop's own callers, so REST and gRPC requests batch together.
-            return asyncio.run_coroutine_threadsafe(self._run_in_loop(key, inputs, run), loop).result()
+            return asyncio.run_coroutine_threadsafe(self._run_in_loop(key, inputs, run, loop), loop).result()
         task = self._task(inputs, run)
         task.done = threading.Event()
         self._enqueue(key, task)
@@ -101,17 +101,19 @@ class BatchScheduler:
     async def run_async(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
         """From an event loop: no thread waits; the batch thread resolves every future of one loop in a batch
         with one wake-up of that loop (instead of one thread switch per request), or the loop runs the batch."""
-        if self._loop is not None:
-            return await self._run_in_loop(key, inputs, run)
+        loop = self._loop
+        if loop is not None:
+            return await self._run_in_loop(key, inputs, run, loop)
         task = self._task(inputs, run)
         task.loop = asyncio.get_running_loop()
         task.future = task.loop.create_future()
         self._enqueue(key, task)
         return await task.future
 
-    async def _run_in_loop(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
+    async def _run_in_loop(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run,
+                           loop: asyncio.AbstractEventLoop) -> dict[str, np.ndarray]:
+        # `loop` is the running loop, passed in: detach_loop (server stopping, another thread) may clear _loop.
         task = self._task(inputs, run)
-        loop = self._loop
         task.future = loop.create_future()
         queue = self._loop_queues.get(key)
         if queue is None:
@@ -122,19 +124,19 @@ class BatchScheduler:
         queue.tasks.append(task)
         queue.size += size
         if queue.size >= self.params.max_batch_size:
-            self._schedule_now(key, queue)
+            self._schedule_now(key, queue, loop)
         elif queue.timer is None and not queue.scheduled:
             # asyncio's clock is time.monotonic, the tasks' `enqueued` clock.
             queue.timer = loop.call_at(task.enqueued + self._timeout_s, self._run_due, key, queue)
         return await task.future
 
-    def _schedule_now(self, key: Hashable, queue: _Queue) -> None:
+    def _schedule_now(self, key: Hashable, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
         if queue.timer is not None:
             queue.timer.cancel()
             queue.timer = None
         if not queue.scheduled:
             queue.scheduled = True
-            self._loop.call_soon(self._run_due, key, queue)
+            loop.call_soon(self._run_due, key, queue)
 
     def _run_due(self, key: Hashable, queue: _Queue) -> None:
         """In the loop: run one batch (full, or its oldest task is due), then re-arm for the tasks left."""
@@ -150,10 +152,11 @@ class BatchScheduler:
                 task.error = exc if isinstance(exc, ServingError) else internal(exc)
         _resolve(batch)
         if queue.tasks:
+            loop = asyncio.get_running_loop()
             if queue.size >= self.params.max_batch_size or time.monotonic() >= queue.tasks[0].enqueued + self._timeout_s:
-                self._schedule_now(key, queue)
+                self._schedule_now(key, queue, loop)
             else:
-                queue.timer = self._loop.call_at(queue.tasks[0].enqueued + self._timeout_s, self._run_due, key, queue)
+                queue.timer = loop.call_at(queue.tasks[0].enqueued + self._timeout_s, self._run_due, key, queue)
 
     def _task(self, inputs: dict[str, np.ndarray], run: Run) -> _Task:
         size = _batch_size(inputs)

@@ -5,6 +5,16 @@ full (`max_batch_size` windows) or when its oldest task has waited `batch_timeou
 is free; a queue holding more than `max_enqueued_batches` batches rejects with UNAVAILABLE; a task larger than
 `max_batch_size` is rejected with INVALID_ARGUMENT. Every input is concatenated along dimension 0 and every
 output split back by the sizes the tasks sent.
+
+With one batch thread (`num_batch_threads` 1) and an event loop attached (the gRPC server's), the loop is that
+thread: its Predict calls queue in the loop, a batch runs in the loop when it is full or its oldest task is due
+(a loop timer), and its futures are resolved right there. Profiled at 32 concurrent batch-1 clients on 2 shared
+cores, handing each batch to a batch thread and back cost two thread switches and a GIL hand-over per batch, and
+the loop (busy reading the next requests) kept the batch thread waiting for the GIL while it held finished
+results; in the loop, the requests that arrive while a batch runs queue up and the next batch starts fuller
+(measured at 32 clients, same run: server CPU per request 0.68-0.79 -> 0.54-0.63 ms with a 2 ms batch timeout;
+with 6 ms, mean batch 17-25 -> 23-29 windows and 1,265 -> 1,757 requests/s). Callers on other threads (REST)
+join the same queues through the loop. More batch threads keep the thread pool, as in TF Serving.
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ class _Task:
 class _Queue:
     tasks: deque = field(default_factory=deque)
     size: int = 0
+    # In-loop batching only: the loop timer due at the oldest task's timeout, and whether a run is scheduled.
+    timer: asyncio.TimerHandle | None = None
+    scheduled: bool = False
 
 
 class BatchScheduler:
@@ -52,14 +65,32 @@ class BatchScheduler:
         self._cv = threading.Condition()
         self._stopping = False
         self._on_batch = on_batch
+        # Set by `attach_loop` when num_batch_threads is 1: batches then run in that event loop (see the module doc).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_queues: dict[Hashable, _Queue] = {}
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True) for i in range(params.num_batch_threads)
         ]
         for thread in self._threads:
             thread.start()
 
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Run batches in `loop` (the gRPC server's) when there is one batch thread; True when it will."""
+        if self.params.num_batch_threads != 1:
+            return False
+        self._loop = loop
+        return True
+
+    def detach_loop(self) -> None:
+        """Before the loop stops: later callers go back to the batch threads."""
+        self._loop = None
+
     def run(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
         """From a thread: block until the batch holding these inputs has run."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            # The same queues as the loop's own callers, so REST and gRPC requests batch together.
+            return asyncio.run_coroutine_threadsafe(self._run_in_loop(key, inputs, run, loop), loop).result()
         task = self._task(inputs, run)
         task.done = threading.Event()
         self._enqueue(key, task)
@@ -70,12 +101,63 @@ class BatchScheduler:
 
     async def run_async(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
         """From an event loop: no thread waits; the batch thread resolves every future of one loop in a batch
-        with one wake-up of that loop (instead of one thread switch per request)."""
+        with one wake-up of that loop (instead of one thread switch per request), or the loop runs the batch."""
+        loop = self._loop
+        if loop is not None:
+            return await self._run_in_loop(key, inputs, run, loop)
         task = self._task(inputs, run)
         task.loop = asyncio.get_running_loop()
         task.future = task.loop.create_future()
         self._enqueue(key, task)
         return await task.future
+
+    async def _run_in_loop(self, key: Hashable, inputs: dict[str, np.ndarray], run: Run,
+                           loop: asyncio.AbstractEventLoop) -> dict[str, np.ndarray]:
+        # `loop` is the running loop, passed in: detach_loop (server stopping, another thread) may clear _loop.
+        task = self._task(inputs, run)
+        task.future = loop.create_future()
+        queue = self._loop_queues.get(key)
+        if queue is None:
+            queue = self._loop_queues[key] = _Queue()
+        size = task.size
+        if -(-(queue.size + size) // self.params.max_batch_size) > self.params.max_enqueued_batches:
+            raise unavailable("The batch scheduling queue to which this task was submitted is full")
+        queue.tasks.append(task)
+        queue.size += size
+        if queue.size >= self.params.max_batch_size:
+            self._schedule_now(key, queue, loop)
+        elif queue.timer is None and not queue.scheduled:
+            # asyncio's clock is time.monotonic, the tasks' `enqueued` clock.
+            queue.timer = loop.call_at(task.enqueued + self._timeout_s, self._run_due, key, queue)
+        return await task.future
+
+    def _schedule_now(self, key: Hashable, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
+        if queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
+        if not queue.scheduled:
+            queue.scheduled = True
+            loop.call_soon(self._run_due, key, queue)
+
+    def _run_due(self, key: Hashable, queue: _Queue) -> None:
+        """In the loop: run one batch (full, or its oldest task is due), then re-arm for the tasks left."""
+        queue.timer = None
+        queue.scheduled = False
+        if not queue.tasks:
+            return
+        batch = self._pop(key, queue, self._loop_queues)
+        try:
+            self._run_batch(batch)
+        except BaseException as exc:  # every waiting request gets the error, none hangs
+            for task in batch:
+                task.error = exc if isinstance(exc, ServingError) else internal(exc)
+        _resolve(batch)
+        if queue.tasks:
+            loop = asyncio.get_running_loop()
+            if queue.size >= self.params.max_batch_size or time.monotonic() >= queue.tasks[0].enqueued + self._timeout_s:
+                self._schedule_now(key, queue, loop)
+            else:
+                queue.timer = loop.call_at(queue.tasks[0].enqueued + self._timeout_s, self._run_due, key, queue)
 
     def _task(self, inputs: dict[str, np.ndarray], run: Run) -> _Task:
         size = _batch_size(inputs)
@@ -119,11 +201,11 @@ class BatchScheduler:
                         continue
                     due = queue.tasks[0].enqueued + self._timeout_s
                     if queue.size >= self.params.max_batch_size or now >= due:
-                        return self._pop(key, queue)
+                        return self._pop(key, queue, self._queues)
                     wait = due - now if wait is None else min(wait, due - now)
                 self._cv.wait(wait)
 
-    def _pop(self, key: Hashable, queue: _Queue) -> list[_Task]:
+    def _pop(self, key: Hashable, queue: _Queue, queues: dict[Hashable, _Queue]) -> list[_Task]:
         batch, total = [], 0
         while queue.tasks and total + queue.tasks[0].size <= self.params.max_batch_size:
             task = queue.tasks.popleft()
@@ -131,7 +213,7 @@ class BatchScheduler:
             total += task.size
         queue.size -= total
         if not queue.tasks:
-            del self._queues[key]
+            del queues[key]
         return batch
 
     def _work(self) -> None:

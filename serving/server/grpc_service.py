@@ -1,8 +1,9 @@
 """gRPC front end: the stock generated servicer bases of `tensorflow_serving.apis`, on a grpc.aio server.
 
 The server runs its own asyncio event loop in one thread. Predict is handled in the loop (spec resolution,
-tensor decoding, response encoding) and its model call is awaited from the batcher, which resolves the futures
-of a whole batch with one wake-up of the loop; no thread is parked per request. Profiled at 32 concurrent
+tensor decoding, response encoding) and its model call is awaited from the batcher, which with one batch thread
+runs the batch in this loop and otherwise resolves the futures of a whole batch with one wake-up of the loop; no
+thread is parked per request. Profiled at 32 concurrent
 clients, the thread-pool server spent most of its CPU handing each call to a worker thread and waking it
 again after the batch (see bench/serving.py). Handlers that may block (model status while a version loads,
 config reloads, model calls without batching) run on a thread pool (`--grpc_max_threads`).
@@ -107,6 +108,35 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer, _Observed):
         return await self._call("reload_config", "", context, self._core.reload_config, request, blocking=True)
 
 
+def _prediction_handlers(servicer: PredictionService) -> grpc.GenericRpcHandler:
+    """The stock PredictionService method table (prediction_service_pb2_grpc), except that Predict's answer is
+    already serialized (ServingCore.predict_async) and goes out as it is."""
+    from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2
+    from tensorflow_serving.apis import regression_pb2
+
+    def handler(method, request_type, response_type):
+        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request_type.FromString,
+                                                   response_serializer=response_type.SerializeToString)
+
+    predict = grpc.unary_unary_rpc_method_handler(servicer.Predict,
+                                                  request_deserializer=predict_pb2.PredictRequest.FromString,
+                                                  response_serializer=_as_bytes)
+    return grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
+        "Classify": handler(servicer.Classify, classification_pb2.ClassificationRequest,
+                            classification_pb2.ClassificationResponse),
+        "Regress": handler(servicer.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+        "Predict": predict,
+        "MultiInference": handler(servicer.MultiInference, inference_pb2.MultiInferenceRequest,
+                                  inference_pb2.MultiInferenceResponse),
+        "GetModelMetadata": handler(servicer.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest,
+                                    get_model_metadata_pb2.GetModelMetadataResponse),
+    })
+
+
+def _as_bytes(response) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
 def _verified_client(context) -> bool:
     """True when the peer presented a certificate that the TLS handshake verified (grpc's x509 auth context)."""
     return bool(context.peer_identities())
@@ -132,6 +162,10 @@ class GrpcServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
         self._thread.start()
+        # With one batch thread, batches run in this loop beside the Predict calls (serving.server.batching).
+        self._batcher = core.batcher
+        if self._batcher is not None:
+            self._batcher.attach_loop(self._loop)
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -143,8 +177,7 @@ class GrpcServer:
             # Beyond `max_concurrent_rpcs` calls in flight grpcio answers RESOURCE_EXHAUSTED at once, so a flood
             # cannot queue unbounded work.
             server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                PredictionService(core, self._executor), server)
+            server.add_generic_rpc_handlers((_prediction_handlers(PredictionService(core, self._executor)),))
             model_service_pb2_grpc.add_ModelServiceServicer_to_server(
                 ModelService(core, self._executor, reload_access), server)
             address = f"{host}:{port}"
@@ -174,6 +207,8 @@ class GrpcServer:
         try:
             self._run(self._server.stop(grace_s), timeout=(grace_s or 0) + 30)
         finally:
+            if self._batcher is not None:
+                self._batcher.detach_loop()
             self._shutdown_loop()
             self._executor.shutdown(wait=False, cancel_futures=True)
         done = threading.Event()
@@ -181,6 +216,8 @@ class GrpcServer:
         return done
 
     def _shutdown_loop(self) -> None:
+        if getattr(self, "_batcher", None) is not None:
+            self._batcher.detach_loop()
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)

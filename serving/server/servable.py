@@ -49,6 +49,8 @@ class Signature:
         self.input_names = sorted(self.inputs)
         self.output_names = sorted(signature_def.outputs.keys())
         self._flat_order = _flat_input_order(function, self.input_names)
+        # Request input layouts (names, dtypes, shapes) that passed every check: ServingCore decodes those directly.
+        self.layouts: dict[tuple, tuple] = {}
         import tensorflow as tf
 
         self._to_tensor = tf.constant

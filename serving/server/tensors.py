@@ -7,6 +7,7 @@ serialization), which every stock client reads with `tf.make_ndarray`.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -125,7 +126,8 @@ def declared(proto: tensor_pb2.TensorProto, name: str) -> Declared:
 
 
 def ndarray_to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    array = np.ascontiguousarray(array)
+    # asarray, not ascontiguousarray: that one turns a 0-d output into shape [1]; tobytes() writes C order anyway.
+    array = np.asarray(array)
     try:
         dtype = _DTYPE_BY_NUMPY[array.dtype]
     except KeyError:
@@ -163,3 +165,63 @@ def json_to_ndarray(value, dtype: np.dtype, name: str) -> np.ndarray:
 
 def ndarray_to_json(array: np.ndarray):
     return array.tolist()
+
+
+# ---- Predict responses as bytes -----------------------------------------------------------------------------
+# gRPC Predict answers are assembled from cached pieces instead of building TensorProto/PredictResponse objects:
+# per request that took ~40 us of GIL-held Python at batch 1 (object construction, map insertion, CopyFrom), the
+# same order as grpcio's own per-call cost. The wire format is the one protobuf writes (fields in number order),
+# so every client parses the same message; a unit test checks the bytes against the proto built field by field.
+_TENSOR_CONTENT_TAG = b"\x22"  # TensorProto.tensor_content = 4, length-delimited
+_MAP_KEY_TAG = b"\x0a"  # map entry key = 1
+_MAP_VALUE_TAG = b"\x12"  # map entry value = 2
+_OUTPUTS_TAG = b"\x0a"  # PredictResponse.outputs = 1
+_MODEL_SPEC_TAG = b"\x12"  # PredictResponse.model_spec = 2
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+@functools.lru_cache(maxsize=256)
+def _tensor_header(dtype_enum: int, shape: tuple[int, ...]) -> bytes:
+    """A TensorProto's dtype and shape, serialized (the fields before tensor_content)."""
+    proto = tensor_pb2.TensorProto(dtype=dtype_enum)
+    proto.tensor_shape.SetInParent()  # present even for a scalar, as ndarray_to_proto and make_tensor_proto write it
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto.SerializeToString()
+
+
+@functools.lru_cache(maxsize=256)
+def _model_spec_field(model_name: str, version: int, signature_name: str) -> bytes:
+    from tensorflow_serving.apis import model_pb2
+
+    spec = model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+    spec.version.value = version
+    return _field(_MODEL_SPEC_TAG, spec.SerializeToString())
+
+
+def encode_predict_response(model_name: str, version: int, signature_name: str,
+                            outputs: dict[str, np.ndarray], wanted: list[str]) -> bytes:
+    """A serialized PredictResponse: the `wanted` outputs as tensor_content, then the resolved model spec."""
+    parts = []
+    for name in wanted:
+        array = outputs[name]
+        try:
+            dtype = _DTYPE_BY_NUMPY[array.dtype]
+        except KeyError:
+            raise invalid_argument(f"Unsupported output dtype {array.dtype}") from None
+        tensor = _tensor_header(dtype, array.shape) + _field(_TENSOR_CONTENT_TAG, array.tobytes())
+        parts.append(_field(_OUTPUTS_TAG, _field(_MAP_KEY_TAG, name.encode()) + _field(_MAP_VALUE_TAG, tensor)))
+    parts.append(_model_spec_field(model_name, version, signature_name))
+    return b"".join(parts)

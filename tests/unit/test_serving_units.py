@@ -173,6 +173,136 @@ def test_full_queue_is_unavailable():
     scheduler.stop()
 
 
+def _loop_thread():
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+def test_one_batch_thread_batches_in_the_attached_loop_with_thread_callers_in_the_same_batches():
+    import asyncio
+
+    from serving.server.batching import BatchScheduler
+    from serving.server.config import BatchingParameters
+
+    calls: list[tuple[int, str]] = []
+
+    def run(inputs):
+        calls.append((inputs["x"].shape[0], threading.current_thread().name))
+        return {"y": inputs["x"] * 2}
+
+    scheduler = BatchScheduler(BatchingParameters(max_batch_size=16, batch_timeout_micros=200_000,
+                                                  num_batch_threads=1, allowed_batch_sizes=[4, 8, 16]))
+    loop, thread = _loop_thread()
+    assert scheduler.attach_loop(loop) is True
+    results: dict[int, dict] = {}
+
+    async def loop_clients():
+        async def one(i):
+            results[i] = await scheduler.run_async("k", {"x": np.full((1, 2), i, np.float32)}, run)
+
+        await asyncio.gather(*(one(i) for i in range(6)))
+
+    rest = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, scheduler.run("k", {"x": np.full((2, 2), i, np.float32)}, run))) for i in (100, 101)]
+    for client in rest:
+        client.start()
+    asyncio.run_coroutine_threadsafe(loop_clients(), loop).result(10)
+    for client in rest:
+        client.join(10)
+    # 6 + 2 * 2 = 10 rows within the 0.2 s timeout: one batch, padded to 16, run by the loop's own thread.
+    assert calls == [(16, thread.name)]
+    for i in range(6):
+        np.testing.assert_array_equal(results[i]["y"], np.full((1, 2), 2 * i))
+    for i in (100, 101):
+        np.testing.assert_array_equal(results[i]["y"], np.full((2, 2), 2 * i))
+
+    # A full queue runs at once (no timeout wait); more tasks than one batch holds make two batches.
+    calls.clear()
+    started = time.monotonic()
+
+    async def full():
+        return await asyncio.gather(*(scheduler.run_async("k", {"x": np.full((4, 2), i, np.float32)}, run)
+                                      for i in range(5)))
+
+    outs = asyncio.run_coroutine_threadsafe(full(), loop).result(10)
+    assert [size for size, _ in calls] == [16, 4] and time.monotonic() - started < 0.2 + 0.15
+    assert [float(out["y"][0, 0]) for out in outs] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    scheduler.detach_loop()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    scheduler.stop()
+
+
+def test_in_loop_batching_errors_and_full_queue():
+    import asyncio
+
+    from serving.server.batching import BatchScheduler
+    from serving.server.config import BatchingParameters
+
+    scheduler = BatchScheduler(BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1,
+                                                  batch_timeout_micros=0))
+    assert BatchScheduler(BatchingParameters(num_batch_threads=2)).attach_loop(asyncio.new_event_loop()) is False
+    loop, thread = _loop_thread()
+    scheduler.attach_loop(loop)
+
+    def fails(inputs):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "bad values")
+
+    with pytest.raises(ServingError, match="bad values"):
+        scheduler.run("k", {"x": np.zeros((1, 1))}, fails)
+    with pytest.raises(ServingError, match="Task size 2 is larger than maximum input batch size 1"):
+        scheduler.run("k", {"x": np.zeros((2, 1))}, fails)
+
+    async def two_at_once():
+        # Both are queued before the loop runs either: the second exceeds max_enqueued_batches.
+        first = asyncio.ensure_future(scheduler.run_async("k", {"x": np.ones((1, 1))}, lambda i: {"y": i["x"]}))
+        second = asyncio.ensure_future(scheduler.run_async("k", {"x": np.ones((1, 1))}, lambda i: {"y": i["x"]}))
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    ok, refused = asyncio.run_coroutine_threadsafe(two_at_once(), loop).result(10)
+    np.testing.assert_array_equal(ok["y"], [[1.0]])
+    assert isinstance(refused, ServingError) and refused.code == grpc.StatusCode.UNAVAILABLE
+    scheduler.detach_loop()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    scheduler.stop()
+
+
+# ---- Predict responses as bytes -------------------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_DTYPES = st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_, np.float16])
+_SHAPES = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
+
+
+@settings(max_examples=60, deadline=None)
+@given(outputs=st.dictionaries(st.text(min_size=1, max_size=6), st.tuples(_DTYPES, _SHAPES), min_size=1, max_size=3),
+       model=st.text(max_size=8), version=st.integers(0, 2**40), signature=st.text(max_size=8), seed=st.integers(0, 9))
+def test_encoded_predict_response_is_the_message_protobuf_writes(outputs, model, version, signature, seed):
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.server.tensors import encode_predict_response, ndarray_to_proto
+
+    rng = np.random.default_rng(seed)
+    arrays = {name: np.asarray(rng.normal(size=shape) * 100).astype(dtype) for name, (dtype, shape) in outputs.items()}
+    wanted = sorted(arrays)
+    expected = predict_pb2.PredictResponse()
+    expected.model_spec.name, expected.model_spec.signature_name = model, signature
+    expected.model_spec.version.value = version
+    for name in wanted:
+        expected.outputs[name].CopyFrom(ndarray_to_proto(arrays[name]))
+        assert tuple(d.size for d in expected.outputs[name].tensor_shape.dim) == arrays[name].shape
+    encoded = encode_predict_response(model, version, signature, arrays, wanted)
+    assert predict_pb2.PredictResponse.FromString(encoded) == expected
+    # Byte for byte too where protobuf's map order cannot differ and it writes tensor_content (not when empty).
+    if len(wanted) == 1 and arrays[wanted[0]].size:
+        assert encoded == expected.SerializeToString()
+
+
 # ---- signatures --------------------------------------------------------------------------------------
 def _tf1_saved_model(path) -> None:
     """A TF1 SavedModel whose signature keys name the other key's placeholder ("alpha" -> tensor "zeta:0")."""

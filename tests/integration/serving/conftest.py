@@ -60,7 +60,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
     )
     (base / "batching.config").write_text(
         "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
-        "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 100 }\n"
+        # Two batch threads use the thread pool; XLA mode takes one, so the suite also runs batches in the gRPC loop.
+        f"num_batch_threads {{ value: {1 if xla else 2} }}\nmax_enqueued_batches {{ value: 100 }}\n"
         + ("allowed_batch_sizes: [1, 2, 4, 8, 16, 32]\n" if xla else "")
     )
     process = None

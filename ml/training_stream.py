@@ -173,8 +173,9 @@ class StreamPlan:
         return Windows.concat([self.store.read(s.building_id, s.validation) for s in self.shards], self.spec)
 
     def sample(self, quotas: Mapping[str, int], rng: np.random.Generator, part: str = "train") -> Windows:
-        """`quotas[b]` windows of building b drawn without replacement (the news count `recent_weight` times)."""
-        parts = []
+        """`quotas[b]` windows of building b drawn without replacement (the news count `recent_weight` times),
+        read straight into arrays of the sample's size (no second copy while concatenating)."""
+        draws: list[tuple[str, np.ndarray]] = []
         for shard in self.shards:
             quota = quotas.get(shard.building_id, 0)
             if quota <= 0:
@@ -183,12 +184,25 @@ class StreamPlan:
                 pool = shard.validation
             else:
                 pool = np.concatenate([shard.train, *[shard.news] * self.recent_weight]) if len(shard.news) else shard.train
-            chosen = pool[rng.choice(len(pool), size=min(quota, len(pool)), replace=False)]
-            # A news window drawn twice is read once per draw.
-            unique, repeats = np.unique(chosen, return_counts=True)
-            windows = self.store.read(shard.building_id, unique)
-            parts.append(windows.take(np.repeat(np.arange(len(unique)), repeats)))
-        return Windows.concat(parts, self.spec)
+            draws.append((shard.building_id, np.sort(pool[rng.choice(len(pool), size=min(quota, len(pool)), replace=False)])))
+        total = sum(len(chosen) for _, chosen in draws)
+        if total == 0:
+            return empty_windows(self.spec)
+        out = empty_windows(self.spec)
+        arrays = {name: np.empty((total, *getattr(out, name).shape[1:]), getattr(out, name).dtype) for name in _FIELDS}
+        building_id = np.empty(total, dtype=object)
+        at = 0
+        for building, chosen in draws:
+            # A news window drawn twice is read once and placed twice.
+            unique, inverse = np.unique(chosen, return_inverse=True)
+            folder = self.store._folders[building]
+            for name in _FIELDS:
+                mapped = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                arrays[name][at : at + len(chosen)] = np.asarray(mapped[unique])[inverse]
+                del mapped
+            building_id[at : at + len(chosen)] = building
+            at += len(chosen)
+        return Windows(building_id=building_id, **arrays)
 
 
 def _shards(buildings: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -352,18 +366,27 @@ def fit_sampled(forecaster: "Forecaster", sample: Callable[[int], Windows], epoc
     spec, params = forecaster.spec, forecaster.params
     names = spec.output_names
     epochs_started = [0]
+    # The epoch's sample lives here, not in the generator's frame: Keras stops after the known number of
+    # batches without exhausting the generator, which would otherwise keep the last sample alive beside
+    # the next one. Dropping it before drawing the next keeps one sample in memory.
+    current: dict[str, Any] = {}
 
     def batches():
         epoch = epochs_started[0]
         epochs_started[0] += 1
+        current.clear()
         windows = sample(epoch)
         target = np.where(windows.valid, windows.target, np.nan) / window_level(windows, spec)
-        z = ((target - forecaster.target_mean) / forecaster.target_std).astype(np.float32)
-        order = np.random.default_rng(params.seed + epoch).permutation(len(windows))
-        for start in range(0, len(order), params.batch_size):
+        current.update(history=windows.history, future=windows.future,
+                       z=((target - forecaster.target_mean) / forecaster.target_std).astype(np.float32))
+        n = len(windows)
+        del windows, target
+        order = np.random.default_rng(params.seed + epoch).permutation(n)
+        for start in range(0, n, params.batch_size):
             index = np.sort(order[start : start + params.batch_size])
-            yield ({INPUT_HISTORY: windows.history[index], INPUT_FUTURE: windows.future[index]},
-                   {name: z[index] for name in names})
+            z = current["z"][index]
+            yield ({INPUT_HISTORY: current["history"][index], INPUT_FUTURE: current["future"][index]},
+                   {name: z for name in names})
 
     signature = (
         {INPUT_HISTORY: tf.TensorSpec([None, spec.lookback_h, len(spec.history_features)], tf.float32),

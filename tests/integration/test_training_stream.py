@@ -3,6 +3,8 @@ sample each epoch draws, and the promise that a portfolio within the budget trai
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -19,7 +21,7 @@ from ml.training_stream import stratified_quotas, stream_training_windows, train
 pytestmark = pytest.mark.integration
 
 SPEC = WindowSpec(lookback_h=48, horizon_h=24)
-PARAMS = ModelParams(units=8, dropout=0.0, learning_rate=5e-3, batch_size=64, epochs=2, patience=2, encoder_hours=24)
+PARAMS = ModelParams(units=8, dropout=0.0, learning_rate=5e-3, batch_size=64, epochs=1, patience=2, encoder_hours=24)
 BUILDINGS = ("b1", "b2", "b3", "s1")
 USE_TYPES = {"b1": "office", "b2": "office", "b3": "office", "s1": "school"}
 
@@ -58,9 +60,9 @@ def gold(tmp_path_factory: pytest.TempPathFactory):
     reset_settings()
 
 
-def _streamed(engine, frame, windows_per_epoch: int, shard_buildings: int):
+def _streamed(engine, frame, windows_per_epoch: int, shard_buildings: int, params: ModelParams = PARAMS):
     return train_streamed(
-        engine, SPEC, PARAMS, version=engine.version(FEATURES), buildings=list(BUILDINGS),
+        engine, SPEC, params, version=engine.version(FEATURES), buildings=list(BUILDINGS),
         first_ts=pd.to_datetime(frame["ts"], utc=True).min(), timezones=None, use_types=USE_TYPES, start=None,
         train_end=pd.Timestamp("2024-02-03", tz="UTC"), stride_h=6, validation_fraction=0.15,
         windows_per_epoch=windows_per_epoch, shard_buildings=shard_buildings,
@@ -102,7 +104,7 @@ def test_above_the_budget_each_epoch_draws_a_fresh_stratified_sample(gold, tmp_p
 
 def test_above_the_budget_training_runs_on_the_sample_and_bounds_validation(gold) -> None:
     engine, frame = gold
-    trained = _streamed(engine, frame, windows_per_epoch=128, shard_buildings=2)
+    trained = _streamed(engine, frame, windows_per_epoch=128, shard_buildings=2, params=replace(PARAMS, epochs=2))
     assert trained.epochs_run == 2 and np.isfinite(trained.best_val_loss)
     # Validation keeps its 15:85 share of the epoch budget (ceil(128 * 0.15 / 0.85) = 23).
     assert trained.n_validation_windows == 23

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from wattflow.log import get_logger
+from wattflow.ports import free_port
 
 log = get_logger(__name__)
 
@@ -40,10 +41,6 @@ class KafkaBrokerError(RuntimeError):
     """The broker could not be resolved, formatted or started; the message carries the tail of its log."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _settings(settings: Any | None) -> Any:

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Iterator
 
 from wattflow.log import get_logger
+from wattflow.ports import free_port
 
 log = get_logger(__name__)
 
@@ -53,12 +53,6 @@ def spark_home() -> Path:
     from pyspark.find_spark_home import _find_spark_home
 
     return Path(_find_spark_home())
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -192,7 +186,7 @@ def start_cluster(
     (work_dir / "conf").mkdir(parents=True, exist_ok=True)
     python = python or sys.executable
     env = _environment(spark_home(), work_dir, python, daemon_memory)
-    port, ui_port = _free_port(), _free_port()
+    port, ui_port = free_port(), free_port()
     master_url = f"spark://{LOOPBACK}:{port}"
     cluster = StandaloneCluster(master_url=master_url, web_ui_url=f"http://{LOOPBACK}:{ui_port}", workers=workers,
                                 cores=cores, memory=memory, work_dir=work_dir, python=python, _own_work_dir=own)
@@ -205,8 +199,8 @@ def start_cluster(
             worker_dir = work_dir / f"worker-{i}"
             worker_dir.mkdir(exist_ok=True)
             cluster._procs.append(_spawn(f"worker-{i}", [
-                WORKER_CLASS, master_url, "--host", LOOPBACK, "--port", str(_free_port()),
-                "--webui-port", str(_free_port()), "--cores", str(cores), "--memory", memory,
+                WORKER_CLASS, master_url, "--host", LOOPBACK, "--port", str(free_port()),
+                "--webui-port", str(free_port()), "--cores", str(cores), "--memory", memory,
                 "--work-dir", str(worker_dir)], env, work_dir))
         deadline = time.monotonic() + timeout_s
         while cluster.alive_workers() < workers:

@@ -18,7 +18,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from wattflow.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PG_BIN = Path(os.environ.get("WATTFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -63,10 +64,6 @@ def require_chromium() -> str:
     return require_program("chromium", "chromium", "/usr/bin/chromium")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:

@@ -7,7 +7,6 @@ anomalies incl. injected after-hours waste) and one dashboard server in a thread
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from lakehouse.engine import get_engine
 from lakehouse.schemas import BUILDING_HOURLY
 from tests.integration.dashboard_portfolio import WASTE_BUILDING, WASTE_EXTRA_KW, Portfolio, _table, write_portfolio
+from wattflow.ports import free_port
 from wattflow.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -51,12 +51,6 @@ class Dashboard:
     app: object
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     from werkzeug.serving import make_server
@@ -68,7 +62,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     portfolio = write_portfolio(get_engine(settings))
     app = create_app(settings)
     warm_up(app.wattflow_data)
-    server = make_server("127.0.0.1", _free_port(), app.server, threaded=True)
+    server = make_server("127.0.0.1", free_port(), app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield Dashboard(f"http://127.0.0.1:{server.server_port}", settings, portfolio, app)
@@ -215,7 +209,7 @@ def test_cli_serves_the_dashboard(dashboard: Dashboard) -> None:
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "WATTFLOW_HOME": str(dashboard.settings.home)}
     wattflow = str(Path(sys.executable).with_name("wattflow"))
     proc = subprocess.Popen([wattflow, "dashboard", "--host", "127.0.0.1", "--port", str(port)], env=env,

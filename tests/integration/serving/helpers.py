@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml.spec import WindowSpec
+from wattflow.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 # Small enough to export in a second; the window shape is read from metadata by the client.
@@ -36,12 +37,6 @@ class Endpoint:
         return self.templates / str(version)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(config_path: Path, entries: dict[str, tuple[str, list[int] | None, dict[str, int]]]) -> None:

@@ -337,8 +337,8 @@ def test_simulate_publish_kafka_then_ingest_kafka_lands_the_portfolio_and_a_repl
 def test_no_broker_is_one_clear_line(wattflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from lakehouse.kafka_broker import free_port
     from wattflow.cli import app
+    from wattflow.ports import free_port
     from wattflow.settings import reset_settings
 
     monkeypatch.setenv("WATTFLOW_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")

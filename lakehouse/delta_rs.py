@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -114,27 +115,17 @@ class DeltaRsEngine:
     @staticmethod
     def _existing_for(table: DeltaTable, contract: TableContract, batch: pa.Table, columns: list[str]) -> pa.Table:
         """The target's rows the batch could match: its partitions, and within them the files whose
-        Delta-log statistics admit its values of the leading key column (the building). A portfolio lands
-        a chunk of buildings at a time over a year: reading whole date partitions read every other chunk's
-        rows too (measured: time quadratic in the portfolio, memory linear; P = 200 did not finish).
-
-        Files are chosen by the fragments' statistics and read whole, without a row filter: files that
-        delta-rs's MERGE wrote hold strings as string_view, and pyarrow's row filter cannot compare those
-        with the dataset's string type (it errors, or crashes). DataFusion's SQL reads them fine locally
-        but stalled against S3 (moto) here. Rows of other buildings in a chosen file never match a key."""
-        expr = None
-        for column, _, values in partition_filter(contract, batch) or []:
-            expr = _and(expr, pc.field(column).isin(pa.array(values, contract.schema.field(column).type)))
+        statistics admit its values of the leading key column (the building). A portfolio lands a chunk of
+        buildings at a time over a year: reading whole date partitions read every other chunk's rows too
+        (measured: time quadratic in the portfolio, memory linear; P = 200 did not finish). Rows of other
+        buildings in a chosen file are harmless: they never match a key."""
+        filters = list(partition_filter(contract, batch) or [])
         lead = contract.keys[0]
         if lead not in contract.partition_by:
             values = pc.unique(batch.column(lead))
             if len(values) <= _KEY_FILTER_MAX_VALUES:
-                expr = _and(expr, pc.field(lead).isin(values.cast(contract.schema.field(lead).type)))
-        dataset = table.to_pyarrow_dataset()
-        fragments = list(dataset.get_fragments(filter=expr)) if expr is not None else list(dataset.get_fragments())
-        if not fragments:
-            return dataset.schema.empty_table().select(columns)
-        return pa.concat_tables([f.to_table(schema=dataset.schema, columns=columns) for f in fragments])
+                filters.append((lead, "in", values.to_pylist()))
+        return _scan(table, contract, coerce_filters(contract, filters) or [], columns)
 
     def _create(self, contract: TableContract, batch: pa.Table, uri: str) -> WriteResult:
         """Version 0 with the first rows. Two writers creating the same table race for version 0; without
@@ -175,17 +166,10 @@ class DeltaRsEngine:
                 raise FileNotFoundError(f"{contract.qualified_name} has no version {version} at {self.table_uri(contract)}")
             return contract.schema.empty_table().select(list(columns) if columns else contract.schema.names)
         coerced = coerce_filters(contract, filters) or []
-        # Partition filters prune files in delta-rs; the others are applied after the read, in the contract's
-        # types: files that delta-rs's MERGE wrote hold strings as string_view, and pyarrow's statistics
-        # pruning cannot compare those with a plain string filter value.
-        pushed = [f for f in coerced if f[0] in contract.partition_by]
         after = [f for f in coerced if f[0] not in contract.partition_by]
         wanted = list(columns) if columns else contract.schema.names
-        read_columns = list(dict.fromkeys([*wanted, *(f[0] for f in after)])) if columns else None
-        result = table.to_pyarrow_table(filters=pushed or None, columns=read_columns)
-        # Files written by another engine may order columns differently or use other string types.
-        names = read_columns or contract.schema.names
-        result = result.select(names).cast(pa.schema([contract.schema.field(c) for c in names]))
+        read_columns = list(dict.fromkeys([*wanted, *(f[0] for f in after)]))
+        result = _scan(table, contract, coerced, read_columns)
         if after:
             result = result.filter(_filter_mask(result, after))
         return result.select(wanted)
@@ -207,7 +191,50 @@ class DeltaRsEngine:
         return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
 
 
+def _scan(table: DeltaTable, contract: TableContract, filters: Sequence[Filter], columns: Sequence[str]) -> pa.Table:
+    """`columns` of the files that `filters` (in the contract's types) may hold rows for, in the contract's
+    types; rows are not filtered here.
+
+    Files are chosen by their partition values and the per-file statistics delta-rs puts in each fragment's
+    guarantee, so a filter on any column (a building, a time range) skips files without opening them: a
+    chunk of buildings read from a year of a portfolio reads that chunk's files, not the year. The chosen
+    files are read without a row filter: files delta-rs's MERGE wrote hold strings as string_view, and
+    pyarrow's row filter cannot compare those with the dataset's string type (it errors, or crashes).
+    """
+    dataset = table.to_pyarrow_dataset()
+    expr = None
+    for column, op, value in filters:
+        expr = _and(expr, _prune_expression(contract, column, op, value))
+    try:
+        fragments = list(dataset.get_fragments(filter=expr)) if expr is not None else list(dataset.get_fragments())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        # Statistics typed unlike the filter (another engine's files): choose by partition values only.
+        partition = None
+        for column, op, value in filters:
+            if column in contract.partition_by:
+                partition = _and(partition, _prune_expression(contract, column, op, value))
+        fragments = list(dataset.get_fragments(filter=partition)) if partition is not None else list(dataset.get_fragments())
+    target = pa.schema([contract.schema.field(c) for c in columns])
+    if not fragments:
+        return target.empty_table()
+    chosen = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    # Files written by another engine may order columns differently or use other string types.
+    return chosen.to_table(columns=list(columns)).cast(target)
+
+
+def _prune_expression(contract: TableContract, column: str, op: str, value: Any):
+    field_type = contract.schema.field(column).type
+    if op == "in":
+        return pc.field(column).isin(pa.array(list(value), field_type))
+    ops = {"=": "__eq__", "==": "__eq__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
+    if op in ops and value is not None:
+        return getattr(pc.field(column), ops[op])(pa.scalar(value, field_type))
+    return None  # "!=", "not in": little to prune, and nulls make them subtle
+
+
 def _and(left, right):
+    if right is None:
+        return left
     return right if left is None else left & right
 
 

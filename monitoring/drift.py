@@ -146,6 +146,7 @@ class MatchedSample:
     coverage: float  # share of current rows with at least one reference row in their stratum
     n_current: int = 0  # current rows offered, and of them with a match: coverage over chunks adds up exactly
     n_covered: int = 0
+    covered_by_building: dict[str, int] = field(default_factory=dict)
 
 
 def with_relative_columns(frame: pd.DataFrame, scale: pd.DataFrame) -> pd.DataFrame:
@@ -201,6 +202,7 @@ def matched_reference(
     ref_picks: list[np.ndarray] = []
     cur_keep: list[np.ndarray] = []
     n_covered = 0
+    by_building: dict[str, int] = {}
     for building, cur_rows in current.groupby("building_id", sort=True).indices.items():
         ref_rows = ref_groups.get(building)
         if ref_rows is None:
@@ -220,6 +222,7 @@ def matched_reference(
         count = np.where(cur_codes >= 0, last - first, 0)
         covered = np.flatnonzero(count > 0)
         n_covered += len(covered)
+        by_building[str(building)] = len(covered)
         if not len(covered):
             continue
         if max_current_per_building is not None and len(covered) > max_current_per_building:
@@ -235,7 +238,7 @@ def matched_reference(
         return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0, len(current), 0)
     matched = reference.iloc[np.concatenate(ref_picks)].reset_index(drop=True)
     kept = current.iloc[np.concatenate(cur_keep)].reset_index(drop=True)
-    return MatchedSample(matched, kept, n_covered / len(current), len(current), n_covered)
+    return MatchedSample(matched, kept, n_covered / len(current), len(current), n_covered, by_building)
 
 
 def input_drift_scale(reference_features: pd.DataFrame) -> pd.DataFrame:

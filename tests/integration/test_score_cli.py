@@ -20,7 +20,7 @@ def tiny_home(wattflow_home, monkeypatch):
     from lakehouse.simulator import FaultConfig, land_portfolio, simulate_portfolio
     from ml.spec import WindowSpec
     from serving.contract_model import export_contract_model
-    from wattflow import pipeline
+    from lakehouse import curation
 
     # Two days of lookback instead of seven: a five-day home is enough history.
     monkeypatch.setenv("WATTFLOW_MODEL__LOOKBACK_H", "48")
@@ -28,9 +28,10 @@ def tiny_home(wattflow_home, monkeypatch):
     settings = get_settings()
     portfolio = simulate_portfolio(2, "2024-03-04", "2024-03-09", seed=3, faults=FaultConfig(unit_mixup=False, fahrenheit=False))
     start, end = datetime(2024, 3, 5, tzinfo=timezone.utc), datetime(2024, 3, 9, tzinfo=timezone.utc)
-    land_portfolio(portfolio, DeltaRsEngine.from_settings(settings), now=end)
-    pipeline.curate(start, end, settings=settings)
-    pipeline.build_features(start, end, settings=settings)
+    engine = DeltaRsEngine.from_settings(settings)
+    land_portfolio(portfolio, engine, now=end)
+    curation.curate(engine, portfolio.registry, start, end, settings, data_docs=False)
+    curation.build_features(engine, portfolio.registry, start, end, settings)
     spec = WindowSpec(lookback_h=48, horizon_h=settings.model.horizon_h, quantiles=tuple(settings.model.quantiles))
     export_contract_model(settings.model_base_path / settings.model.model_name / "1", spec, units=8, seed=5)
     yield settings, sorted(portfolio.registry.building_ids())

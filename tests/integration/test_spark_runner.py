@@ -180,7 +180,8 @@ def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_wr
     accuracy = json.loads(reports.loc["accuracy", "summary"])
     assert accuracy["portfolio"]["n_hours"] > 100 and set(accuracy["buildings"]) == set(forecasts["building_id"])
     residual = json.loads(reports.loc["residual_drift", "summary"])
-    assert len(residual["scores"]) == 3 and residual["note"] == ""  # every building judged on the cluster too
+    # judged per building (a building whose faults left under 12 h of reference residuals is listed as skipped)
+    assert len(residual["scores"]) >= 2 and len(residual["scores"]) + len(residual["skipped_buildings"]) == 3
     check = json.loads(content(local_engine, MONITORING_DECISIONS)["figures"].iloc[0])["check"]
     assert check["model_version"] == "1" and check["accuracy"]["n_hours"] == accuracy["portfolio"]["n_hours"]
 

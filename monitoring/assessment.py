@@ -251,8 +251,9 @@ def merge_assessment(buildings: pd.DataFrame, samples: pd.DataFrame, policy: Any
         rows = samples[samples["sample"] == kind]
         return rows[["building_id", "ts", *columns]].reset_index(drop=True)
 
-    present = [c for c in INPUT_DRIFT_COLUMNS
-               if any(c in str(cols).split(",") for cols in buildings["input_columns"].dropna().unique())]
+    listed = buildings["input_columns"].dropna().unique()
+    # Columns the features carry (the same in every chunk); with no building at all, the whole list.
+    present = [c for c in INPUT_DRIFT_COLUMNS if not len(listed) or any(c in str(cols).split(",") for cols in listed)]
     offered, covered = int(buildings["input_current"].sum()), int(buildings["input_covered"].sum())
     matched = MatchedSample(part(INPUT_REFERENCE, present), part(INPUT_CURRENT, present),
                             covered / offered if offered else 0.0, offered, covered)

@@ -196,31 +196,32 @@ def matched_reference(
 
     def strata(frame: pd.DataFrame) -> pd.DataFrame:
         temp_bin = np.floor(frame[temperature_column].to_numpy(float) / temperature_bin_c)
-        return pd.DataFrame({"how": hour_of_week(frame), "bin": temp_bin})
+        return pd.DataFrame(
+            {"building_id": frame["building_id"].astype(str).to_numpy(), "how": hour_of_week(frame), "bin": temp_bin}
+        )
 
-    ref_groups = reference.groupby("building_id", sort=True).indices
+    # Strata codes for the whole frame at once; a stratum's reference rows stay in row order (stable sort),
+    # so each building's k-th candidate is the same whichever other buildings share the frame.
+    ref_keys, cur_keys = strata(reference), strata(current)
+    ref_ok = np.isfinite(ref_keys["bin"].to_numpy())
+    combined = pd.concat([ref_keys[ref_ok], cur_keys], ignore_index=True)
+    codes = pd.MultiIndex.from_frame(combined.fillna(-1e9)).factorize()[0]
+    ref_codes = codes[: int(ref_ok.sum())]
+    cur_codes = codes[int(ref_ok.sum()):].copy()
+    cur_codes[~np.isfinite(cur_keys["bin"].to_numpy())] = -1
+    usable = np.flatnonzero(ref_ok)
+    order = np.argsort(ref_codes, kind="stable")
+    sorted_codes = ref_codes[order]
+    first = np.searchsorted(sorted_codes, cur_codes, side="left")
+    last = np.searchsorted(sorted_codes, cur_codes, side="right")
+    count = np.where(cur_codes >= 0, last - first, 0)
+
     ref_picks: list[np.ndarray] = []
     cur_keep: list[np.ndarray] = []
     n_covered = 0
     by_building: dict[str, int] = {}
     for building, cur_rows in current.groupby("building_id", sort=True).indices.items():
-        ref_rows = ref_groups.get(building)
-        if ref_rows is None:
-            continue
-        ref_keys, cur_keys = strata(reference.iloc[ref_rows]), strata(current.iloc[cur_rows])
-        ref_ok = np.isfinite(ref_keys["bin"].to_numpy())
-        combined = pd.concat([ref_keys[ref_ok], cur_keys], ignore_index=True)
-        codes = pd.MultiIndex.from_frame(combined.fillna(-1e9)).factorize()[0]
-        ref_codes = codes[: int(ref_ok.sum())]
-        cur_codes = codes[int(ref_ok.sum()):].copy()
-        cur_codes[~np.isfinite(cur_keys["bin"].to_numpy())] = -1
-        usable = ref_rows[ref_ok]
-        order = np.argsort(ref_codes, kind="stable")
-        sorted_codes = ref_codes[order]
-        first = np.searchsorted(sorted_codes, cur_codes, side="left")
-        last = np.searchsorted(sorted_codes, cur_codes, side="right")
-        count = np.where(cur_codes >= 0, last - first, 0)
-        covered = np.flatnonzero(count > 0)
+        covered = cur_rows[count[cur_rows] > 0]
         n_covered += len(covered)
         by_building[str(building)] = len(covered)
         if not len(covered):
@@ -233,9 +234,9 @@ def matched_reference(
         counts = np.repeat(count[covered], draws)
         picks = starts + (rng.random(len(starts)) * counts).astype(np.int64)
         ref_picks.append(usable[order[picks]])
-        cur_keep.append(cur_rows[covered])
+        cur_keep.append(covered)
     if not n_covered:
-        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0, len(current), 0)
+        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0, len(current), 0, by_building)
     matched = reference.iloc[np.concatenate(ref_picks)].reset_index(drop=True)
     kept = current.iloc[np.concatenate(cur_keep)].reset_index(drop=True)
     return MatchedSample(matched, kept, n_covered / len(current), len(current), n_covered, by_building)
@@ -356,6 +357,8 @@ def residual_stats(
     current = with_residuals(current_pairs, scale) if not current_pairs.empty else current_pairs.assign(residual_rel=[])
     ref_counts = reference.groupby("building_id").size() if not reference.empty else pd.Series(dtype=int)
     cur_counts = current.groupby("building_id").size() if not current.empty else pd.Series(dtype=int)
+    ref_rows = reference.groupby("building_id").indices if not reference.empty else {}
+    cur_rows = current.groupby("building_id").indices if not current.empty else {}
     rows = []
     for b in sorted(set(ref_counts.index) | set(cur_counts.index)):
         n_ref_pairs, n_cur_pairs = int(ref_counts.get(b, 0)), int(cur_counts.get(b, 0))
@@ -363,8 +366,8 @@ def residual_stats(
         row = {"building_id": str(b), "ref_pairs": n_ref_pairs, "cur_pairs": n_cur_pairs, "judged": judged,
                "score": float("nan"), "drifted": False, "n_ref": 0, "n_cur": 0, "bias": float("nan")}
         if judged:
-            cur_rel = current.loc[current["building_id"] == b, "residual_rel"].reset_index(drop=True)
-            ref_rel = reference.loc[reference["building_id"] == b, "residual_rel"].reset_index(drop=True)
+            cur_rel = current["residual_rel"].iloc[cur_rows[b]].reset_index(drop=True)
+            ref_rel = reference["residual_rel"].iloc[ref_rows[b]].reset_index(drop=True)
             drift = column_drift(ref_rel, cur_rel, method=method, threshold=threshold, column=str(b))
             row.update(score=drift.score, drifted=drift.drifted, n_ref=drift.n_reference, n_cur=drift.n_current,
                        bias=round(float(cur_rel.mean()), 6))

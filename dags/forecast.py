@@ -1,4 +1,5 @@
-"""Hourly day-ahead forecasts through the serving endpoint (gRPC), into gold.forecasts."""
+"""Hourly day-ahead forecasts into gold.forecasts: through the serving endpoint (gRPC), or scored in batch on
+the compute runner (the champion SavedModel loaded once per worker) where the stages run on Spark."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ ASSETS = assets()
         "end": Param(None, type=["null", "string"], description="Origins up to this time (exclusive), one per `every_h` hours."),
         "every_h": Param(24, type="integer", minimum=1, description="Hours between origins when start/end are given."),
         "buildings": Param([], type="array", description="Limit to these building ids."),
+        "path": Param("auto", type="string", enum=["auto", "serving", "batch"],
+                      description="serving: TF Serving over gRPC; batch: the champion on the compute runner; "
+                                  "auto: batch when compute.runner is spark."),
     },
     tags=["wattflow", "serving", "forecast"],
     doc_md="""
@@ -29,25 +33,41 @@ ASSETS = assets()
 For each building, builds the input window exactly as training does and calls TF Serving's
 PredictionService over gRPC with the typed client (deadline, retries, seasonal-naive fallback
 flagged as such). Writes `gold.forecasts` (and InfluxDB when configured). Idempotent per origin.
+
+With `compute.runner: spark` (or the `path` param set to `batch`) the run scores in batch instead
+(`wattflow score`): every building's day-ahead forecast from the champion SavedModel, chunk by chunk
+on the runner, into the same table. TF Serving stays the path applications call.
 """,
 )
 def forecast():
-    @task(outlets=[ASSETS["gold_forecasts"]])
-    def forecast_buildings(**context) -> dict:
-        import datetime as dt
-
+    def origins_of(context) -> list:
         from wattflow import pipeline
         from wattflow.assets import _utc
 
         params = context["params"]
         if params.get("start") and params.get("end"):
-            first, last, step = _utc(params["start"]), _utc(params["end"]), dt.timedelta(hours=int(params["every_h"]))
-            origins = [first + i * step for i in range(int((last - first) / step) + (1 if (last - first) % step else 0))]
-        else:
-            origins = [_utc(context["data_interval_end"])]
-        return pipeline.forecast(origins, buildings=buildings_from_context(context))
+            return pipeline.forecast_origins(_utc(params["start"]), _utc(params["end"]), int(params["every_h"]))
+        return [_utc(context["data_interval_end"])]
 
-    forecast_buildings()
+    @task.branch
+    def choose_path(**context) -> str:
+        from wattflow import pipeline
 
+        return "score_batch" if pipeline.forecast_path(context["params"].get("path") or "auto") == "batch" \
+            else "forecast_buildings"
+
+    @task(outlets=[ASSETS["gold_forecasts"]])
+    def forecast_buildings(**context) -> dict:
+        from wattflow import pipeline
+
+        return pipeline.forecast(origins_of(context), buildings=buildings_from_context(context))
+
+    @task(outlets=[ASSETS["gold_forecasts"]])
+    def score_batch(**context) -> dict:
+        from wattflow import pipeline
+
+        return pipeline.score(origins_of(context), buildings=buildings_from_context(context))
+
+    choose_path() >> [forecast_buildings(), score_batch()]
 
 forecast()

@@ -477,6 +477,21 @@ class LocalRunner:
 
         return self._run(ANOMALY_OUT, chunks, make, {"anomalies": ANOMALIES}, ("anomalies",))
 
+    def monitor(self, chunks, job):
+        """The monitoring check's per-building core (monitoring/assessment.py) chunk by chunk; it writes no
+        table: the `buildings` and `samples` summaries go back to the pass, which merges and decides."""
+        from monitoring.anomaly_store import read_window
+        from monitoring.assessment import MONITOR_FEATURE_COLUMNS, MONITOR_FORECAST_COLUMNS, MONITOR_OUT, monitor_chunk_envelope
+
+        def make(chunk: int, ids: list[str]) -> pa.Table | None:
+            features = read_window(self.engine, FEATURES, job.read_from, job.end, ids, MONITOR_FEATURE_COLUMNS)
+            if features.empty:
+                return None
+            forecasts = read_window(self.engine, FORECASTS, job.read_from, job.end, ids, MONITOR_FORECAST_COLUMNS)
+            return monitor_chunk_envelope(features, forecasts, chunk, self.settings, job)
+
+        return self._run(MONITOR_OUT, chunks, make, {}, ("buildings", "samples"))
+
 
 class SparkRunner:
     """`groupBy("chunk").applyInArrow(core)` on the cluster; outputs MERGEd from the executors."""
@@ -629,6 +644,34 @@ class SparkRunner:
             return anomalies_chunk_envelope(f, fc, chunk, settings, job)
 
         return self._run(ANOMALY_OUT, self._with_chunks(features, chunks), core, {"anomalies": ANOMALIES}, ("anomalies",),
+                         cogrouped=self._with_chunks(forecasts, chunks))
+
+    def monitor(self, chunks, job):
+        """The monitoring check's per-building core in `groupBy("chunk").cogroup(...).applyInArrow` over the
+        chunk's features and forecasts; only the `buildings` and `samples` summaries reach the driver."""
+        from monitoring.assessment import MONITOR_FEATURE_COLUMNS, MONITOR_FORECAST_COLUMNS, MONITOR_OUT, monitor_chunk_envelope
+
+        settings = self.settings
+        if not self.engine.exists(FEATURES) or not chunks:
+            return LocalRunner(self.engine, settings).monitor({}, job)  # nothing to read: an empty outcome
+        features = self._table(FEATURES, job.read_from, job.end, list(chunks)).select(*MONITOR_FEATURE_COLUMNS)
+        if self.engine.exists(FORECASTS):
+            forecasts = self._table(FORECASTS, job.read_from, job.end, list(chunks))
+        else:
+            forecasts = self.spark.createDataFrame([], schema=_spark_schema(FORECASTS.schema))
+        forecasts = forecasts.select(*MONITOR_FORECAST_COLUMNS)
+
+        def core(feature_rows: pa.Table, forecast_rows: pa.Table) -> pa.Table:
+            _on_executor()
+            if not feature_rows.num_rows:
+                return MONITOR_OUT.schema.empty_table()
+            chunk = int(feature_rows.column("chunk")[0].as_py())
+            f = feature_rows.drop(["chunk"]).to_pandas()
+            fc = forecast_rows.drop(["chunk"]).to_pandas() if forecast_rows.num_rows else \
+                pd.DataFrame({c: pd.Series(dtype=object) for c in MONITOR_FORECAST_COLUMNS})
+            return monitor_chunk_envelope(f, fc, chunk, settings, job)
+
+        return self._run(MONITOR_OUT, self._with_chunks(features, chunks), core, {}, ("buildings", "samples"),
                          cogrouped=self._with_chunks(forecasts, chunks))
 
 

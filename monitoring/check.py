@@ -81,53 +81,14 @@ def assess(
     policy: MonitorSettings,
     data_since: datetime | None = None,
     seed: int = 0,
+    quota: int | None = None,
 ) -> Assessment:
-    """Measure the production model at `as_of` from gold features and served forecasts."""
-    cur_start, end = window_bounds(as_of, policy.drift_window_days)
-    ref_start = cur_start - pd.Timedelta(days=policy.drift_reference_days)
-    acc_start, _ = window_bounds(as_of, policy.accuracy_window_days)
+    """Measure the production model at `as_of` from gold features and served forecasts held in this process:
+    the per-building core on the whole frame and the merge (monitoring/assessment.py), exactly what the
+    runners do chunk by chunk. `quota` bounds the rows per building in the samples (None keeps every row)."""
+    from monitoring.assessment import MonitorJob, merge_assessment, monitor_chunk
 
-    in_current = (features["ts"] >= cur_start) & (features["ts"] < end)
-    in_reference = (features["ts"] >= ref_start) & (features["ts"] < cur_start)
-    valid = features["energy_valid"].fillna(False).astype(bool) if "energy_valid" in features else True
-    input_judgement, matched = judge_input_drift(
-        features[in_reference & valid],
-        features[in_current & valid],
-        temperature_bin_c=policy.temperature_bin_c,
-        draws=policy.matched_draws,
-        min_coverage=policy.min_coverage,
-        method=policy.drift_method,
-        threshold=policy.input_drift_threshold,
-        drift_share_threshold=policy.drift_share_threshold,
-        seed=seed,
-    )
-
-    pairs = served_pairs(forecasts, features, model_name=model_name)
-    if model_version is not None:
-        pairs = pairs[pairs["model_version"].astype(str) == str(model_version)]
-    residual_judgement, ref_wide, cur_wide = judge_residual_drift(
-        pairs[(pairs["ts"] >= ref_start) & (pairs["ts"] < cur_start)],
-        pairs[(pairs["ts"] >= cur_start) & (pairs["ts"] < end)],
-        method=policy.drift_method,
-        threshold=policy.residual_drift_threshold,
-        min_reference_hours=policy.min_reference_hours,
-        min_buildings=policy.residual_drift_min_buildings,
-    )
-
-    accuracy_pairs = pairs[(pairs["ts"] >= acc_start) & (pairs["ts"] < end)]
-    portfolio, per_building = accuracy_figures(accuracy_pairs)
-    check = Check(
-        as_of=end.to_pydatetime(),
-        model_name=model_name,
-        model_version=None if model_version is None else str(model_version),
-        accuracy=portfolio,
-        building_accuracy=per_building,
-        residual_drift=None if residual_judgement.drift_share is None else residual_judgement.drift_detected,
-        residual_drift_share=residual_judgement.drift_share,
-        drifted_buildings=tuple(residual_judgement.drifted_columns),
-        input_drift=None if input_judgement.drift_share is None else input_judgement.drift_detected,
-        input_drift_share=input_judgement.drift_share,
-        input_coverage=input_judgement.extra.get("coverage"),
-        new_data_hours=new_data_hours(features, data_since, as_of),
-    )
-    return Assessment(check, input_judgement, matched, residual_judgement, ref_wide, cur_wide, accuracy_pairs)
+    job = MonitorJob.at(as_of, policy, model_name=model_name, model_version=model_version, data_since=data_since,
+                        quota=quota, seed=seed)
+    parts = monitor_chunk(features, forecasts, policy, job)
+    return merge_assessment(parts["buildings"], parts["samples"], policy, job)

@@ -24,6 +24,7 @@ the CLI import this module.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -141,8 +142,11 @@ def column_drift(
 @dataclass(frozen=True)
 class MatchedSample:
     reference: pd.DataFrame
-    current: pd.DataFrame  # the current rows that found a match
+    current: pd.DataFrame  # the current rows that found a match (at most the per-building quota of them)
     coverage: float  # share of current rows with at least one reference row in their stratum
+    n_current: int = 0  # current rows offered, and of them with a match: coverage over chunks adds up exactly
+    n_covered: int = 0
+    covered_by_building: dict[str, int] = field(default_factory=dict)
 
 
 def with_relative_columns(frame: pd.DataFrame, scale: pd.DataFrame) -> pd.DataFrame:
@@ -155,6 +159,12 @@ def with_relative_columns(frame: pd.DataFrame, scale: pd.DataFrame) -> pd.DataFr
     return out
 
 
+def building_rng(seed: int, building_id: str, stream: int = 0) -> np.random.Generator:
+    """One random stream per building (and purpose): the draws do not depend on which other buildings share
+    the chunk, the order storage returned the rows in, or the runner, so every chunking gives one result."""
+    return np.random.default_rng([int(seed), zlib.crc32(str(building_id).encode()), int(stream)])
+
+
 def matched_reference(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -163,47 +173,107 @@ def matched_reference(
     draws: int,
     seed: int = 0,
     temperature_column: str = "temperature",
+    max_current_per_building: int | None = None,
 ) -> MatchedSample:
     """For each current row, `draws` reference rows of its building, hour of the week and temperature bin.
 
     Sampling with replacement gives the reference exactly the current window's mix of buildings, hours
-    and temperatures, so what differs is behaviour under the same conditions.
+    and temperatures, so what differs is behaviour under the same conditions. Buildings are matched one at
+    a time, each with its own random stream, in (building, ts) order; `max_current_per_building` keeps at
+    most that many matched current rows of a building (a seeded choice, in time order) so a portfolio's
+    sample stays bounded while every building is represented.
     """
     for name, frame in (("reference", reference), ("current", current)):
         _require(frame, ["building_id", temperature_column], f"matched_reference {name}")
     if reference.empty or current.empty:
-        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0)
+        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0, len(current), 0)
+
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+        keys = ["building_id", "ts"] if "ts" in frame.columns else ["building_id"]
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    reference, current = ordered(reference), ordered(current)
 
     def strata(frame: pd.DataFrame) -> pd.DataFrame:
         temp_bin = np.floor(frame[temperature_column].to_numpy(float) / temperature_bin_c)
         return pd.DataFrame(
-            {"building_id": frame["building_id"].to_numpy(), "how": hour_of_week(frame), "bin": temp_bin}
+            {"building_id": frame["building_id"].astype(str).to_numpy(), "how": hour_of_week(frame), "bin": temp_bin}
         )
 
+    # Strata codes for the whole frame at once; a stratum's reference rows stay in row order (stable sort),
+    # so each building's k-th candidate is the same whichever other buildings share the frame.
     ref_keys, cur_keys = strata(reference), strata(current)
     ref_ok = np.isfinite(ref_keys["bin"].to_numpy())
     combined = pd.concat([ref_keys[ref_ok], cur_keys], ignore_index=True)
-    codes = pd.MultiIndex.from_frame(combined.fillna(-1e9)).factorize()[0] if len(combined) else np.array([], int)
+    codes = pd.MultiIndex.from_frame(combined.fillna(-1e9)).factorize()[0]
     ref_codes = codes[: int(ref_ok.sum())]
-    cur_codes = codes[int(ref_ok.sum()) :].copy()
+    cur_codes = codes[int(ref_ok.sum()):].copy()
     cur_codes[~np.isfinite(cur_keys["bin"].to_numpy())] = -1
-
-    ref_rows = np.flatnonzero(ref_ok)
+    usable = np.flatnonzero(ref_ok)
     order = np.argsort(ref_codes, kind="stable")
     sorted_codes = ref_codes[order]
     first = np.searchsorted(sorted_codes, cur_codes, side="left")
     last = np.searchsorted(sorted_codes, cur_codes, side="right")
     count = np.where(cur_codes >= 0, last - first, 0)
-    covered = count > 0
-    if not covered.any():
-        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0)
 
-    rng = np.random.default_rng(seed)
-    starts = np.repeat(first[covered], draws)
-    counts = np.repeat(count[covered], draws)
-    picks = starts + (rng.random(len(starts)) * counts).astype(np.int64)
-    matched = reference.iloc[ref_rows[order[picks]]].reset_index(drop=True)
-    return MatchedSample(matched, current.loc[covered].reset_index(drop=True), float(covered.mean()))
+    ref_picks: list[np.ndarray] = []
+    cur_keep: list[np.ndarray] = []
+    n_covered = 0
+    by_building: dict[str, int] = {}
+    for building, cur_rows in current.groupby("building_id", sort=True).indices.items():
+        covered = cur_rows[count[cur_rows] > 0]
+        n_covered += len(covered)
+        by_building[str(building)] = len(covered)
+        if not len(covered):
+            continue
+        if max_current_per_building is not None and len(covered) > max_current_per_building:
+            chosen = building_rng(seed, building, 1).choice(len(covered), max_current_per_building, replace=False)
+            covered = covered[np.sort(chosen)]
+        rng = building_rng(seed, building)
+        starts = np.repeat(first[covered], draws)
+        counts = np.repeat(count[covered], draws)
+        picks = starts + (rng.random(len(starts)) * counts).astype(np.int64)
+        ref_picks.append(usable[order[picks]])
+        cur_keep.append(covered)
+    if not n_covered:
+        return MatchedSample(reference.iloc[0:0], current.iloc[0:0], 0.0, len(current), 0, by_building)
+    matched = reference.iloc[np.concatenate(ref_picks)].reset_index(drop=True)
+    kept = current.iloc[np.concatenate(cur_keep)].reset_index(drop=True)
+    return MatchedSample(matched, kept, n_covered / len(current), len(current), n_covered, by_building)
+
+
+def input_drift_scale(reference_features: pd.DataFrame) -> pd.DataFrame:
+    """Per building, the reference means that energy_rel and occupancy_rel divide by."""
+    return reference_features.groupby("building_id")[[c for c in _RELATIVE.values() if c in reference_features]].mean()
+
+
+def judge_matched_sample(
+    sample: MatchedSample,
+    *,
+    min_coverage: float,
+    method: str,
+    threshold: float,
+    drift_share_threshold: float,
+    columns: Sequence[str] = INPUT_DRIFT_COLUMNS,
+) -> DriftJudgement:
+    """The pooled input-drift judgement on a (portfolio's, merged) matched sample."""
+    present = [c for c in columns if c in sample.reference.columns and c in sample.current.columns]
+    extra = {
+        "coverage": round(sample.coverage, 4),
+        "columns_judged": present,
+        "drift_share_threshold": drift_share_threshold,
+    }
+    if sample.coverage < min_coverage or not present:
+        note = f"coverage {sample.coverage:.0%} below {min_coverage:.0%}: no judgement" if present else "no input columns"
+        return DriftJudgement("input_drift", method, threshold, {}, None, False, len(sample.reference), len(sample.current), note, extra)
+    scores = {
+        c: column_drift(sample.reference[c], sample.current[c], method=method, threshold=threshold, column=c)
+        for c in present
+    }
+    judged = [d for d in scores.values() if np.isfinite(d.score)]
+    share = sum(d.drifted for d in judged) / len(judged) if judged else None
+    detected = share is not None and share >= drift_share_threshold
+    return DriftJudgement("input_drift", method, threshold, scores, share, detected, len(sample.reference), len(sample.current), "", extra)
 
 
 def judge_input_drift(
@@ -218,36 +288,18 @@ def judge_input_drift(
     drift_share_threshold: float,
     columns: Sequence[str] = INPUT_DRIFT_COLUMNS,
     seed: int = 0,
+    max_current_per_building: int | None = None,
 ) -> tuple[DriftJudgement, MatchedSample]:
     """Input drift of the current window against the seasonality-matched reference."""
     _require(reference_features, ["building_id", "energy_kwh"], "input drift reference")
-    scale = reference_features.groupby("building_id")[[c for c in _RELATIVE.values() if c in reference_features]].mean()
+    scale = input_drift_scale(reference_features)
     reference = with_relative_columns(reference_features, scale)
     current = with_relative_columns(current_features, scale)
-    sample = matched_reference(reference, current, temperature_bin_c=temperature_bin_c, draws=draws, seed=seed)
-    present = [c for c in columns if c in reference.columns and c in current.columns]
-    extra = {
-        "coverage": round(sample.coverage, 4),
-        "columns_judged": present,
-        "drift_share_threshold": drift_share_threshold,
-    }
-    if sample.coverage < min_coverage or not present:
-        note = f"coverage {sample.coverage:.0%} below {min_coverage:.0%}: no judgement" if present else "no input columns"
-        return (
-            DriftJudgement("input_drift", method, threshold, {}, None, False, len(sample.reference), len(sample.current), note, extra),
-            sample,
-        )
-    scores = {
-        c: column_drift(sample.reference[c], sample.current[c], method=method, threshold=threshold, column=c)
-        for c in present
-    }
-    judged = [d for d in scores.values() if np.isfinite(d.score)]
-    share = sum(d.drifted for d in judged) / len(judged) if judged else None
-    detected = share is not None and share >= drift_share_threshold
-    return (
-        DriftJudgement("input_drift", method, threshold, scores, share, detected, len(sample.reference), len(sample.current), "", extra),
-        sample,
-    )
+    sample = matched_reference(reference, current, temperature_bin_c=temperature_bin_c, draws=draws, seed=seed,
+                               max_current_per_building=max_current_per_building)
+    judgement = judge_matched_sample(sample, min_coverage=min_coverage, method=method, threshold=threshold,
+                                     drift_share_threshold=drift_share_threshold, columns=columns)
+    return judgement, sample
 
 
 # --------------------------------------------------------------------------------------------- residuals
@@ -285,6 +337,95 @@ def with_residuals(pairs: pd.DataFrame, scale_kwh: pd.Series) -> pd.DataFrame:
     return out
 
 
+RESIDUAL_STATS_COLUMNS = ["building_id", "ref_pairs", "cur_pairs", "judged", "score", "drifted", "n_ref", "n_cur", "bias"]
+
+
+def residual_stats(
+    reference_pairs: pd.DataFrame,
+    current_pairs: pd.DataFrame,
+    *,
+    method: str,
+    threshold: float,
+    min_reference_hours: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The per-building part of residual drift: one row per building with pairs in either window (pair counts,
+    whether it is judged, its stattest score and verdict, its current mean relative residual), and the
+    relative residuals of the judged buildings (long: building_id, ts, residual_rel). A building's row
+    depends on its own pairs only, so chunks of buildings give the portfolio's rows."""
+    scale = reference_pairs.groupby("building_id")["energy_kwh"].mean() if not reference_pairs.empty else pd.Series(dtype=float)
+    reference = with_residuals(reference_pairs, scale) if not reference_pairs.empty else reference_pairs.assign(residual_rel=[])
+    current = with_residuals(current_pairs, scale) if not current_pairs.empty else current_pairs.assign(residual_rel=[])
+    ref_counts = reference.groupby("building_id").size() if not reference.empty else pd.Series(dtype=int)
+    cur_counts = current.groupby("building_id").size() if not current.empty else pd.Series(dtype=int)
+    ref_rows = reference.groupby("building_id").indices if not reference.empty else {}
+    cur_rows = current.groupby("building_id").indices if not current.empty else {}
+    rows = []
+    for b in sorted(set(ref_counts.index) | set(cur_counts.index)):
+        n_ref_pairs, n_cur_pairs = int(ref_counts.get(b, 0)), int(cur_counts.get(b, 0))
+        judged = n_cur_pairs > 0 and n_ref_pairs >= min_reference_hours
+        row = {"building_id": str(b), "ref_pairs": n_ref_pairs, "cur_pairs": n_cur_pairs, "judged": judged,
+               "score": float("nan"), "drifted": False, "n_ref": 0, "n_cur": 0, "bias": float("nan")}
+        if judged:
+            cur_rel = current["residual_rel"].iloc[cur_rows[b]].reset_index(drop=True)
+            ref_rel = reference["residual_rel"].iloc[ref_rows[b]].reset_index(drop=True)
+            drift = column_drift(ref_rel, cur_rel, method=method, threshold=threshold, column=str(b))
+            row.update(score=drift.score, drifted=drift.drifted, n_ref=drift.n_reference, n_cur=drift.n_current,
+                       bias=round(float(cur_rel.mean()), 6))
+        rows.append(row)
+    stats = pd.DataFrame(rows, columns=RESIDUAL_STATS_COLUMNS)
+    judged_ids = set(stats.loc[stats["judged"], "building_id"]) if len(stats) else set()
+    keep = ["building_id", "ts", "residual_rel"]
+
+    def long(frame: pd.DataFrame) -> pd.DataFrame:
+        if frame.empty:
+            return pd.DataFrame({"building_id": pd.Series(dtype=str), "ts": pd.Series(dtype="datetime64[ns, UTC]"),
+                                 "residual_rel": pd.Series(dtype=float)})
+        return frame.loc[frame["building_id"].astype(str).isin(judged_ids), keep].reset_index(drop=True)
+
+    return stats, long(reference), long(current)
+
+
+def residual_judgement(
+    stats: pd.DataFrame,
+    reference_residuals: pd.DataFrame,
+    current_residuals: pd.DataFrame,
+    *,
+    method: str,
+    threshold: float,
+    min_reference_hours: int,
+    min_buildings: int,
+) -> tuple[DriftJudgement, pd.DataFrame, pd.DataFrame]:
+    """The portfolio's residual-drift judgement from the buildings' rows (`residual_stats`, merged over
+    chunks) and their residuals in long form (all of them, or a per-building sample for the report)."""
+    stats = stats.sort_values("building_id", kind="stable").reset_index(drop=True)
+    judged = stats[stats["judged"].astype(bool)]
+    buildings = judged["building_id"].tolist()
+    skipped = sorted(stats.loc[(stats["cur_pairs"] > 0) & ~stats["judged"].astype(bool), "building_id"].tolist())
+
+    def wide(frame: pd.DataFrame) -> pd.DataFrame:
+        if frame.empty or not buildings:
+            return pd.DataFrame({b: pd.Series(dtype=float) for b in buildings}) if buildings else pd.DataFrame()
+        frame = frame.sort_values(["building_id", "ts"], kind="stable")
+        groups = frame.groupby("building_id", sort=False)["residual_rel"]
+        series = {str(b): g.reset_index(drop=True) for b, g in groups}
+        return pd.DataFrame({b: series.get(b, pd.Series(dtype=float)) for b in buildings})
+
+    ref_wide, cur_wide = wide(reference_residuals), wide(current_residuals)
+    scores = {r.building_id: ColumnDrift(r.building_id, float(r.score), bool(r.drifted), int(r.n_ref), int(r.n_cur))
+              for r in judged.itertuples()}
+    bias = {r.building_id: float(r.bias) for r in judged.itertuples()}
+    extra = {"skipped_buildings": skipped, "current_mean_residual_rel": bias, "min_buildings": min_buildings}
+    if not buildings:
+        note = f"no building has {min_reference_hours} h of reference residuals for this model version"
+        judgement = DriftJudgement("residual_drift", method, threshold, {}, None, False, int(stats["ref_pairs"].sum()),
+                                   int(stats["cur_pairs"].sum()), note, extra)
+        return judgement, ref_wide, cur_wide
+    drifted = sum(d.drifted for d in scores.values())
+    judgement = DriftJudgement("residual_drift", method, threshold, scores, drifted / len(buildings), drifted >= min_buildings,
+                               int(judged["ref_pairs"].sum()), int(judged["cur_pairs"].sum()), "", extra)
+    return judgement, ref_wide, cur_wide
+
+
 def judge_residual_drift(
     reference_pairs: pd.DataFrame,
     current_pairs: pd.DataFrame,
@@ -299,45 +440,10 @@ def judge_residual_drift(
     The wide frames have one column per building (rows are hours, padded with NaN), which is what the
     Evidently report shows: the drift share is the share of buildings whose residuals drifted.
     """
-    scale = reference_pairs.groupby("building_id")["energy_kwh"].mean() if not reference_pairs.empty else pd.Series(dtype=float)
-    reference = with_residuals(reference_pairs, scale) if not reference_pairs.empty else reference_pairs.assign(residual_rel=[])
-    current = with_residuals(current_pairs, scale) if not current_pairs.empty else current_pairs.assign(residual_rel=[])
-    ref_counts = reference.groupby("building_id").size() if not reference.empty else pd.Series(dtype=int)
-    buildings = sorted(set(current["building_id"]) & set(ref_counts[ref_counts >= min_reference_hours].index))
-    skipped = sorted(set(current["building_id"]) - set(buildings))
-
-    def wide(frame: pd.DataFrame) -> pd.DataFrame:
-        columns = {b: frame.loc[frame["building_id"] == b, "residual_rel"].reset_index(drop=True) for b in buildings}
-        return pd.DataFrame(columns) if columns else pd.DataFrame()
-
-    ref_wide, cur_wide = wide(reference), wide(current)
-    scores = {
-        b: column_drift(ref_wide[b], cur_wide[b], method=method, threshold=threshold, column=b) for b in buildings
-    }
-    bias = {
-        b: round(float(current.loc[current["building_id"] == b, "residual_rel"].mean()), 6) for b in buildings
-    }
-    extra = {"skipped_buildings": skipped, "current_mean_residual_rel": bias, "min_buildings": min_buildings}
-    if not buildings:
-        note = f"no building has {min_reference_hours} h of reference residuals for this model version"
-        judgement = DriftJudgement(
-            "residual_drift", method, threshold, {}, None, False, len(reference), len(current), note, extra
-        )
-        return judgement, ref_wide, cur_wide
-    drifted = sum(d.drifted for d in scores.values())
-    judgement = DriftJudgement(
-        "residual_drift",
-        method,
-        threshold,
-        scores,
-        drifted / len(buildings),
-        drifted >= min_buildings,
-        int(reference["building_id"].isin(buildings).sum()),
-        int(current["building_id"].isin(buildings).sum()),
-        "",
-        extra,
-    )
-    return judgement, ref_wide, cur_wide
+    stats, ref_long, cur_long = residual_stats(reference_pairs, current_pairs, method=method, threshold=threshold,
+                                               min_reference_hours=min_reference_hours)
+    return residual_judgement(stats, ref_long, cur_long, method=method, threshold=threshold,
+                              min_reference_hours=min_reference_hours, min_buildings=min_buildings)
 
 
 # --------------------------------------------------------------------------------------------- reports

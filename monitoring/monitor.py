@@ -1,5 +1,5 @@
 """The monitoring shell: one pass at `as_of` reads gold features and served forecasts, measures the
-production model (`monitoring.check.assess`), decides (`monitoring.retrain_policy.decide`), saves the
+production model chunk by chunk on the runner (`monitoring.assessment.assess_portfolio`), decides (`monitoring.retrain_policy.decide`), saves the
 Evidently reports (HTML + JSON) under `settings.reports_dir`, logs them to an MLflow run tagged with the
 model name and version, summarises them in `monitoring.drift_reports`, records the decision in
 `monitoring.decisions`, and looks for consumption anomalies. A retrain decision sets
@@ -12,10 +12,10 @@ on the drifted period and records whether the retrain helped in `monitoring.retr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,8 @@ import pyarrow as pa
 from monitoring.anomaly_store import read_window, utc
 from monitoring.drift import SavedReport, accuracy_report, drift_report, summary_json
 from lakehouse.schemas import DRIFT_REPORTS, FEATURES, FORECASTS, MONITORING_DECISIONS, RETRAIN_OUTCOMES
-from monitoring.check import Assessment, assess
+from monitoring.assessment import assess_portfolio
+from monitoring.check import Assessment
 from monitoring.retrain_policy import Check, Decision, decide, last_retrain
 from wattflow.log import get_logger
 
@@ -58,8 +59,9 @@ class ProductionModel:
     trained_through: datetime | None = None
 
 
-def production_model(settings: Any, model_name: str, forecasts: pd.DataFrame) -> ProductionModel:
-    """The champion and the accuracy it was promoted with; without a registry, the newest served version."""
+def production_model(settings: Any, model_name: str, forecasts: pd.DataFrame | Callable[[], pd.DataFrame]) -> ProductionModel:
+    """The champion and the accuracy it was promoted with; without a registry, the newest served version
+    (`forecasts` may be a callable: the served rows are then read only when the registry has no answer)."""
     version, metrics, promoted_at, trained_through = None, {}, None, None
     try:
         from ml import registry
@@ -76,6 +78,8 @@ def production_model(settings: Any, model_name: str, forecasts: pd.DataFrame) ->
             trained_through = utc(end).to_pydatetime() if end else None
     except Exception as err:  # noqa: BLE001 - a monitoring pass must still judge the served forecasts
         log.warning("monitor.registry_unavailable", error=str(err))
+    if version is None and callable(forecasts):
+        forecasts = forecasts()
     if version is None and not forecasts.empty:
         served = forecasts[forecasts["model_name"] == model_name]
         if not served.empty:
@@ -100,12 +104,21 @@ def decision_history(engine: Any, model_name: str, before: pd.Timestamp) -> tupl
     return checks, last_retrain([(ts.to_pydatetime(), d) for ts, d in zip(rows["as_of"], rows["decision"])])
 
 
-def save_reports(assessment: Assessment, folder: Path) -> dict[str, SavedReport]:
+def shown_buildings(judgement: Any, limit: int) -> Any:
+    """The residual judgement as its report shows it: at most `limit` buildings, drifted first, then by score."""
+    if len(judgement.columns) <= limit:
+        return judgement
+    ranked = sorted(judgement.columns.values(), key=lambda d: (not d.drifted, -(d.score if np.isfinite(d.score) else -1.0), d.column))
+    return replace(judgement, columns={d.column: d for d in ranked[:limit]})
+
+
+def save_reports(assessment: Assessment, folder: Path, max_buildings: int | None = None) -> dict[str, SavedReport]:
     saved: dict[str, SavedReport] = {}
     matched = assessment.matched
+    residual = assessment.residual_drift if max_buildings is None else shown_buildings(assessment.residual_drift, max_buildings)
     for judgement, reference, current in (
         (assessment.input_drift, matched.reference, matched.current),
-        (assessment.residual_drift, assessment.residual_reference, assessment.residual_current),
+        (residual, assessment.residual_reference, assessment.residual_current),
     ):
         report = drift_report(judgement, reference, current, folder)
         if report is not None:
@@ -182,21 +195,20 @@ def run_monitoring(
     end = utc(as_of)
     span_days = max(policy.drift_window_days + policy.drift_reference_days, policy.accuracy_window_days)
     start = end - pd.Timedelta(days=span_days)
-    features = read_window(engine, FEATURES, start, end, None)
-    forecasts = read_window(engine, FORECASTS, start, end, None)
-    production = production_model(settings, model_name, forecasts)
+    # Only what names the newest served version, and only when the registry cannot say.
+    production = production_model(settings, model_name, lambda: read_window(
+        engine, FORECASTS, start, end, None, ["building_id", "ts", "issued_at", "model_name", "model_version"]))
     history, last_retrain_at = decision_history(engine, model_name, end)
     # Data time throughout: a replayed or backfilled period must count its own hours, not the wall clock's.
     data_since = max([t for t in (last_retrain_at, production.trained_through) if t is not None], default=None)
 
-    assessment = assess(
-        features, forecasts, as_of=end.to_pydatetime(), model_name=model_name, model_version=production.version,
-        policy=policy, data_since=data_since,
-    )
+    # Chunk by chunk on the runner (monitoring/assessment.py): the window never sits in this process whole.
+    assessment = assess_portfolio(engine, settings, as_of=end, model_name=model_name, model_version=production.version,
+                                  data_since=data_since)
     decision = decide(history, assessment.check, last_retrain_at, production.promotion_metrics, policy)
     folder = settings.reports_dir / model_name / end.strftime("%Y%m%dT%H%MZ")
     folder.mkdir(parents=True, exist_ok=True)
-    saved = save_reports(assessment, folder)
+    saved = save_reports(assessment, folder, policy.report_max_buildings)
     (folder / "decision.json").write_text(
         summary_json({"decision": decision.label, "reasons": decision.reasons, "figures": decision.figures})
     )

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "monitoring.savings_commands",
     "wattflow.dashboard.commands",
     "wattflow.lineage_commands",
+    "wattflow.score_commands",
 ]
 
 for _module in COMMAND_MODULES:

@@ -631,6 +631,30 @@ def champion_saved_model(settings: Settings, version: int | None = None) -> tupl
     return int(target.version), Path(folder)
 
 
+def forecast_origins(start: dt.datetime, end: dt.datetime, every_h: int) -> list[dt.datetime]:
+    """Forecast origins from `start` up to `end` (exclusive), one every `every_h` hours."""
+    if every_h < 1:
+        raise ValueError(f"every_h {every_h} must be at least 1 hour")
+    step = dt.timedelta(hours=int(every_h))
+    origins, origin = [], start
+    while origin < end:
+        origins.append(origin)
+        origin += step
+    return origins
+
+
+def forecast_path(requested: str = "auto", settings: Settings | None = None) -> str:
+    """Which path writes a forecast run's `gold.forecasts`: "serving" (TF Serving over gRPC, the online path
+    applications use) or "batch" (`score`: the champion SavedModel on the runner). "auto" scores in batch
+    where the stages run on Spark (a portfolio too large for one process), else through serving."""
+    if requested not in ("auto", "serving", "batch"):
+        raise ValueError(f"forecast path {requested!r} is not one of auto, serving, batch")
+    if requested != "auto":
+        return requested
+    settings = settings or get_settings()
+    return "batch" if settings.compute.runner == "spark" else "serving"
+
+
 def score(origins: Sequence[dt.datetime], *, buildings: Sequence[str] | None = None, version: int | None = None,
           settings: Settings | None = None) -> dict[str, Any]:
     """Batch scoring: day-ahead forecasts from each origin for every building (or `buildings`) from the

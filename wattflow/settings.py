@@ -429,6 +429,16 @@ class MonitorSettings(BaseModel):
     # otherwise barely move the weights). It refits the champion's configuration: no tuning study, which
     # ranks configurations on the old data.
     retrain_recent_weight: int = Field(5, ge=1)
+    # The pooled input-drift test and the Evidently reports need rows, not per-building figures: each
+    # building brings at most sample_rows / buildings (at least sample_min_per_building) rows to each of
+    # them (matched current inputs, with matched_draws reference rows each; reference and current
+    # residuals; accuracy pairs), so the pass's driver holds about (matched_draws + 4) x sample_rows rows
+    # however large the portfolio. Below the bound every row is kept. The decision's residual drift,
+    # accuracy and new-data hours never come from the sample.
+    sample_rows: int = Field(200_000, ge=1)
+    sample_min_per_building: int = Field(24, ge=1)
+    # The residual-drift report shows at most this many buildings (drifted first, then by score).
+    report_max_buildings: int = Field(200, ge=1)
     anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
 
 

@@ -160,3 +160,14 @@ def test_ingest_dag_is_also_triggered_by_readings_on_the_sensor_topic(dagbag, mo
     assert '"sensor_readings_arrived"' in text and "AwaitMessageTrigger" in text
     # the other DAG in the file is untouched
     assert type(bag.dags["ingest_weather"].timetable).__name__ == "CronTriggerTimetable"
+
+
+def test_forecast_dag_scores_in_batch_or_through_serving(dagbag) -> None:
+    """One forecast run writes gold.forecasts by one path: a branch picks TF Serving or batch scoring on the
+    compute runner (`pipeline.forecast_path`: auto = batch when compute.runner is spark)."""
+    dag = dagbag.dags["forecast"]
+    assert sorted(t.task_id for t in dag.tasks) == ["choose_path", "forecast_buildings", "score_batch"]
+    assert dag.get_task("choose_path").downstream_task_ids == {"forecast_buildings", "score_batch"}
+    for task_id in ("forecast_buildings", "score_batch"):
+        assert [a.uri for a in dag.get_task(task_id).outlets] == ["wattflow://lakehouse/gold/forecasts"]
+    assert dag.params["path"] == "auto"

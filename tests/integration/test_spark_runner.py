@@ -9,6 +9,7 @@ the expectation results of both chunks are merged into one result per expectatio
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from datetime import datetime, timezone
@@ -21,8 +22,10 @@ import pytest
 from lakehouse.schemas import (
     ANOMALIES,
     BUILDING_HOURLY,
+    DRIFT_REPORTS,
     FEATURES,
     FORECASTS,
+    MONITORING_DECISIONS,
     QUALITY_RESULTS,
     QUARANTINE_READINGS,
     QUARANTINE_WEATHER,
@@ -38,13 +41,17 @@ END = datetime(2024, 3, 16, tzinfo=timezone.utc)
 LANDED_AT = datetime(2024, 3, 16, 1, tzinfo=timezone.utc)
 ORIGINS = (datetime(2024, 3, 14, tzinfo=timezone.utc), datetime(2024, 3, 15, tzinfo=timezone.utc))
 ANOMALIES_SINCE = datetime(2024, 3, 13, tzinfo=timezone.utc)
-COMPARED = (BUILDING_HOURLY, QUARANTINE_READINGS, QUARANTINE_WEATHER, FEATURES, QUALITY_RESULTS, FORECASTS, ANOMALIES)
+COMPARED = (BUILDING_HOURLY, QUARANTINE_READINGS, QUARANTINE_WEATHER, FEATURES, QUALITY_RESULTS, FORECASTS, ANOMALIES,
+            DRIFT_REPORTS, MONITORING_DECISIONS)
+# Where a pass's report files went and when it ran: per home and per run, not content.
+BOOKKEEPING = ("run_id", "validated_at", "detected_at", "created_at", "decided_at", "html_uri", "json_uri", "report_uri",
+               "mlflow_run_id")
 
 
 def content(engine, contract: TableContract) -> pd.DataFrame:
     """The table's rows in key order, without bookkeeping that differs per run (run ids, validation times)."""
     df = engine.read(contract).to_pandas()
-    drop = [c for c in ("run_id", "validated_at", "detected_at") if c in df.columns]
+    drop = [c for c in BOOKKEEPING if c in df.columns]
     return df.drop(columns=drop).sort_values(list(contract.keys)).reset_index(drop=True)
 
 
@@ -75,10 +82,12 @@ def saved_model(tmp_path_factory) -> Path:
 
 
 def _settings(home: Path, runner: str) -> Settings:
-    # A 10-day history: the anomaly baseline looks back one week instead of four.
+    # A 10-day history: the anomaly baseline looks back one week instead of four; two days of served
+    # forecasts: residual drift judges the second day against the first, accuracy both.
     return Settings(home=home, compute=ComputeSettings(runner=runner, chunk_buildings=2),
                     lakehouse=LakehouseSettings(spark_shuffle_partitions=2),
-                    monitor={"anomalies": {"baseline_weeks": 1}})
+                    monitor={"anomalies": {"baseline_weeks": 1}, "drift_window_days": 1, "drift_reference_days": 1,
+                             "accuracy_window_days": 2, "min_reference_hours": 12, "min_accuracy_hours": 12})
 
 
 def _install_model(settings: Settings, saved_model: Path) -> None:
@@ -96,6 +105,16 @@ def _anomalies(settings: Settings):
     return find_anomalies(get_engine(settings), settings, since=ANOMALIES_SINCE, until=END)
 
 
+def _monitor(settings: Settings):
+    """The drift and accuracy part of a monitoring pass (chunk by chunk on the runner), its reports and decision
+    recorded in monitoring.drift_reports and monitoring.decisions (no MLflow run: a tracking store is not
+    what this test compares)."""
+    from lakehouse.engine import get_engine
+    from monitoring.monitor import run_monitoring
+
+    return run_monitoring(get_engine(settings), settings, END, with_anomalies=False, log_mlflow=False)
+
+
 def _pipeline(settings: Settings, saved_model: Path) -> dict[str, float]:
     from wattflow import pipeline
 
@@ -104,7 +123,8 @@ def _pipeline(settings: Settings, saved_model: Path) -> dict[str, float]:
     for step, run in (("curate", lambda: pipeline.curate(START, END, settings=settings)),
                       ("features", lambda: pipeline.build_features(START, END, settings=settings)),
                       ("score", lambda: pipeline.score(ORIGINS, version=1, settings=settings)),
-                      ("anomalies", lambda: _anomalies(settings))):
+                      ("anomalies", lambda: _anomalies(settings)),
+                      ("monitor", lambda: _monitor(settings))):
         t0 = time.perf_counter()
         run()
         timings[step] = round(time.perf_counter() - t0, 1)
@@ -155,6 +175,15 @@ def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_wr
     forecasts = content(local_engine, FORECASTS)
     assert len(forecasts) == 3 * len(ORIGINS) * 24 and not forecasts["is_fallback"].any()
     assert (forecasts["model_version"] == "1").all() and forecasts["yhat"].notna().all()
+    reports = content(local_engine, DRIFT_REPORTS).set_index("report_kind")
+    assert list(reports.index) == ["accuracy", "input_drift", "residual_drift"]
+    accuracy = json.loads(reports.loc["accuracy", "summary"])
+    assert accuracy["portfolio"]["n_hours"] > 100 and set(accuracy["buildings"]) == set(forecasts["building_id"])
+    residual = json.loads(reports.loc["residual_drift", "summary"])
+    # judged per building (a building whose faults left under 12 h of reference residuals is listed as skipped)
+    assert len(residual["scores"]) >= 2 and len(residual["scores"]) + len(residual["skipped_buildings"]) == 3
+    check = json.loads(content(local_engine, MONITORING_DECISIONS)["figures"].iloc[0])["check"]
+    assert check["model_version"] == "1" and check["accuracy"]["n_hours"] == accuracy["portfolio"]["n_hours"]
 
     versions = {c.qualified_name: cluster_engine.version(c) for c in COMPARED}
     from wattflow import pipeline
@@ -164,6 +193,7 @@ def test_local_and_cluster_runners_write_identical_tables_and_a_cluster_rerun_wr
     assert pipeline.build_features(START, END, settings=cluster)["gold_changed"] is False
     assert pipeline.score(ORIGINS, version=1, settings=cluster)["changed"] is False
     assert _anomalies(cluster).rows_written == 0
+    _monitor(cluster)
     rerun_s = round(time.perf_counter() - rerun_t0, 1)
     assert {c.qualified_name: cluster_engine.version(c) for c in COMPARED} == versions
     print(f"\nreadings={readings} ingest={ingest_s:.1f}s local={local_s} cluster={cluster_s} cluster_rerun={rerun_s}s")

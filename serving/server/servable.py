@@ -53,6 +53,8 @@ class Signature:
         self._direct = _direct_call(function, self._flat_order)
         # Request input layouts (names, dtypes, shapes) that passed every check: ServingCore decodes those directly.
         self.layouts: dict[tuple, tuple] = {}
+        # Wall seconds of the last unbatched gRPC model call per batch size (ServingCore: run it in the loop?).
+        self.call_seconds: dict[int | None, float] = {}
         import tensorflow as tf
         from tensorflow.python.eager import context, execute
 

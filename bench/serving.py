@@ -25,6 +25,9 @@ What is compared with what:
   threads starts on an idle, cold core, which no caller calling the model repeatedly sees. Timed that way the
   in-process XLA call at batch 1 was ~0.4 ms slower (1.21 ms in the bench, 0.74-0.80 alone); the bench still
   measures it so ("inprocess_xla right after a gRPC call"), to show the difference in the same run.
+- "grpc_xla_no_inline" (skip with --no-ab) is the A/B for the unbatched server's inline call: a second XLA
+  server, same code, whose model calls always go to its executor thread (serving.server.core.ServingCore
+  .INLINE_CALL_MAX_S). Batch-1 latencies only; "grpc_xla" is the server as shipped.
 - The 32 clients are coroutines on one grpc.aio channel in this process, each sending its next batch-1 Predict
   when its last one returns; one asyncio process is the cheapest Python client per request (thread or future
   clients cost more CPU on the same 2 cores). Throughput phases alternate with in-process batch-32 phases, and

@@ -1,6 +1,6 @@
 """Serving benchmark: in-process SavedModel call vs gRPC Predict vs REST predict, then 32 concurrent clients.
 
-    .venv/bin/python bench/serving.py [--json PATH] [--seconds 10] [--iterations 200]
+    .venv/bin/python bench/serving.py [--json PATH] [--seconds 12] [--rounds 3] [--iterations 200] [--block 10]
 
 The model is the default forecaster (lookback 168 h, horizon 24 h, LSTM 64 units) from ml.model's builder
 (untrained weights: latency does not depend on them), exported with ml.model.export_saved_model, served by
@@ -11,15 +11,23 @@ building. Targets (issue 21, 2 shared cores): in-process b1 p50 <= 1 ms with XLA
 b1 p50 + the floor's b1 p50 + 0.5 ms; 32 concurrent batch-1 clients >= 60% of the floor's request rate, 0 errors.
 
 What is compared with what:
-- "inprocess" calls the loaded signature (`signature(history=..., future=...)`) in this process; the servers
-  run the same SavedModel. Both use the same TensorFlow thread pools (`--tf-intra-op-threads`,
-  `--tf-inter-op-threads`, passed to the servers as TF Serving's `--tensorflow_*_op_parallelism`): one thread
-  each is the fastest setting in-process too for this sequential LSTM on 2 cores, so the reference is not
-  handicapped.
-- The servers call the signature's graph function directly (serving.server.servable.Signature), which skips
-  the keyword call's Python argument binding (~0.3-0.4 ms). "inprocess_server_call" times that same call
-  in-process, so gRPC minus it is the serving overhead alone (transport, request and response handling).
-- b1/b32 latencies are timed interleaved, call by call, so load from other jobs falls on every path alike.
+- "inprocess" is the model call in this process, numpy arrays in and out, made the way the servers make it
+  (serving.server.servable.Signature: the signature's graph function run as one eager op, below the keyword
+  call's argument binding and `_call_flat`'s per-call Python); the servers run the same SavedModel, so gRPC
+  minus it is the serving overhead alone (transport, request and response handling). "inprocess_keyword" is
+  the ordinary `signature(history=..., future=...)` call of the same loaded model, for reference (~0.3-0.5 ms
+  more at batch 1). All use the same TensorFlow thread pools (`--tf-intra-op-threads`, `--tf-inter-op-threads`,
+  passed to the servers as TF Serving's `--tensorflow_*_op_parallelism`): one thread each is the fastest
+  setting in-process too for this sequential LSTM on 2 cores, so the reference is not handicapped.
+- b1/b32 latencies are timed in blocks of `--block` consecutive calls of one path, the paths taking turns
+  block by block, so load from other jobs falls on every path alike. Blocks, not single calls: a call timed
+  right after a call that waited on another process (gRPC, REST) or handed its work to TensorFlow's pool
+  threads starts on an idle, cold core, which no caller calling the model repeatedly sees. Timed that way the
+  in-process XLA call at batch 1 was ~0.4 ms slower (1.21 ms in the bench, 0.74-0.80 alone); the bench still
+  measures it so ("inprocess_xla right after a gRPC call"), to show the difference in the same run.
+- "grpc_xla_no_inline" (skip with --no-ab) is the A/B for the unbatched server's inline call: a second XLA
+  server, same code, whose model calls always go to its executor thread (serving.server.core.ServingCore
+  .INLINE_CALL_MAX_S). Batch-1 latencies only; "grpc_xla" is the server as shipped.
 - The 32 clients are coroutines on one grpc.aio channel in this process, each sending its next batch-1 Predict
   when its last one returns; one asyncio process is the cheapest Python client per request (thread or future
   clients cost more CPU on the same 2 cores). Throughput phases alternate with in-process batch-32 phases, and
@@ -91,16 +99,23 @@ def summarize(latencies_s: list[float], batch: int) -> dict:
             "windows_per_s": batch * len(array) / (array.sum() / 1000)}
 
 
-def interleaved(calls: dict, iterations: int, warmup: int = 5) -> dict[str, list[float]]:
+def interleaved(calls: dict, iterations: int, block: int = 1, warmup: int = 5) -> dict[str, list[float]]:
+    """`iterations` timed calls per path, `block` consecutive calls of a path at a time, the paths taking turns.
+
+    A call that returns a float timed itself (the seconds it returns are recorded instead of its own duration).
+    """
     for call in calls.values():
         for _ in range(warmup):
             call()
     out: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(iterations):
+    block = max(1, block)
+    for _ in range(-(-iterations // block)):
         for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            out[name].append(time.perf_counter() - started)
+            for _ in range(block):
+                started = time.perf_counter()
+                result = call()
+                elapsed = time.perf_counter() - started
+                out[name].append(result if isinstance(result, float) else elapsed)
     return out
 
 
@@ -113,14 +128,24 @@ def inprocess_throughput(call, batch: int, seconds: float) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def start_server(base: Path, model: str, batching_file: Path | None, extra_flags: list[str], label: str = ""):
+# The A/B variant of the server: unbatched model calls always go to the executor thread (no inline call in the
+# event loop when idle, serving.server.core.ServingCore.INLINE_CALL_MAX_S), everything else the same code.
+NO_INLINE_SERVER = ("import sys; from serving.server import core; core.ServingCore.INLINE_CALL_MAX_S = -1.0; "
+                    "from serving.server.main import main; main(sys.argv[1:])")
+
+
+def start_server(base: Path, model: str, batching_file: Path | None, extra_flags: list[str], label: str = "",
+                 no_inline: bool = False):
     grpc_port, rest_port = free_port(), free_port()
-    argv = [str(REPO / ".venv/bin/wattflow-model-server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+    program = [sys.executable, "-c", NO_INLINE_SERVER] if no_inline else [str(REPO / ".venv/bin/wattflow-model-server")]
+    argv = [*program, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
             f"--model_name={model}", f"--model_base_path={base / model}", "--host=127.0.0.1", *extra_flags]
     if batching_file:
         argv += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
     log = open(base.parent / f"server-{label or ('batching' if batching_file else 'plain')}.log", "w")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    # This checkout's code, whichever checkout the virtual environment's editable install points at.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     return process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
 
 
@@ -246,6 +271,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--iterations", type=int, default=200, help="timed calls per batch-1 measurement")
     parser.add_argument("--iterations-b32", type=int, default=60)
+    parser.add_argument("--block", type=int, default=10,
+                        help="consecutive calls of one path per turn when timing b1/b32 latencies (1: call by call)")
     parser.add_argument("--seconds", type=float, default=12.0,
                         help="duration of each 32-client measurement, split over --rounds")
     parser.add_argument("--rounds", type=int, default=3,
@@ -265,6 +292,8 @@ def main() -> None:
                         help="TensorFlow intra-op threads, in-process and in the servers (0: TensorFlow's choice)")
     parser.add_argument("--tf-inter-op-threads", type=int, default=1,
                         help="TensorFlow inter-op threads, in-process and in the servers (0: TensorFlow's choice)")
+    parser.add_argument("--no-ab", action="store_true",
+                        help="skip the A/B server (unbatched XLA with every model call on the executor thread)")
     parser.add_argument("--canned-server-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--canned-response", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--canned-aio", action="store_true", help=argparse.SUPPRESS)
@@ -312,6 +341,8 @@ def main() -> None:
         "xla": start_server(base_xla, model, None, xla_flags, "xla"),
         "batched_xla": start_server(base_xla, model, batching_xla_file, [*xla_flags, *monitored], "batched-xla"),
     }
+    if not args.no_ab:
+        servers["xla_no_inline"] = start_server(base_xla, model, None, xla_flags, "xla-no-inline", no_inline=True)
     results: dict = {"model": model_source, "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0],
                      "tf_threads": {"intra_op": args.tf_intra_op_threads, "inter_op": args.tf_inter_op_threads},
                      "batching": {"max_batch_size": args.max_batch_size,
@@ -351,24 +382,38 @@ def main() -> None:
 
         server_call = Servable.load(model, 1, base / model / "1").signature("")
         server_call_xla = Servable.load(model, 1, base_xla / model / "1", xla_enabled=True).signature("")
+        x1, x32 = {"history": h1, "future": f1}, {"history": h32, "future": f32}
+
+        def xla_after_grpc() -> float:
+            """The in-process XLA call timed right after a gRPC call (the order of a call-by-call interleave)."""
+            stubs["plain"].Predict(r1, timeout=60)
+            started = time.perf_counter()
+            server_call_xla(x1)
+            return time.perf_counter() - started
+
         paths = {
-            "inprocess": (lambda: signature(history=h1, future=f1), lambda: signature(history=h32, future=f32)),
-            "inprocess_xla": (lambda: signature_xla(history=h1, future=f1),
-                              lambda: signature_xla(history=h32, future=f32)),
-            "inprocess_server_call": (lambda: server_call({"history": h1, "future": f1}),
-                                      lambda: server_call({"history": h32, "future": f32})),
-            "inprocess_server_call_xla": (lambda: server_call_xla({"history": h1, "future": f1}),
-                                          lambda: server_call_xla({"history": h32, "future": f32})),
+            "inprocess": (lambda: server_call(x1), lambda: server_call(x32)),
+            "inprocess_xla": (lambda: server_call_xla(x1), lambda: server_call_xla(x32)),
+            "inprocess_keyword": (lambda: signature(history=h1, future=f1), lambda: signature(history=h32, future=f32)),
+            "inprocess_keyword_xla": (lambda: signature_xla(history=h1, future=f1),
+                                      lambda: signature_xla(history=h32, future=f32)),
             "grpc": (lambda: stubs["plain"].Predict(r1, timeout=60), lambda: stubs["plain"].Predict(r32, timeout=60)),
             "grpc_xla": (lambda: stubs["xla"].Predict(r1, timeout=60), lambda: stubs["xla"].Predict(r32, timeout=60)),
             "rest": (lambda: rest_call(body1), lambda: rest_call(body32)),
         }
+        if "xla_no_inline" in stubs:
+            paths["grpc_xla_no_inline"] = (lambda: stubs["xla_no_inline"].Predict(r1, timeout=60),
+                                           lambda: stubs["xla_no_inline"].Predict(r32, timeout=60))
         b1 = interleaved({**{name: calls[0] for name, calls in paths.items()},
-                          "grpc_floor": lambda: floor_stub.Predict(r1, timeout=60)}, args.iterations)
-        b32 = interleaved({name: calls[1] for name, calls in paths.items()}, args.iterations_b32)
+                          "grpc_floor": lambda: floor_stub.Predict(r1, timeout=60),
+                          "inprocess_xla_after_grpc": xla_after_grpc}, args.iterations, args.block)
+        b32 = interleaved({name: calls[1] for name, calls in paths.items()}, args.iterations_b32, args.block)
         for name in paths:
             results[name] = _row(summarize(b1[name], 1), summarize(b32[name], 32))
         floor_b1 = summarize(b1["grpc_floor"], 1)
+        after_grpc = summarize(b1["inprocess_xla_after_grpc"], 1)
+        results["inprocess_xla_after_grpc"] = {"b1_p50_ms": after_grpc["p50_ms"], "b1_p99_ms": after_grpc["p99_ms"]}
+        results["block"] = args.block
 
         # Throughput phases alternate (in-process batch 32, then 32 clients against each server), twice each,
         # so load from other jobs falls on all of them.
@@ -380,8 +425,7 @@ def main() -> None:
                        for key in phases})
         phase_s = args.seconds / args.rounds
         for _round in range(args.rounds):
-            for key, call in (("inprocess", lambda: signature(history=h32, future=f32)),
-                              ("inprocess_xla", lambda: signature_xla(history=h32, future=f32))):
+            for key, call in (("inprocess", lambda: server_call(x32)), ("inprocess_xla", lambda: server_call_xla(x32))):
                 count, elapsed = inprocess_throughput(call, 32, phase_s)
                 totals[key][0] += count
                 totals[key][1] += elapsed
@@ -454,13 +498,19 @@ def print_table(results: dict) -> None:
     print(f"model: {results['model']}; cpus: {results['cpus']}; load avg {results['load_avg_1m_at_start']:.1f} -> "
           f"{results.get('load_avg_1m_at_end', float('nan')):.1f}")
     print(f"{'path':<26} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b32 p50 ms':>11} {'b32 windows/s':>14}")
-    for path in ("inprocess", "inprocess_xla", "inprocess_server_call", "inprocess_server_call_xla", "grpc",
-                 "grpc_xla", "rest"):
+    for path in ("inprocess", "inprocess_xla", "inprocess_keyword", "inprocess_keyword_xla", "grpc", "grpc_xla",
+                 "grpc_xla_no_inline", "rest"):
+        if path not in results:
+            continue
         row = results[path]
         print(f"{path:<26} {row['b1_p50_ms']:>10.2f} {row['b1_p99_ms']:>10.2f} {row['b32_p50_ms']:>11.2f} "
               f"{row['b32_windows_per_s']:>14.0f}")
     f = results["grpc_floor"]
     print(f"{'grpc_floor (canned)':<26} {f['b1_p50_ms']:>10.2f} {f['b1_p99_ms']:>10.2f}")
+    after = results.get("inprocess_xla_after_grpc")
+    if after:
+        print(f"latencies timed in blocks of {results.get('block', 1)} calls; inprocess_xla timed instead right after "
+              f"a gRPC call: b1 p50 {after['b1_p50_ms']:.2f} ms, p99 {after['b1_p99_ms']:.2f} ms")
     print(f"in-process batch 32 during the concurrency phases: {results['inprocess']['b32_windows_per_s_during_concurrency']:.0f}"
           f" windows/s, XLA {results['inprocess_xla']['b32_windows_per_s_during_concurrency']:.0f} windows/s")
     print(f"\n32 concurrent gRPC clients, batch 1 {'requests/s':>12} {'errors':>7} {'mean batch':>11} "

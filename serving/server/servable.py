@@ -49,11 +49,18 @@ class Signature:
         self.input_names = sorted(self.inputs)
         self.output_names = sorted(signature_def.outputs.keys())
         self._flat_order = _flat_input_order(function, self.input_names)
+        # The graph function run as one eager op, below even `_call_flat` (see `_direct_call`); None: not possible.
+        self._direct = _direct_call(function, self._flat_order)
         # Request input layouts (names, dtypes, shapes) that passed every check: ServingCore decodes those directly.
         self.layouts: dict[tuple, tuple] = {}
+        # Wall seconds of the last unbatched gRPC model call per batch size (ServingCore: run it in the loop?).
+        self.call_seconds: dict[int | None, float] = {}
         import tensorflow as tf
+        from tensorflow.python.eager import context, execute
 
         self._to_tensor = tf.constant
+        self._execute = execute.execute
+        self._context = context.context
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
         if set(inputs) != set(self.input_names):
@@ -100,6 +107,14 @@ class Signature:
             )
         function = self._function
         try:
+            if self._direct is not None:
+                op_name, captured, output_names, attrs = self._direct
+                if attrs is None:  # the context's call options, read on first use (after the server set its threads)
+                    attrs = _call_attrs()
+                    self._direct = (op_name, captured, output_names, attrs)
+                tensors = [self._to_tensor(inputs[name]) for name in self._flat_order]
+                flat = self._execute(op_name, len(output_names), tensors + captured, attrs, self._context())
+                return {name: tensor.numpy() for name, tensor in zip(output_names, flat)}
             if self._flat_order is None:
                 result = function(**inputs)
             else:
@@ -128,6 +143,47 @@ def _flat_input_order(function, names: list[str]) -> list[str] | None:
     if sorted(parameters) != names or not all(isinstance(p.type_constraint, tf.TensorSpec) for p in parameters.values()):
         return None
     return list(parameters)
+
+
+def _direct_call(function, flat_order: list[str] | None) -> tuple | None:
+    """(op name, captured tensors, output names in flat order, None) to run the graph function as one eager op.
+
+    `_call_flat` spends ~0.2 ms of Python per call on this model (gradient-tape checks, context managers, output
+    packing) around the op that runs the function: the same op, with the same inputs, captured variable handles
+    and call options (`context.call_function`'s attrs), is what runs here. Only for a servable's signature: no
+    tape watches it, it runs eagerly, and its variables never change after load (the handles are kept). None
+    when this TensorFlow lacks the pieces or the outputs are not one tensor per name.
+    """
+    if flat_order is None:
+        return None
+    try:
+        from tensorflow.python.util import nest
+
+        inference = function._inference_function
+        op_name = inference.name.decode("utf-8")
+        captured = list(function.captured_inputs)
+        paths = nest.flatten_with_joined_string_paths(function.structured_outputs)
+        expected_inputs = len(inference.cached_definition.signature.input_arg)
+        flat_outputs = len(inference.function_type.flat_outputs)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    import tensorflow as tf
+
+    output_names = [path for path, _ in paths]
+    if (expected_inputs != len(flat_order) + len(captured) or flat_outputs != len(output_names)
+            or len(set(output_names)) != len(output_names)
+            or not all(isinstance(spec, (tf.Tensor, tf.TensorSpec)) for _, spec in paths)):
+        return None
+    return op_name, captured, output_names, None
+
+
+def _call_attrs() -> tuple:
+    """The attrs `context.call_function` passes with every function call (executor type, session config)."""
+    import itertools
+
+    from tensorflow.python.eager import context
+
+    return tuple(itertools.chain(*context.context().function_call_options.as_attrs().items()))
 
 
 def _dtype_enum(dtype: np.dtype) -> int:

@@ -344,6 +344,7 @@ def test_signature_calls_the_graph_with_each_input_in_its_place(tmp_path, build)
     build(tmp_path / "1")
     signature = Servable.load("m", 1, tmp_path / "1").signature("")
     assert signature._flat_order == ["alpha", "zeta"]  # the direct call is the one under test
+    assert signature._direct is not None  # run as one eager op, not through _call_flat
     rng = np.random.default_rng(0)
     shapes = {name: spec.shape for name, spec in signature.inputs.items()}
     inputs = {name: rng.normal(size=(4, shape[1])).astype(np.float32) for name, shape in shapes.items()}
@@ -354,6 +355,59 @@ def test_signature_calls_the_graph_with_each_input_in_its_place(tmp_path, build)
     weights = [1.0, 2.0, 3.0] if build is _tf2_saved_model else [1.0, 1.0, 1.0]
     np.testing.assert_allclose(signature(inputs)["out"], wide @ np.asarray(weights, np.float32) - 10 * narrow[:, 0],
                                rtol=1e-5)
+
+
+def test_an_unbatched_call_runs_in_the_event_loop_only_when_it_was_short_and_nothing_else_is_in_flight(tmp_path):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.server.core import ServingCore
+    from serving.server.servable import Servable
+
+    class CountingExecutor(ThreadPoolExecutor):
+        def __init__(self) -> None:
+            super().__init__(max_workers=2)
+            self.submitted = 0
+
+        def submit(self, *args, **kwargs):
+            self.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    _tf2_saved_model(tmp_path / "1")
+    signature = Servable.load("m", 1, tmp_path / "1").signature("")
+    core = ServingCore(None, None, None)
+    core.executor = CountingExecutor()
+    core.INLINE_CALL_MAX_S = 1.0  # this machine's timing out of the test: every call here is "short"
+    rng = np.random.default_rng(1)
+
+    def inputs(batch: int) -> dict:
+        return {"zeta": rng.normal(size=(batch, 3)).astype(np.float32),
+                "alpha": rng.normal(size=(batch, 2)).astype(np.float32)}
+
+    def expected(batch_inputs: dict) -> np.ndarray:
+        return batch_inputs["zeta"] @ np.asarray([1.0, 2.0, 3.0], np.float32) - 10 * batch_inputs["alpha"][:, 0]
+
+    async def scenario() -> list[int]:
+        submitted = []
+        for batch_inputs in (inputs(4), inputs(4)):  # unknown batch size: executor; then known and short: inline
+            out = await core._call_unbatched(signature, batch_inputs)
+            np.testing.assert_allclose(out["out"], expected(batch_inputs), rtol=1e-5)
+            submitted.append(core.executor.submitted)
+        # A call at batch 4 while one at an unknown size waits on the executor: both on the executor.
+        new, known = inputs(7), inputs(4)
+        outs = await asyncio.gather(core._call_unbatched(signature, new), core._call_unbatched(signature, known))
+        np.testing.assert_allclose(outs[1]["out"], expected(known), rtol=1e-5)
+        submitted.append(core.executor.submitted)
+        signature.call_seconds[4] = 5.0  # last took longer than INLINE_CALL_MAX_S: executor again
+        await core._call_unbatched(signature, inputs(4))
+        submitted.append(core.executor.submitted)
+        return submitted
+
+    try:
+        assert asyncio.run(scenario()) == [1, 1, 3, 4]
+        assert core._in_flight == 0 and set(signature.call_seconds) == {4, 7}
+    finally:
+        core.executor.shutdown()
 
 
 # ---- metrics -----------------------------------------------------------------------------------------

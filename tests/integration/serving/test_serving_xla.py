@@ -87,6 +87,25 @@ def test_outputs_with_and_without_xla_agree_on_every_signature(exports):
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
 
 
+def test_the_servers_direct_call_equals_the_keyword_call_with_and_without_xla(exports):
+    """Signature runs the graph function as one eager op (below `_call_flat`); it must be that path, not its
+    fallback, and give exactly what the ordinary keyword call of the same loaded signature gives."""
+    from serving.server.servable import Servable
+
+    for kind in ("plain", "xla"):
+        servable = Servable.load(MODEL, 1, exports[kind], xla_enabled=True)
+        loaded = servable._module.signatures  # the same loaded functions, called the ordinary way
+        for signature_name, batch in (("serving_default", 1), ("serving_default", 3), ("serve", 2)):
+            signature = servable.signature(signature_name)
+            assert signature._direct is not None, (kind, signature_name)
+            history, future = make_inputs(batch, seed=10 + batch)
+            got = signature({"history": history, "future": future})
+            want = loaded[signature_name](history=history, future=future)
+            assert sorted(got) == sorted(want) == ["p10", "p50", "p90"]
+            for name in ("p10", "p50", "p90"):
+                np.testing.assert_array_equal(got[name], want[name].numpy(), err_msg=f"{kind} {signature_name} {name}")
+
+
 def test_xla_disabled_fails_the_first_request_like_tf_serving(servers):
     with pytest.raises(grpc.RpcError) as raised:
         _stub(servers["disabled"]).Predict(predict_request(MODEL), timeout=10)

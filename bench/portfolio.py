@@ -43,14 +43,15 @@ START = "2024-01-01"
 # ------------------------------------------------------------------------------------------- the child
 
 
-def run_pipeline(buildings: int, days: int) -> dict:
-    """The timed stages, in this process, on the runner the settings name."""
+def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dict:
+    """The timed stages, in this process, on the runner the settings name; each stage's time is written to
+    `progress` as it ends, so a run that fails later still reports the stages it finished."""
     import pandas as pd
 
     from lakehouse import curation
     from lakehouse.engine import get_engine
-    from lakehouse.simulator import build_registry, simulate_portfolio
-    from lakehouse.simulator.landing import land_portfolio
+    from lakehouse.simulator import build_registry
+    from lakehouse.simulator.landing import land_simulated
     from wattflow.settings import get_settings
 
     settings = get_settings()
@@ -59,27 +60,50 @@ def run_pipeline(buildings: int, days: int) -> dict:
     end = start + pd.Timedelta(days=days)
     registry = build_registry(buildings, settings.simulator.seed)
     ids = registry.building_ids()
-    chunk = settings.compute.chunk_buildings
     stage_s: dict[str, float | None] = {}
 
     t = time.perf_counter()
-    readings = 0
-    for first in range(0, len(ids), chunk):
-        portfolio = simulate_portfolio(buildings, start.to_pydatetime(), end.to_pydatetime(), seed=settings.simulator.seed,
-                                       interval_minutes=15, building_ids=ids[first : first + chunk])
-        readings += portfolio.readings.num_rows
-        land_portfolio(portfolio, engine)
-        del portfolio
+    # On Spark the chunks are simulated on the executors and MERGEd from there; locally, chunk after chunk.
+    landing = land_simulated(engine, settings, buildings, start.to_pydatetime(), end.to_pydatetime())
+    readings = landing.readings_landed
     stage_s["ingest"] = time.perf_counter() - t
+    _progress(progress, stage_s)
 
     t = time.perf_counter()
     curated = curation.curate(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings, data_docs=False)
     stage_s["curate"] = time.perf_counter() - t
+    _progress(progress, stage_s)
     t = time.perf_counter()
     curation.build_features(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings)
     stage_s["features"] = time.perf_counter() - t
+    _progress(progress, stage_s)
     stage_s["scoring"] = score(engine, settings, ids, end)
     return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True))}
+
+
+def _progress(path: Path | None, stage_s: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(stage_s))
+    print(f"stages so far: {json.dumps({k: round(v, 1) for k, v in stage_s.items()})}", file=sys.stderr, flush=True)
+
+
+def train_champion(buildings: int) -> None:
+    """One short epoch on a few buildings (the tables through delta-rs: Delta either way), registered as
+    the champion whatever the gate says: scoring speed does not depend on the model's accuracy."""
+    from lakehouse.engine import get_engine
+    from lakehouse.simulator import build_registry
+    from ml import registry
+    from ml.model import ModelParams
+    from ml.pipeline import train_and_register
+    from wattflow.settings import get_settings
+
+    settings = get_settings()
+    ids = build_registry(buildings, settings.simulator.seed).building_ids()
+    outcome = train_and_register(get_engine(settings), settings, buildings=ids[: min(4, len(ids))],
+                                 params=ModelParams.from_settings(settings.model, epochs=1, units=16))
+    if not outcome.decision.promoted:
+        registry._record(settings.model.model_name, registry.CHAMPION, outcome.version, "promote",
+                         "bench/portfolio.py: scoring benchmark", {})
 
 
 def score(engine, settings, ids, end) -> float:
@@ -87,20 +111,12 @@ def score(engine, settings, ids, end) -> float:
     the last midnight with a full day of features after it."""
     import pandas as pd
 
-    from ml.model import ModelParams
-    from ml.pipeline import train_and_register
     from wattflow.pipeline import score as batch_score
 
-    # A champion to score with: one short epoch on a few buildings, not timed (bench/train_memory.py
-    # measures training). Scoring then covers every building.
-    outcome = train_and_register(engine, settings, buildings=ids[: min(4, len(ids))],
-                                 params=ModelParams.from_settings(settings.model, epochs=1, units=16))
-    if not outcome.decision.promoted:
-        # Scoring speed does not depend on the model's accuracy: the one-epoch model serves whatever the gate said.
-        from ml import registry
-
-        registry._record(settings.model.model_name, registry.CHAMPION, outcome.version, "promote",
-                         "bench/portfolio.py: scoring benchmark", {})
+    # A champion to score with, trained untimed in its own process (bench/train_memory.py measures
+    # training), outside the driver's memory figure: the sampler leaves the `--role train` tree out.
+    env = {**os.environ, "WATTFLOW_COMPUTE__RUNNER": "local", "WATTFLOW_LAKEHOUSE__ENGINE": "delta_rs"}
+    subprocess.run([sys.executable, __file__, "--role", "train", "--buildings", str(len(ids))], env=env, check=True)
     t = time.perf_counter()
     batch_score([pd.Timestamp(end) - pd.Timedelta(days=2)], settings=settings)
     return time.perf_counter() - t
@@ -123,8 +139,15 @@ class MemorySampler(threading.Thread):
         import psutil
 
         total = 0
+        skipped: set[int] = set()
         for proc in [root, *root.children(recursive=True)]:
             try:
+                # The untimed champion training (`--role train`) and its children are not the driver.
+                cmd = proc.cmdline()
+                trainer = "--role" in cmd and cmd[cmd.index("--role") + 1:][:1] == ["train"]
+                if proc.pid in skipped or trainer:
+                    skipped.update(c.pid for c in proc.children(recursive=True))
+                    continue
                 total += proc.memory_info().rss
             except psutil.Error:
                 pass
@@ -150,7 +173,7 @@ class MemorySampler(threading.Thread):
             self.stop_event.wait(self.every_s)
 
 
-def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) -> dict:
+def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, driver_memory: str = "1g") -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"wattflow-portfolio-{runner}-{buildings}-"))
     out = home / "run.json"
     env = {**os.environ, "WATTFLOW_HOME": str(home), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -162,6 +185,7 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) 
         env["WATTFLOW_COMPUTE__SPARK_MASTER"] = cluster.master_url
         env["WATTFLOW_LAKEHOUSE__SPARK_MASTER"] = cluster.master_url
         env["WATTFLOW_LAKEHOUSE__SPARK_CONF"] = json.dumps({k: v for k, v in conf.items() if k != "spark.master"})
+        env["WATTFLOW_LAKEHOUSE__SPARK_DRIVER_MEMORY"] = driver_memory
     load = os.getloadavg()[0]
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "--role", "child", "--buildings", str(buildings), "--days", str(days),
@@ -173,8 +197,12 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) 
     sampler.join()
     wall = time.perf_counter() - started
     if child.returncode != 0:
+        progress = out.with_suffix(".progress")
+        done = json.loads(progress.read_text()) if progress.exists() else {}
         subprocess.run(["rm", "-rf", str(home)], check=False)
-        return {"runner": runner, "buildings": buildings, "error": err[-3000:], "wall_s": round(wall, 1)}
+        return {"runner": runner, "buildings": buildings, "error": err[-3000:], "wall_s": round(wall, 1),
+                "stage_s": {k: round(v, 1) for k, v in done.items()}, "driver_peak_rss_mb": round(sampler.driver_peak),
+                "worker_peak_rss_mb": round(sampler.worker_peak)}
     result = json.loads(out.read_text())
     subprocess.run(["rm", "-rf", str(home)], check=False)
     timed = {k: v for k, v in result["stage_s"].items() if v is not None}
@@ -196,10 +224,15 @@ def main() -> None:
     parser.add_argument("--chunk-buildings", type=int, default=None, help="compute.chunk_buildings (default: settings')")
     parser.add_argument("--spark-worker-memory", default="2g")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--role", choices=["child"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spark-driver-memory", default="1g",
+                        help="the driver JVM's heap: it plans jobs and holds Delta logs, never readings")
+    parser.add_argument("--role", choices=["child", "train"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "train":
+        train_champion(args.buildings[0])
+        return
     if args.role == "child":
-        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days)))
+        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days, args.json.with_suffix(".progress"))))
         return
 
     runs = []
@@ -211,7 +244,7 @@ def main() -> None:
             cluster = start_cluster(workers=2, cores=1, memory=args.spark_worker_memory)
         try:
             for p in args.buildings:
-                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings))
+                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings, args.spark_driver_memory))
                 print(json.dumps(runs[-1]), flush=True)
         finally:
             if cluster is not None:

@@ -61,6 +61,8 @@ def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dic
     registry = build_registry(buildings, settings.simulator.seed)
     ids = registry.building_ids()
     stage_s: dict[str, float | None] = {}
+    if getattr(engine, "name", "") == "spark":
+        warm_up(engine.spark)
 
     t = time.perf_counter()
     # On Spark the chunks are simulated on the executors and MERGEd from there; locally, chunk after chunk.
@@ -79,6 +81,20 @@ def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dic
     _progress(progress, stage_s)
     stage_s["scoring"] = score(engine, settings, ids, end)
     return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True))}
+
+
+def warm_up(spark) -> None:
+    """Untimed: the executors' first task fetches the driver's jars and starts a Python worker (tens of
+    seconds on a loaded 2-core machine). A long-lived session pays that once, not per stage."""
+    import pyarrow as pa
+
+    def identity(batches):
+        import lakehouse.curation  # noqa: F401  (the cores' imports, once per Python worker)
+
+        yield from batches
+
+    n = spark.sparkContext.defaultParallelism
+    spark.range(0, n, 1, n).mapInArrow(identity, schema="id long").count()
 
 
 def _progress(path: Path | None, stage_s: dict) -> None:
@@ -104,6 +120,11 @@ def train_champion(buildings: int) -> None:
     if not outcome.decision.promoted:
         registry._record(settings.model.model_name, registry.CHAMPION, outcome.version, "promote",
                          "bench/portfolio.py: scoring benchmark", {})
+    # Exported here, as a deployment would, so the scoring driver finds the SavedModel and never loads TF.
+    from wattflow.pipeline import champion_saved_model
+
+    version, _ = champion_saved_model(settings)
+    (settings.home / "bench-champion.txt").write_text(str(version))
 
 
 def score(engine, settings, ids, end) -> float:
@@ -117,8 +138,9 @@ def score(engine, settings, ids, end) -> float:
     # training), outside the driver's memory figure: the sampler leaves the `--role train` tree out.
     env = {**os.environ, "WATTFLOW_COMPUTE__RUNNER": "local", "WATTFLOW_LAKEHOUSE__ENGINE": "delta_rs"}
     subprocess.run([sys.executable, __file__, "--role", "train", "--buildings", str(len(ids))], env=env, check=True)
+    version = int((settings.home / "bench-champion.txt").read_text())
     t = time.perf_counter()
-    batch_score([pd.Timestamp(end) - pd.Timedelta(days=2)], settings=settings)
+    batch_score([pd.Timestamp(end) - pd.Timedelta(days=2)], version=version, settings=settings)
     return time.perf_counter() - t
 
 
@@ -132,10 +154,10 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.child_pid, self.every_s = child_pid, every_s
         self.driver_peak = self.worker_peak = 0.0
+        self.parts_peak: dict[str, float] = {}  # the driver tree's peak by part: python (the child), jvm, other
         self.stop_event = threading.Event()
 
-    @staticmethod
-    def _tree_rss(root) -> float:
+    def _tree_rss(self, root, parts: dict[str, float] | None = None) -> float:
         import psutil
 
         total = 0
@@ -148,7 +170,11 @@ class MemorySampler(threading.Thread):
                 if proc.pid in skipped or trainer:
                     skipped.update(c.pid for c in proc.children(recursive=True))
                     continue
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
+                total += rss
+                if parts is not None:
+                    part = "python" if proc.pid == root.pid else "jvm" if "java" in proc.name() else "other"
+                    parts[part] = parts.get(part, 0.0) + rss / 2**20
             except psutil.Error:
                 pass
         return total / 2**20
@@ -158,10 +184,13 @@ class MemorySampler(threading.Thread):
 
         me = psutil.Process()
         while not self.stop_event.is_set():
+            parts: dict[str, float] = {}
             try:
-                driver = self._tree_rss(psutil.Process(self.child_pid))
+                driver = self._tree_rss(psutil.Process(self.child_pid), parts)
             except psutil.Error:
                 driver = 0.0
+            for k, v in parts.items():
+                self.parts_peak[k] = max(self.parts_peak.get(k, 0.0), v)
             workers = 0.0
             for proc in me.children(recursive=False):
                 try:
@@ -173,7 +202,8 @@ class MemorySampler(threading.Thread):
             self.stop_event.wait(self.every_s)
 
 
-def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, driver_memory: str = "1g") -> dict:
+def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, driver_memory: str = "1g",
+            spark_conf: dict[str, str] | None = None) -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"wattflow-portfolio-{runner}-{buildings}-"))
     out = home / "run.json"
     env = {**os.environ, "WATTFLOW_HOME": str(home), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -184,8 +214,11 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, 
         conf = cluster.driver_conf()
         env["WATTFLOW_COMPUTE__SPARK_MASTER"] = cluster.master_url
         env["WATTFLOW_LAKEHOUSE__SPARK_MASTER"] = cluster.master_url
-        env["WATTFLOW_LAKEHOUSE__SPARK_CONF"] = json.dumps({k: v for k, v in conf.items() if k != "spark.master"})
+        env["WATTFLOW_LAKEHOUSE__SPARK_CONF"] = json.dumps({**{k: v for k, v in conf.items() if k != "spark.master"},
+                                                            **(spark_conf or {})})
         env["WATTFLOW_LAKEHOUSE__SPARK_DRIVER_MEMORY"] = driver_memory
+        # One jar cache for every run (as the tests' session uses): a fresh home would re-resolve them (minutes).
+        env.setdefault("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR", str(Path.home() / ".cache" / "wattflow" / "jars"))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "--role", "child", "--buildings", str(buildings), "--days", str(days),
@@ -212,6 +245,7 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, 
         "stage_s": {k: (None if v is None else round(v, 1)) for k, v in result["stage_s"].items()},
         "total_s": round(total, 1), "readings_per_s": round(result["readings"] / total) if total else None,
         "driver_peak_rss_mb": round(sampler.driver_peak), "worker_peak_rss_mb": round(sampler.worker_peak),
+        "driver_peak_rss_mb_by_part": {k: round(v) for k, v in sampler.parts_peak.items()},
         "wall_s": round(wall, 1), "load_1m_at_start": round(load, 1), "cores": os.cpu_count(),
     }
 
@@ -226,6 +260,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--spark-driver-memory", default="1g",
                         help="the driver JVM's heap: it plans jobs and holds Delta logs, never readings")
+    parser.add_argument("--spark-conf", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra Spark settings for the driver, e.g. spark.eventLog.enabled=true")
     parser.add_argument("--role", choices=["child", "train"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "train":
@@ -244,7 +280,8 @@ def main() -> None:
             cluster = start_cluster(workers=2, cores=1, memory=args.spark_worker_memory)
         try:
             for p in args.buildings:
-                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings, args.spark_driver_memory))
+                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings, args.spark_driver_memory,
+                                    dict(kv.split("=", 1) for kv in args.spark_conf)))
                 print(json.dumps(runs[-1]), flush=True)
         finally:
             if cluster is not None:

@@ -77,3 +77,18 @@ def test_cluster_landed_bronze_equals_local_landed_bronze_and_a_rerun_writes_not
     assert again.readings_landed == ours.readings_landed
     assert {c.qualified_name: cluster_engine.version(c) for c in LANDED} == versions
     print(f"\ncluster landing {cluster_s:.1f}s, re-run {time.perf_counter() - t1:.1f}s")
+
+
+def test_chunk_slots_hash_to_their_own_partitions_as_spark_places_them(spark_session) -> None:
+    """The Spark runner groups by a slot per chunk that lands the i-th chunk in partition i % N; the slots
+    come from a Python copy of Spark's hash, checked here against Spark's own."""
+    from pyspark.sql import functions as F
+
+    from lakehouse.runners import spark_hash_long, spread_slots
+
+    rows = spark_session.range(-5, 200).select("id", F.hash("id").alias("h")).collect()
+    assert [spark_hash_long(r["id"]) for r in rows] == [r["h"] for r in rows]
+    slots = spread_slots(list(range(10)), 4)
+    frame = spark_session.createDataFrame([(c, s) for c, s in slots.items()], "chunk long, slot long")
+    placed = frame.repartition(4, "slot").select("chunk", F.spark_partition_id().alias("p")).collect()
+    assert {r["chunk"]: r["p"] for r in placed} == {c: c % 4 for c in range(10)}

@@ -111,3 +111,27 @@ def test_delta_rs_reads_filter_on_any_column_after_a_merge(tmp_path) -> None:
     window = engine.read(FEATURES, filters=[("building_id", "=", "b02"), ("date", ">=", "2024-01-06")], columns=["energy_kwh"])
     assert window.column_names == ["energy_kwh"] and window.num_rows == 5 * 24
     assert engine.read(FEATURES, filters=[("building_id", "not in", ["b01"]), ("energy_kwh", ">", -1e9)]).num_rows == 240
+
+
+def test_delta_rs_diff_reads_only_the_batch_buildings_files(tmp_path) -> None:
+    """A portfolio lands a chunk of buildings at a time over the same dates: the upsert's diff must read the
+    files of the batch's buildings, not whole date partitions (quadratic in the portfolio otherwise), and
+    still find every existing key of those buildings, in files delta-rs wrote as string or string_view."""
+    engine = DeltaRsEngine(str(tmp_path))
+    first = engine.upsert(SENSOR_READINGS, readings([1.0] * 96, building="b1"))  # create: plain strings
+    engine.upsert(SENSOR_READINGS, readings([2.0] * 96, building="b2"))  # MERGE: string_view files
+    engine.upsert(SENSOR_READINGS, readings([3.0] * 96, building="b3"))
+    table = engine._table(SENSOR_READINGS)
+    columns = [*SENSOR_READINGS.keys, "value"]
+    batch = conform(SENSOR_READINGS, readings([9.0] * 96, building="b2"))
+    existing = DeltaRsEngine._existing_for(table, SENSOR_READINGS, batch, columns)
+    assert set(existing.column("building_id").to_pylist()) == {"b2"}
+    assert existing.num_rows == 96 and set(existing.column("value").to_pylist()) == {2.0}
+    # The upsert built on it: b2's 96 rows updated, the others untouched, a re-run a no-op.
+    changed = engine.upsert(SENSOR_READINGS, readings([9.0] * 96, building="b2"))
+    assert (changed.rows_inserted, changed.rows_updated) == (0, 96)
+    again = engine.upsert(SENSOR_READINGS, readings([9.0] * 96, building="b2"))
+    assert (again.version, again.rows_unchanged) == (changed.version, 96)
+    rows = engine.read(SENSOR_READINGS, columns=["building_id", "value"]).to_pydict()
+    assert sorted(set(zip(rows["building_id"], rows["value"]))) == [("b1", 1.0), ("b2", 9.0), ("b3", 3.0)]
+    assert first.version == 0

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lakehouse.bronze import LandingResult, land_readings, land_weather
 from lakehouse.engine import TableEngine, WriteResult
@@ -179,6 +181,13 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
     seed, batch_rows = settings.simulator.seed, settings.lakehouse.spark_arrow_batch_rows
     spark = engine.spark
     written = {BUILDINGS.qualified_name: engine.upsert(BUILDINGS, registry.to_arrow())}
+    # Chunks sharing a site simulate its weather alike; the first chunk with a building there lands it, so
+    # the weather needs no de-duplicating shuffle (which scattered a few hundred thousand rows over every
+    # partition and wrote one small file per partition and date).
+    owner: dict[str, int] = {}
+    for chunk, ids in sorted(members.items()):
+        for b in ids:
+            owner.setdefault(registry.get(b).site_id, chunk)
 
     def core(batches):
         from lakehouse.runners import _on_executor
@@ -190,7 +199,10 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
                                       faults=faults, forecast_issue_hour_utc=issue_hour, source=source, now=now)
                 for name, per_delivery in parts.items():
                     for delivery, rows in per_delivery:
-                        rows = rows.append_column("delivery", pa.array([delivery] * rows.num_rows, pa.int64())) \
+                        if name.startswith("weather"):
+                            mine = [site for site, c in owner.items() if c == chunk]
+                            rows = rows.filter(pc.is_in(rows.column("site_id"), pa.array(mine, pa.string())))
+                        rows = rows.append_column("delivery", pa.array(np.full(rows.num_rows, delivery, dtype=np.int64))) \
                             if "delivery" not in rows.column_names else rows
                         packed = envelope.pack(chunk, {name: rows})
                         yield from packed.to_batches(max_chunksize=batch_rows)
@@ -201,22 +213,24 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
     plan = spark.range(0, len(members), 1, tasks).withColumnRenamed("id", "chunk")
     out = plan.mapInArrow(core, schema=envelope.spark_schema()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = out.groupBy("table", "delivery").agg(F.count(F.lit(1)).alias("rows")).collect()
-        reasons_rows = out.where(F.col("table") == "reasons").select("check", "n").groupBy("check").agg(F.sum("n").alias("n")).collect()
-        rows = {(r["table"], int(r["delivery"])): int(r["rows"]) for r in counts}
+        # One pass over the persisted rows: rows per table and delivery, and the summed landing counts.
+        counts = out.groupBy("table", "delivery", "check").agg(F.count(F.lit(1)).alias("rows"), F.sum("n").alias("n")).collect()
+        rows: dict[tuple[str, int], int] = {}
+        totals: dict[str, int] = {}
+        for r in counts:
+            if r["table"] == "reasons":
+                totals[r["check"]] = totals.get(r["check"], 0) + int(r["n"])
+            else:
+                rows[(r["table"], int(r["delivery"]))] = rows.get((r["table"], int(r["delivery"])), 0) + int(r["rows"])
         for name, contract in contracts.items():
             for delivery in sorted(d for (t, d) in rows if t == name):
                 part = out.where((F.col("table") == name) & (F.col("delivery") == delivery)).select(*contract.schema.names)
-                n = rows[(name, delivery)]
                 if name.startswith("weather"):
-                    # Chunks sharing a site simulate its weather alike: one copy of each row is the batch.
-                    part = part.dropDuplicates(list(contract.keys))
-                    n = None
+                    part = part.coalesce(1)  # sites x hours: one writer, one file per date
                 written[contract.qualified_name] = _add_write(written.get(contract.qualified_name),
-                                                              engine.upsert_frame(contract, part, rows=n))
+                                                              engine.upsert_frame(contract, part, rows=rows[(name, delivery)]))
     finally:
         out.unpersist()
-    totals = {r["check"]: int(r["n"]) for r in reasons_rows}
     return SimulatedLanding(readings_landed=totals.get("landed", 0), readings_quarantined=totals.get("quarantined", 0),
                             reasons={k.removeprefix("reason:"): v for k, v in totals.items() if k.startswith("reason:")},
                             written=written)

@@ -5,12 +5,21 @@ Each (runner, P) runs in a child process with its own WATTFLOW_HOME; this proces
 0.5 s with psutil: the driver is the child and its descendants (on Spark, the driver JVM), the workers
 are the cluster's Worker JVMs and theirs (executors, Python workers); the master is neither. Stages:
 
-- ingest: the simulator (lakehouse/simulator, no faults) a chunk of `compute.chunk_buildings` buildings
-  at a time, each chunk landed in bronze (`land_portfolio`): memory holds one chunk of readings;
+- ingest: `lakehouse.simulator.landing.land_simulated` (no faults), a chunk of `compute.chunk_buildings`
+  buildings at a time: locally each chunk simulated and landed in this process (memory: one chunk); on
+  Spark the chunks are simulated on the executors and written to bronze from there (the driver sees
+  counts). Before the timer, Spark runs one untimed warm-up task per executor (jar fetch, Python worker);
 - curate, features: `lakehouse.curation.curate` / `build_features` over the year, on the runner
   `compute.runner` names (h-spark's lakehouse/runners.py);
 - scoring: batch day-ahead forecasts of the champion SavedModel for every building
-  (`wattflow.pipeline.score` on the runner; a one-epoch champion is trained first, untimed).
+  (`wattflow.pipeline.score` on the runner; a one-epoch champion is trained and exported first, untimed,
+  in a `--role train` process that the driver's memory figure leaves out).
+
+The Spark driver's JVM heap is --spark-driver-memory (1g); the driver figure is reported by part too
+(python, jvm). One command for both runners and sizes (the issue's table; ~25 min for P = 20 on a loaded
+machine, P = 200 is ~10x the readings):
+
+    python bench/portfolio.py --buildings 20 200 --runners local spark --chunk-buildings 10 --json bench/results/portfolio.json
 
 Targets (issue 18, 2 cores): local peak RSS at P = 200 <= 6 GB; Spark driver peak RSS <= 2 GB; cluster
 readings/s >= 40% of local at P = 200.

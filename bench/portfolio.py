@@ -5,12 +5,21 @@ Each (runner, P) runs in a child process with its own WATTFLOW_HOME; this proces
 0.5 s with psutil: the driver is the child and its descendants (on Spark, the driver JVM), the workers
 are the cluster's Worker JVMs and theirs (executors, Python workers); the master is neither. Stages:
 
-- ingest: the simulator (lakehouse/simulator, no faults) a chunk of `compute.chunk_buildings` buildings
-  at a time, each chunk landed in bronze (`land_portfolio`): memory holds one chunk of readings;
+- ingest: `lakehouse.simulator.landing.land_simulated` (no faults), a chunk of `compute.chunk_buildings`
+  buildings at a time: locally each chunk simulated and landed in this process (memory: one chunk); on
+  Spark the chunks are simulated on the executors and written to bronze from there (the driver sees
+  counts). Before the timer, Spark runs one untimed warm-up task per executor (jar fetch, Python worker);
 - curate, features: `lakehouse.curation.curate` / `build_features` over the year, on the runner
   `compute.runner` names (h-spark's lakehouse/runners.py);
 - scoring: batch day-ahead forecasts of the champion SavedModel for every building
-  (`wattflow.pipeline.score` on the runner; a one-epoch champion is trained first, untimed).
+  (`wattflow.pipeline.score` on the runner; a one-epoch champion is trained and exported first, untimed,
+  in a `--role train` process that the driver's memory figure leaves out).
+
+The Spark driver's JVM heap is --spark-driver-memory (1g); the driver figure is reported by part too
+(python, jvm). One command for both runners and sizes (the issue's table; ~25 min for P = 20 on a loaded
+machine, P = 200 is ~10x the readings):
+
+    python bench/portfolio.py --buildings 20 200 --runners local spark --chunk-buildings 10 --json bench/results/portfolio.json
 
 Targets (issue 18, 2 cores): local peak RSS at P = 200 <= 6 GB; Spark driver peak RSS <= 2 GB; cluster
 readings/s >= 40% of local at P = 200.
@@ -43,14 +52,15 @@ START = "2024-01-01"
 # ------------------------------------------------------------------------------------------- the child
 
 
-def run_pipeline(buildings: int, days: int) -> dict:
-    """The timed stages, in this process, on the runner the settings name."""
+def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dict:
+    """The timed stages, in this process, on the runner the settings name; each stage's time is written to
+    `progress` as it ends, so a run that fails later still reports the stages it finished."""
     import pandas as pd
 
     from lakehouse import curation
     from lakehouse.engine import get_engine
-    from lakehouse.simulator import build_registry, simulate_portfolio
-    from lakehouse.simulator.landing import land_portfolio
+    from lakehouse.simulator import build_registry
+    from lakehouse.simulator.landing import land_simulated
     from wattflow.settings import get_settings
 
     settings = get_settings()
@@ -58,31 +68,72 @@ def run_pipeline(buildings: int, days: int) -> dict:
     start = pd.Timestamp(START, tz="UTC")
     end = start + pd.Timedelta(days=days)
     registry = build_registry(buildings, settings.simulator.seed)
-    # The runners' chunks (sorted ids): files then hold narrow id ranges, so their statistics let each chunk's
-    # landing, diff and MERGE skip the other chunks' files (in registry order b1, b2, .. every file spans
-    # b1..b99 and each landing scanned all of bronze: 8-9 GB in the MERGE at P = 200).
-    ids = sorted(registry.building_ids())
-    chunk = settings.compute.chunk_buildings
+    ids = registry.building_ids()
     stage_s: dict[str, float | None] = {}
+    if getattr(engine, "name", "") == "spark":
+        warm_up(engine.spark)
 
     t = time.perf_counter()
-    readings = 0
-    for first in range(0, len(ids), chunk):
-        portfolio = simulate_portfolio(buildings, start.to_pydatetime(), end.to_pydatetime(), seed=settings.simulator.seed,
-                                       interval_minutes=15, building_ids=ids[first : first + chunk])
-        readings += portfolio.readings.num_rows
-        land_portfolio(portfolio, engine)
-        del portfolio
+    # On Spark the chunks are simulated on the executors and MERGEd from there; locally, chunk after chunk.
+    landing = land_simulated(engine, settings, buildings, start.to_pydatetime(), end.to_pydatetime())
+    readings = landing.readings_landed
     stage_s["ingest"] = time.perf_counter() - t
+    _progress(progress, stage_s)
 
     t = time.perf_counter()
     curated = curation.curate(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings, data_docs=False)
     stage_s["curate"] = time.perf_counter() - t
+    _progress(progress, stage_s)
     t = time.perf_counter()
     curation.build_features(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings)
     stage_s["features"] = time.perf_counter() - t
+    _progress(progress, stage_s)
     stage_s["scoring"] = score(engine, settings, ids, end)
     return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True))}
+
+
+def warm_up(spark) -> None:
+    """Untimed: the executors' first task fetches the driver's jars and starts a Python worker (tens of
+    seconds on a loaded 2-core machine). A long-lived session pays that once, not per stage."""
+    import pyarrow as pa
+
+    def identity(batches):
+        import lakehouse.curation  # noqa: F401  (the cores' imports, once per Python worker)
+
+        yield from batches
+
+    n = spark.sparkContext.defaultParallelism
+    spark.range(0, n, 1, n).mapInArrow(identity, schema="id long").count()
+
+
+def _progress(path: Path | None, stage_s: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(stage_s))
+    print(f"stages so far: {json.dumps({k: round(v, 1) for k, v in stage_s.items()})}", file=sys.stderr, flush=True)
+
+
+def train_champion(buildings: int) -> None:
+    """One short epoch on a few buildings (the tables through delta-rs: Delta either way), registered as
+    the champion whatever the gate says: scoring speed does not depend on the model's accuracy."""
+    from lakehouse.engine import get_engine
+    from lakehouse.simulator import build_registry
+    from ml import registry
+    from ml.model import ModelParams
+    from ml.pipeline import train_and_register
+    from wattflow.settings import get_settings
+
+    settings = get_settings()
+    ids = build_registry(buildings, settings.simulator.seed).building_ids()
+    outcome = train_and_register(get_engine(settings), settings, buildings=ids[: min(4, len(ids))],
+                                 params=ModelParams.from_settings(settings.model, epochs=1, units=16))
+    if not outcome.decision.promoted:
+        registry._record(settings.model.model_name, registry.CHAMPION, outcome.version, "promote",
+                         "bench/portfolio.py: scoring benchmark", {})
+    # Exported here, as a deployment would, so the scoring driver finds the SavedModel and never loads TF.
+    from wattflow.pipeline import champion_saved_model
+
+    version, _ = champion_saved_model(settings)
+    (settings.home / "bench-champion.txt").write_text(str(version))
 
 
 def score(engine, settings, ids, end) -> float:
@@ -90,22 +141,15 @@ def score(engine, settings, ids, end) -> float:
     the last midnight with a full day of features after it."""
     import pandas as pd
 
-    from ml.model import ModelParams
-    from ml.pipeline import train_and_register
     from wattflow.pipeline import score as batch_score
 
-    # A champion to score with: one short epoch on a few buildings, not timed (bench/train_memory.py
-    # measures training). Scoring then covers every building.
-    outcome = train_and_register(engine, settings, buildings=ids[: min(4, len(ids))],
-                                 params=ModelParams.from_settings(settings.model, epochs=1, units=16))
-    if not outcome.decision.promoted:
-        # Scoring speed does not depend on the model's accuracy: the one-epoch model serves whatever the gate said.
-        from ml import registry
-
-        registry._record(settings.model.model_name, registry.CHAMPION, outcome.version, "promote",
-                         "bench/portfolio.py: scoring benchmark", {})
+    # A champion to score with, trained untimed in its own process (bench/train_memory.py measures
+    # training), outside the driver's memory figure: the sampler leaves the `--role train` tree out.
+    env = {**os.environ, "WATTFLOW_COMPUTE__RUNNER": "local", "WATTFLOW_LAKEHOUSE__ENGINE": "delta_rs"}
+    subprocess.run([sys.executable, __file__, "--role", "train", "--buildings", str(len(ids))], env=env, check=True)
+    version = int((settings.home / "bench-champion.txt").read_text())
     t = time.perf_counter()
-    batch_score([pd.Timestamp(end) - pd.Timedelta(days=2)], settings=settings)
+    batch_score([pd.Timestamp(end) - pd.Timedelta(days=2)], version=version, settings=settings)
     return time.perf_counter() - t
 
 
@@ -119,16 +163,27 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.child_pid, self.every_s = child_pid, every_s
         self.driver_peak = self.worker_peak = 0.0
+        self.parts_peak: dict[str, float] = {}  # the driver tree's peak by part: python (the child), jvm, other
         self.stop_event = threading.Event()
 
-    @staticmethod
-    def _tree_rss(root) -> float:
+    def _tree_rss(self, root, parts: dict[str, float] | None = None) -> float:
         import psutil
 
         total = 0
+        skipped: set[int] = set()
         for proc in [root, *root.children(recursive=True)]:
             try:
-                total += proc.memory_info().rss
+                # The untimed champion training (`--role train`) and its children are not the driver.
+                cmd = proc.cmdline()
+                trainer = "--role" in cmd and cmd[cmd.index("--role") + 1:][:1] == ["train"]
+                if proc.pid in skipped or trainer:
+                    skipped.update(c.pid for c in proc.children(recursive=True))
+                    continue
+                rss = proc.memory_info().rss
+                total += rss
+                if parts is not None:
+                    part = "python" if proc.pid == root.pid else "jvm" if "java" in proc.name() else "other"
+                    parts[part] = parts.get(part, 0.0) + rss / 2**20
             except psutil.Error:
                 pass
         return total / 2**20
@@ -138,10 +193,13 @@ class MemorySampler(threading.Thread):
 
         me = psutil.Process()
         while not self.stop_event.is_set():
+            parts: dict[str, float] = {}
             try:
-                driver = self._tree_rss(psutil.Process(self.child_pid))
+                driver = self._tree_rss(psutil.Process(self.child_pid), parts)
             except psutil.Error:
                 driver = 0.0
+            for k, v in parts.items():
+                self.parts_peak[k] = max(self.parts_peak.get(k, 0.0), v)
             workers = 0.0
             for proc in me.children(recursive=False):
                 try:
@@ -153,7 +211,8 @@ class MemorySampler(threading.Thread):
             self.stop_event.wait(self.every_s)
 
 
-def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) -> dict:
+def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, driver_memory: str = "1g",
+            spark_conf: dict[str, str] | None = None) -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"wattflow-portfolio-{runner}-{buildings}-"))
     out = home / "run.json"
     env = {**os.environ, "WATTFLOW_HOME": str(home), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -164,7 +223,11 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) 
         conf = cluster.driver_conf()
         env["WATTFLOW_COMPUTE__SPARK_MASTER"] = cluster.master_url
         env["WATTFLOW_LAKEHOUSE__SPARK_MASTER"] = cluster.master_url
-        env["WATTFLOW_LAKEHOUSE__SPARK_CONF"] = json.dumps({k: v for k, v in conf.items() if k != "spark.master"})
+        env["WATTFLOW_LAKEHOUSE__SPARK_CONF"] = json.dumps({**{k: v for k, v in conf.items() if k != "spark.master"},
+                                                            **(spark_conf or {})})
+        env["WATTFLOW_LAKEHOUSE__SPARK_DRIVER_MEMORY"] = driver_memory
+        # One jar cache for every run (as the tests' session uses): a fresh home would re-resolve them (minutes).
+        env.setdefault("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR", str(Path.home() / ".cache" / "wattflow" / "jars"))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "--role", "child", "--buildings", str(buildings), "--days", str(days),
@@ -176,8 +239,12 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) 
     sampler.join()
     wall = time.perf_counter() - started
     if child.returncode != 0:
+        progress = out.with_suffix(".progress")
+        done = json.loads(progress.read_text()) if progress.exists() else {}
         subprocess.run(["rm", "-rf", str(home)], check=False)
-        return {"runner": runner, "buildings": buildings, "error": err[-3000:], "wall_s": round(wall, 1)}
+        return {"runner": runner, "buildings": buildings, "error": err[-3000:], "wall_s": round(wall, 1),
+                "stage_s": {k: round(v, 1) for k, v in done.items()}, "driver_peak_rss_mb": round(sampler.driver_peak),
+                "worker_peak_rss_mb": round(sampler.worker_peak)}
     result = json.loads(out.read_text())
     subprocess.run(["rm", "-rf", str(home)], check=False)
     timed = {k: v for k, v in result["stage_s"].items() if v is not None}
@@ -187,6 +254,7 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None) 
         "stage_s": {k: (None if v is None else round(v, 1)) for k, v in result["stage_s"].items()},
         "total_s": round(total, 1), "readings_per_s": round(result["readings"] / total) if total else None,
         "driver_peak_rss_mb": round(sampler.driver_peak), "worker_peak_rss_mb": round(sampler.worker_peak),
+        "driver_peak_rss_mb_by_part": {k: round(v) for k, v in sampler.parts_peak.items()},
         "wall_s": round(wall, 1), "load_1m_at_start": round(load, 1), "cores": os.cpu_count(),
     }
 
@@ -199,10 +267,17 @@ def main() -> None:
     parser.add_argument("--chunk-buildings", type=int, default=None, help="compute.chunk_buildings (default: settings')")
     parser.add_argument("--spark-worker-memory", default="2g")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--role", choices=["child"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spark-driver-memory", default="1g",
+                        help="the driver JVM's heap: it plans jobs and holds Delta logs, never readings")
+    parser.add_argument("--spark-conf", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra Spark settings for the driver, e.g. spark.eventLog.enabled=true")
+    parser.add_argument("--role", choices=["child", "train"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "train":
+        train_champion(args.buildings[0])
+        return
     if args.role == "child":
-        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days)))
+        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days, args.json.with_suffix(".progress"))))
         return
 
     runs = []
@@ -214,7 +289,8 @@ def main() -> None:
             cluster = start_cluster(workers=2, cores=1, memory=args.spark_worker_memory)
         try:
             for p in args.buildings:
-                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings))
+                runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings, args.spark_driver_memory,
+                                    dict(kv.split("=", 1) for kv in args.spark_conf)))
                 print(json.dumps(runs[-1]), flush=True)
         finally:
             if cluster is not None:

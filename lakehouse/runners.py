@@ -519,8 +519,11 @@ class SparkRunner:
     def _with_chunks(self, df, chunks: dict[str, int]):
         from pyspark.sql import functions as F
 
-        mapping = self.spark.createDataFrame(pd.DataFrame({"building_id": list(chunks), "chunk": list(chunks.values())}),
-                                             schema="building_id string, chunk long")
+        partitions = int(self.spark.conf.get("spark.sql.shuffle.partitions"))
+        slots = spread_slots(sorted(set(chunks.values())), partitions)
+        mapping = self.spark.createDataFrame(pd.DataFrame({"building_id": list(chunks), "chunk": list(chunks.values()),
+                                                           "slot": [slots[c] for c in chunks.values()]}),
+                                             schema="building_id string, chunk long, slot long")
         return df.join(F.broadcast(mapping), on="building_id", how="inner")
 
     def _run(self, envelope: Envelope, grouped, core, contracts: dict[str, TableContract],
@@ -530,9 +533,9 @@ class SparkRunner:
 
         summary_outputs = (*summary_outputs, "stats")
         if cogrouped is None:
-            out = grouped.groupBy("chunk").applyInArrow(core, schema=envelope.spark_schema())
+            out = grouped.groupBy("slot").applyInArrow(core, schema=envelope.spark_schema())
         else:
-            out = grouped.groupBy("chunk").cogroup(cogrouped.groupBy("chunk")).applyInArrow(core, schema=envelope.spark_schema())
+            out = grouped.groupBy("slot").cogroup(cogrouped.groupBy("slot")).applyInArrow(core, schema=envelope.spark_schema())
         # Computed once, kept on the executors: the summaries and every table's MERGE read it.
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
         small = out.where(F.col("table").isin(["results", *summary_outputs]))
@@ -566,7 +569,7 @@ class SparkRunner:
         def core(table: pa.Table) -> pa.Table:
             _on_executor()
             chunk = int(table.column("chunk")[0].as_py())
-            frame = table.drop(["chunk"]).to_pandas(strings_to_categorical=True)
+            frame = table.drop(["chunk", "slot"]).to_pandas(strings_to_categorical=True)
             return curate_chunk_envelope(frame, chunk, members[chunk], registry, settings, start=start, end=end,
                                          batch=batch, observations=observations, forecasts=forecasts,
                                          validate=validate, now=now)
@@ -581,7 +584,7 @@ class SparkRunner:
         def core(table: pa.Table) -> pa.Table:
             _on_executor()
             chunk = int(table.column("chunk")[0].as_py())
-            frame = table.drop(["chunk"]).to_pandas(strings_to_categorical=False)
+            frame = table.drop(["chunk", "slot"]).to_pandas(strings_to_categorical=False)
             frame = frame[list(BUILDING_HOURLY.schema.names)]
             return features_chunk_envelope(frame, chunk, registry, settings, scaling=scaling, start=start, end=end,
                                            batch=batch, validate=validate)
@@ -615,8 +618,8 @@ class SparkRunner:
             if not gold_rows.num_rows:
                 return SCORES.schema.empty_table()
             chunk = int(gold_rows.column("chunk")[0].as_py())
-            g = gold_rows.drop(["chunk"]).to_pandas()[list(FEATURES.schema.names)]
-            h = silver_rows.drop(["chunk"]).to_pandas()[list(BUILDING_HOURLY.schema.names)] if silver_rows.num_rows \
+            g = gold_rows.drop(["chunk", "slot"]).to_pandas()[list(FEATURES.schema.names)]
+            h = silver_rows.drop(["chunk", "slot"]).to_pandas()[list(BUILDING_HOURLY.schema.names)] if silver_rows.num_rows \
                 else BUILDING_HOURLY.schema.empty_table().to_pandas()
             return score_chunk_envelope(g, h, chunk, members[chunk], registry, settings, job,
                                         _unpacked(SparkFiles.get(shipped)))
@@ -638,8 +641,8 @@ class SparkRunner:
             if not feature_rows.num_rows:
                 return ANOMALY_OUT.schema.empty_table()
             chunk = int(feature_rows.column("chunk")[0].as_py())
-            f = feature_rows.drop(["chunk"]).to_pandas()
-            fc = forecast_rows.drop(["chunk"]).to_pandas() if forecast_rows.num_rows else \
+            f = feature_rows.drop(["chunk", "slot"]).to_pandas()
+            fc = forecast_rows.drop(["chunk", "slot"]).to_pandas() if forecast_rows.num_rows else \
                 FORECASTS.schema.empty_table().to_pandas()
             return anomalies_chunk_envelope(f, fc, chunk, settings, job)
 
@@ -673,6 +676,47 @@ class SparkRunner:
 
         return self._run(MONITOR_OUT, self._with_chunks(features, chunks), core, {}, ("buildings", "samples"),
                          cogrouped=self._with_chunks(forecasts, chunks))
+
+
+def spark_hash_long(value: int, seed: int = 42) -> int:
+    """Spark's `hash()` of a LongType value (Murmur3_x86_32.hashLong, seed 42): what its HashPartitioning
+    takes modulo the partition count to place a row."""
+    mask = 0xFFFFFFFF
+
+    def mix_k1(k1: int) -> int:
+        k1 = (k1 * 0xCC9E2D51) & mask
+        k1 = ((k1 << 15) | (k1 >> 17)) & mask
+        return (k1 * 0x1B873593) & mask
+
+    def mix_h1(h1: int, k1: int) -> int:
+        h1 ^= k1
+        h1 = ((h1 << 13) | (h1 >> 19)) & mask
+        return (h1 * 5 + 0xE6546B64) & mask
+
+    value &= 0xFFFFFFFFFFFFFFFF
+    h1 = mix_h1(seed & mask, mix_k1(value & mask))
+    h1 = mix_h1(h1, mix_k1(value >> 32))
+    h1 ^= 8
+    h1 ^= h1 >> 16
+    h1 = (h1 * 0x85EBCA6B) & mask
+    h1 ^= h1 >> 13
+    h1 = (h1 * 0xC2B2AE35) & mask
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 & 0x80000000 else h1
+
+
+def spread_slots(chunks: list[int], partitions: int) -> dict[int, int]:
+    """A grouping key per chunk that Spark's hash partitioning sends to partition `i % partitions` (the
+    i-th chunk): grouped by the chunk number itself, two chunks of four can hash into one partition, and
+    then one task (one core) runs both while the other core idles."""
+    slots: dict[int, int] = {}
+    candidate = 0
+    for i, chunk in enumerate(chunks):
+        while spark_hash_long(candidate) % partitions != i % partitions:
+            candidate += 1
+        slots[chunk] = candidate
+        candidate += 1
+    return slots
 
 
 def _spark_schema(schema: pa.Schema):

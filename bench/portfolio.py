@@ -89,7 +89,9 @@ def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dic
     stage_s["features"] = time.perf_counter() - t
     _progress(progress, stage_s)
     stage_s["scoring"] = score(engine, settings, ids, end)
-    return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True))}
+    _progress(progress, stage_s)
+    return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True)),
+            "python_peak_rss_mb_after": _PEAKS}
 
 
 def warm_up(spark) -> None:
@@ -106,10 +108,17 @@ def warm_up(spark) -> None:
     spark.range(0, n, 1, n).mapInArrow(identity, schema="id long").count()
 
 
+_PEAKS: dict[str, int] = {}  # this process's own peak RSS (MB) as each stage ended: which stage set the peak
+
+
 def _progress(path: Path | None, stage_s: dict) -> None:
+    import resource
+
+    _PEAKS[list(stage_s)[-1]] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if path is not None:
         path.write_text(json.dumps(stage_s))
-    print(f"stages so far: {json.dumps({k: round(v, 1) for k, v in stage_s.items()})}", file=sys.stderr, flush=True)
+    print(f"stages so far: {json.dumps({k: round(v, 1) for k, v in stage_s.items()})}; python peak MB after each: "
+          f"{json.dumps(_PEAKS)}", file=sys.stderr, flush=True)
 
 
 def train_champion(buildings: int) -> None:

@@ -17,6 +17,11 @@ from typing import Any, Sequence
 import pandas as pd
 
 
+# Worlds up to this many building-hours are kept per process (tests ask for the same few again and again);
+# larger ones (benchmarks) are curated afresh each time.
+CACHE_MAX_BUILDING_HOURS = 50_000
+
+
 @dataclass
 class SimulatedGold:
     features: pd.DataFrame  # gold.features columns, one row per building and hour
@@ -47,7 +52,10 @@ def simulated_gold(
     buildings): the many tests and benchmarks that ask for the same small portfolio simulate it once
     per process. Each call gets its own copies of the frames, so a caller may edit them.
     """
-    if settings is not None:  # a caller's settings may curate differently: never served from the cache
+    hours = (pd.Timestamp(_utc_iso(end)) - pd.Timestamp(_utc_iso(start))) / pd.Timedelta(hours=1)
+    big = hours * (len(building_ids) if building_ids is not None else n_buildings) > CACHE_MAX_BUILDING_HOURS
+    # A caller's settings may curate differently, and a benchmark's portfolio would only fill memory.
+    if settings is not None or big:
         return _curate(n_buildings, start, end, seed, faults, list(drift or []), interval_minutes, building_ids, settings)
     key = (
         int(n_buildings), _utc_iso(start), _utc_iso(end), int(seed),

@@ -22,7 +22,7 @@ def portfolio_size(building_ids: Sequence[str]) -> int:
     positions = []
     for building_id in building_ids:
         digits = building_id[1:]
-        if not (building_id.startswith("b") and digits.isdigit() and int(digits) >= 1):
+        if not (building_id.startswith("b") and digits.isdigit() and building_id == f"b{int(digits):02d}" and int(digits) >= 1):
             raise ValueError(
                 f"building_id {building_id!r} is not a simulated building; the simulator names them b01, b02, ... by position"
             )

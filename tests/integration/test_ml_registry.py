@@ -165,4 +165,5 @@ def test_backtest_cli_prints_the_issue_object(world) -> None:
     assert set(summary["baselines"]) == {"persistence_24h", "seasonal_naive_168h", "persistence_ensemble"}
     assert set(summary["model"]) == {"mae", "rmse", "cv_rmse", "nmbe", "mape"}
     assert summary["n_hours"] == 11 * 24  # origins at midnight Feb 1 .. Feb 11, the data ends Feb 11 23:00
-    assert 0 < summary["model"]["mae"] < 50
+    # a 4-epoch model: its error is in the building's kWh, below its mean load (b02 uses ~60 kWh an hour)
+    assert 0 < summary["model"]["mae"] < world["frame"]["energy_kwh"].mean()

@@ -76,7 +76,7 @@ def export_model(path: Path):
         from ml.synthetic import synthetic_gold_features
         from ml.windows import make_windows
 
-        windows = make_windows(synthetic_gold_features(("b1",), days=30), spec)
+        windows = make_windows(synthetic_gold_features(("b01",), days=30), spec)
         forecaster = build_forecaster(spec, ModelParams.from_settings(model_settings), windows)
         export_saved_model(forecaster, path)
         return spec, "ml.model.build_forecaster (encoder-decoder LSTM)"

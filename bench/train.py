@@ -1,7 +1,7 @@
 """Training benchmark: seconds per epoch and per building-year of the default LSTM, 20 Optuna trials, peak RSS.
 
-One synthetic building-year of gold features (ml.synthetic: daily/weekly occupancy, temperature-driven
-heating/cooling, noise). Training uses the settings' defaults (lookback 168 h, 64 units, origins every
+One simulated building-year of gold features (ml.synthetic: the building simulator's Berlin office b01
+curated to gold: schedules, holidays, weather-driven HVAC, day-ahead weather forecasts). Training uses the settings' defaults (lookback 168 h, 64 units, origins every
 `train_origin_stride_h` hours, early stopping); tuning runs `--trials` trials of the study with epochs
 capped at `--tuning-max-epochs` and median pruning, MLflow child runs included. Targets on 2 cores: a
 building-year ≤ 120 s, 20 trials ≤ 900 s.

@@ -1,7 +1,8 @@
 """Training memory against portfolio size: peak RSS of one training run at P buildings x 1 year of gold.
 
 For each P (default 20 and 200) a child process writes P synthetic building-years of gold features
-(ml.synthetic, use types office/school/retail/hotel in turn) to a Delta table, then another child trains
+(ml.synthetic: the building simulator's portfolio b01..bP curated to gold, its five sites and use types
+in turn) to a Delta table, then another child trains
 the global model from it the way `train_and_register` does (ml.training_stream: gold read
 `model.train_shard_buildings` buildings at a time into window shards, each epoch a stratified sample of
 at most `model.train_windows_per_epoch` windows) and reports its peak RSS (ru_maxrss of that child only).
@@ -26,12 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-USE_TYPES = ("office", "school", "retail", "hotel")
 TARGET_RATIO = 1.20
-
-
-def _use_type(i: int) -> str:
-    return USE_TYPES[i % len(USE_TYPES)]
 
 
 def build_gold(home: Path, buildings: int, days: int) -> dict:
@@ -45,10 +41,10 @@ def build_gold(home: Path, buildings: int, days: int) -> dict:
 
     engine = get_engine(get_settings())
     started = time.perf_counter()
-    ids = [f"bld-{i:04d}" for i in range(buildings)]
+    ids = [f"b{i + 1:02d}" for i in range(buildings)]  # the simulator's ids; a building is the same in any chunk
     # One write: the table's first commit is a plain write, where chunked upserts would MERGE against an
     # ever larger table (every chunk touches every date partition).
-    parts = [pa.Table.from_pandas(synthetic_gold_features(building_ids=tuple(ids[s : s + 10]), days=days, seed=s, noise_kwh=2.0),
+    parts = [pa.Table.from_pandas(synthetic_gold_features(building_ids=tuple(ids[s : s + 10]), days=days, seed=7),
                                   preserve_index=False) for s in range(0, buildings, 10)]
     table = pa.concat_tables(parts)
     rows = table.num_rows
@@ -64,6 +60,7 @@ def train_once(buildings: int, epochs: int) -> dict:
     from lakehouse.schemas import FEATURES
     from ml.model import ModelParams
     from ml.pipeline import default_train_end, spec_from_settings
+    from lakehouse.simulator.portfolio import build_registry
     from ml.training_stream import gold_buildings, train_streamed
     from wattflow.settings import get_settings
 
@@ -72,11 +69,13 @@ def train_once(buildings: int, epochs: int) -> dict:
     version = engine.version(FEATURES)
     started = time.perf_counter()
     found, first_ts, last_ts = gold_buildings(engine, version)
+    registry = build_registry(len(found))  # the simulated buildings' use types and timezones
     train_end = default_train_end(pd.DataFrame({"ts": [last_ts]}), settings.model.backtest_days)
     trained = train_streamed(
         engine, spec_from_settings(settings), ModelParams.from_settings(settings.model, epochs=epochs),
-        version=version, buildings=found, first_ts=first_ts, timezones=None,
-        use_types={b: _use_type(i) for i, b in enumerate(found)}, start=None, train_end=train_end,
+        version=version, buildings=found, first_ts=first_ts,
+        timezones={b: registry.get(b).timezone for b in found},
+        use_types={b: registry.get(b).use_type for b in found}, start=None, train_end=train_end,
         stride_h=settings.model.train_origin_stride_h, validation_fraction=settings.model.validation_fraction,
         windows_per_epoch=settings.model.train_windows_per_epoch, shard_buildings=settings.model.train_shard_buildings,
     )

@@ -10,10 +10,16 @@ occupancy as simulated), the fault and drift records (`ground_truth`), the regis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Sequence
 
 import pandas as pd
+
+
+# Worlds up to this many building-hours are kept per process (tests ask for the same few again and again);
+# larger ones (benchmarks) are curated afresh each time.
+CACHE_MAX_BUILDING_HOURS = 50_000
 
 
 @dataclass
@@ -41,7 +47,58 @@ def simulated_gold(
 
     `interval_minutes=60` (one reading an hour) keeps the view cheap for tests; the hourly silver values
     are the same sums either way. Hours before the features' lag margin carry NaN lags, as in gold.
+
+    With the process's own settings the curated world is cached per (size, span, seed, faults, drift,
+    buildings): the many tests and benchmarks that ask for the same small portfolio simulate it once
+    per process. Each call gets its own copies of the frames, so a caller may edit them.
     """
+    hours = (pd.Timestamp(_utc_iso(end)) - pd.Timestamp(_utc_iso(start))) / pd.Timedelta(hours=1)
+    big = hours * (len(building_ids) if building_ids is not None else n_buildings) > CACHE_MAX_BUILDING_HOURS
+    # A caller's settings may curate differently, and a benchmark's portfolio would only fill memory.
+    if settings is not None or big:
+        return _curate(n_buildings, start, end, seed, faults, list(drift or []), interval_minutes, building_ids, settings)
+    key = (
+        int(n_buildings), _utc_iso(start), _utc_iso(end), int(seed),
+        faults.model_dump_json() if faults is not None else None,
+        tuple(e.model_dump_json() for e in drift or []),
+        int(interval_minutes), tuple(building_ids) if building_ids is not None else None,
+    )
+    world = _cached(key, _settings_fingerprint())
+    return replace(
+        world,
+        features=world.features.copy(),
+        truth_hourly=world.truth_hourly.copy(),
+        ground_truth=world.ground_truth.copy(),
+        timezones=dict(world.timezones),
+    )
+
+
+def _utc_iso(value: str | pd.Timestamp) -> str:
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).isoformat()
+
+
+def _settings_fingerprint() -> str:
+    """The curation and feature settings the cached world was made with (a test may change them)."""
+    from wattflow.settings import get_settings
+
+    settings = get_settings()
+    return settings.model_dump_json()
+
+
+@lru_cache(maxsize=16)
+def _cached(key: tuple, settings_fingerprint: str) -> SimulatedGold:
+    from pydantic import TypeAdapter
+
+    from lakehouse.simulator.config import DriftEvent, FaultConfig
+
+    n_buildings, start, end, seed, faults, drift, interval_minutes, building_ids = key
+    events = [TypeAdapter(DriftEvent).validate_json(e) for e in drift]
+    faults = FaultConfig.model_validate_json(faults) if faults is not None else None
+    return _curate(n_buildings, start, end, seed, faults, events, interval_minutes, building_ids, None)
+
+
+def _curate(n_buildings, start, end, seed, faults, drift, interval_minutes, building_ids, settings) -> SimulatedGold:
     from lakehouse.curation import readings_to_hourly
     from lakehouse.gold import hourly_to_features
     from lakehouse.simulator.portfolio import simulate_portfolio

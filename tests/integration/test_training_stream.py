@@ -15,6 +15,7 @@ from lakehouse.schemas import FEATURES
 from ml.model import ModelParams
 from ml.pipeline import train_model
 from ml.spec import WindowSpec
+from lakehouse.simulator.portfolio import build_registry
 from ml.synthetic import synthetic_gold_features
 from ml.training_stream import stratified_quotas, stream_training_windows, train_streamed, tuning_buildings, water_fill
 
@@ -22,8 +23,11 @@ pytestmark = pytest.mark.integration
 
 SPEC = WindowSpec(lookback_h=48, horizon_h=24)
 PARAMS = ModelParams(units=8, dropout=0.0, learning_rate=5e-3, batch_size=64, epochs=1, patience=2, encoder_hours=24)
-BUILDINGS = ("b1", "b2", "b3", "s1")
-USE_TYPES = {"b1": "office", "b2": "office", "b3": "office", "s1": "school"}
+# The simulator's Berlin buildings (one timezone, so every building has the same UTC-midnight origins):
+# three offices and a school.
+OFFICES, SCHOOL = ("b01", "b26", "b51"), "b11"
+BUILDINGS = (*OFFICES, SCHOOL)
+USE_TYPES = {b.building_id: b.use_type for b in build_registry(51).buildings if b.building_id in BUILDINGS}
 
 
 def test_water_fill_gives_what_a_small_key_cannot_take_to_the_others() -> None:
@@ -53,7 +57,7 @@ def gold(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("WATTFLOW_HOME", str(tmp_path_factory.mktemp("stream-home")))
     reset_settings()
     engine = get_engine(get_settings())
-    frame = synthetic_gold_features(building_ids=BUILDINGS, days=40, noise_kwh=1.5)
+    frame = synthetic_gold_features(building_ids=BUILDINGS, days=40)
     engine.upsert(FEATURES, pa.Table.from_pandas(frame, preserve_index=False))
     yield engine, frame
     mp.undo()
@@ -90,11 +94,12 @@ def test_above_the_budget_each_epoch_draws_a_fresh_stratified_sample(gold, tmp_p
     counts = plan.train_counts()
     assert set(counts) == set(BUILDINGS) and len(set(counts.values())) == 1
     quotas = stratified_quotas(counts, plan.use_types(), 120)
-    assert quotas["s1"] == 60 and {quotas[b] for b in ("b1", "b2", "b3")} == {20}
+    assert USE_TYPES == {"b01": "office", "b26": "office", "b51": "office", "b11": "school"}
+    assert quotas[SCHOOL] == 60 and {quotas[b] for b in OFFICES} == {20}
     first = plan.sample(quotas, np.random.default_rng([0, 0]))
     second = plan.sample(quotas, np.random.default_rng([0, 1]))
     assert len(first) == len(second) == 120
-    assert (first.building_id == "s1").sum() == 60
+    assert (first.building_id == SCHOOL).sum() == 60
     assert not np.array_equal(first.origin, second.origin)
     # The rows read back are the windows written: a sample's window is one of the building's windows.
     everything = plan.all_train()

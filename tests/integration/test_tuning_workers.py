@@ -23,7 +23,7 @@ from ml.synthetic import synthetic_gold_features
 from ml.tuning import tune
 from wattflow.settings import get_settings
 started = time.time()
-frame = synthetic_gold_features(building_ids=("b1",), days=16, noise_kwh=1.5)
+frame = synthetic_gold_features(building_ids=("b01",), days=16)
 result = tune(frame, get_settings(), n_trials=1, spec=WindowSpec(lookback_h=24, horizon_h=24),
               study_name=sys.argv[1], log_to_mlflow=False)
 json.dump({"started": started, "ended": time.time(), "best_value": result.best_value, "best": result.best,

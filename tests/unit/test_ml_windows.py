@@ -8,15 +8,17 @@ import pytest
 
 from ml.baselines import persistence_24h, seasonal_naive_168h
 from ml.spec import FUTURE_FEATURES, HISTORY_FEATURES, WindowSpec
-from ml.synthetic import synthetic_gold_features
+from ml.synthetic import building_timezones, synthetic_gold_features
 from ml.windows import WindowError, as_tf_dataset, blocked_split, chronological_split, make_windows, window_for_origin
 
 SPEC = WindowSpec(lookback_h=48, horizon_h=24)
+# The simulator's buildings: b01 is in Berlin, b02 in London (UTC in winter), b03 in New York.
+LONDON = building_timezones(("b02",))
 
 
-def _counting_frame(days: int = 12, timezone: str = "UTC") -> pd.DataFrame:
+def _counting_frame(days: int = 12) -> pd.DataFrame:
     """Every feature equals the hour's index, so a window's values say exactly which hours it holds."""
-    frame = synthetic_gold_features(days=days, timezone=timezone)
+    frame = synthetic_gold_features(("b02",), days=days)
     index = np.arange(len(frame), dtype=float)
     for column in {*HISTORY_FEATURES, *FUTURE_FEATURES}:
         frame[column] = index
@@ -24,8 +26,8 @@ def _counting_frame(days: int = 12, timezone: str = "UTC") -> pd.DataFrame:
 
 
 def test_shapes_and_origins_at_local_midnight() -> None:
-    frame = synthetic_gold_features(days=10, timezone="Europe/Berlin")
-    windows = make_windows(frame, SPEC, {"b1": "Europe/Berlin"})
+    frame = synthetic_gold_features(("b01",), days=10)
+    windows = make_windows(frame, SPEC, building_timezones(("b01",)))
     # 10 local days; the first 2 serve as lookback, the last origin needs a full horizon: 8 origins.
     assert len(windows) == 8
     assert windows.history.shape == (8, 48, len(HISTORY_FEATURES))
@@ -38,7 +40,7 @@ def test_shapes_and_origins_at_local_midnight() -> None:
 
 def test_no_leakage_history_before_origin_future_from_origin() -> None:
     frame = _counting_frame()
-    windows = make_windows(frame, SPEC)
+    windows = make_windows(frame, SPEC, LONDON)
     ts = pd.DatetimeIndex(frame["ts"])
     for i in range(len(windows)):
         origin_pos = ts.get_loc(pd.Timestamp(windows.origin[i], tz="UTC"))
@@ -51,11 +53,11 @@ def test_no_leakage_history_before_origin_future_from_origin() -> None:
 
 
 def test_invalid_hours_skipped_for_training_and_masked_for_scoring() -> None:
-    frame = synthetic_gold_features(days=10)
+    frame = synthetic_gold_features(("b02",), days=10)
     bad = frame.index[5 * 24 + 3]  # hour 03 of day 5
     frame.loc[bad, "energy_valid"] = False
-    all_windows = make_windows(frame, SPEC)
-    training = make_windows(frame, SPEC, only_valid=True)
+    all_windows = make_windows(frame, SPEC, LONDON)
+    training = make_windows(frame, SPEC, LONDON, only_valid=True)
     assert len(training) == len(all_windows) - 1
     flagged = ~all_windows.valid
     assert flagged.sum() == 1
@@ -64,11 +66,11 @@ def test_invalid_hours_skipped_for_training_and_masked_for_scoring() -> None:
 
 
 def test_training_keeps_partly_valid_windows_and_their_bad_hours_carry_no_target() -> None:
-    frame = synthetic_gold_features(days=10)
+    frame = synthetic_gold_features(("b02",), days=10)
     frame.loc[frame.index[5 * 24 + 3 : 5 * 24 + 9], "energy_valid"] = False  # 6 hours of day 5
     frame.loc[frame.index[7 * 24 : 7 * 24 + 20], "energy_valid"] = False  # 20 hours of day 7
-    all_windows = make_windows(frame, SPEC)
-    half = make_windows(frame, SPEC, min_valid_share=0.5)
+    all_windows = make_windows(frame, SPEC, LONDON)
+    half = make_windows(frame, SPEC, LONDON, min_valid_share=0.5)
     assert len(half) == len(all_windows) - 1  # day 7 (4 of 24 valid) goes, day 5 (18 of 24) stays
     day5 = np.flatnonzero(half.origin == np.datetime64("2024-01-06"))[0]
     assert half.valid[day5].sum() == 18
@@ -81,8 +83,8 @@ def test_training_keeps_partly_valid_windows_and_their_bad_hours_carry_no_target
 
 
 def test_missing_hours_become_invalid_targets_and_filled_inputs() -> None:
-    frame = synthetic_gold_features(days=10).drop(index=range(6 * 24 + 10, 6 * 24 + 13))
-    windows = make_windows(frame, SPEC)
+    frame = synthetic_gold_features(("b02",), days=10).drop(index=range(6 * 24 + 10, 6 * 24 + 13))
+    windows = make_windows(frame, SPEC, LONDON)
     assert (~windows.valid).sum() == 3
     assert np.isfinite(windows.history).all() and np.isfinite(windows.future).all()
 
@@ -94,8 +96,8 @@ def test_missing_column_is_named() -> None:
 
 
 def test_window_for_origin_matches_training_windows() -> None:
-    frame = synthetic_gold_features(days=10, timezone="America/New_York")
-    windows = make_windows(frame, SPEC, {"b1": "America/New_York"})
+    frame = synthetic_gold_features(("b03",), days=10)
+    windows = make_windows(frame, SPEC, building_timezones(("b03",)))
     origin = pd.Timestamp(windows.origin[3], tz="UTC")
     history, future = window_for_origin(frame, origin, SPEC)
     np.testing.assert_array_equal(history[0], windows.history[3])
@@ -109,7 +111,7 @@ def test_window_for_origin_matches_training_windows() -> None:
 
 def test_baselines_repeat_yesterday_and_last_week() -> None:
     frame = _counting_frame(days=12)
-    windows = make_windows(frame, SPEC)
+    windows = make_windows(frame, SPEC, LONDON)
     ts = pd.DatetimeIndex(frame["ts"])
     i = len(windows) - 1
     origin_pos = ts.get_loc(pd.Timestamp(windows.origin[i], tz="UTC"))
@@ -120,14 +122,15 @@ def test_baselines_repeat_yesterday_and_last_week() -> None:
 
 
 def test_chronological_split_keeps_time_order() -> None:
-    windows = make_windows(synthetic_gold_features(days=30), SPEC, stride_h=6)
+    windows = make_windows(synthetic_gold_features(("b02",), days=30), SPEC, stride_h=6)
     train, validation = chronological_split(windows, 0.2)
     assert len(train) + len(validation) == len(windows)
     assert train.origin.max() < validation.origin.min()
 
 
 def test_blocked_split_validates_on_weeks_spread_over_the_period() -> None:
-    windows = make_windows(synthetic_gold_features(days=200), SPEC, stride_h=6)
+    # Origins at UTC midnight (no timezones given): blocks are cut on UTC days, so 200 days make whole blocks.
+    windows = make_windows(synthetic_gold_features(("b02",), days=200), SPEC, stride_h=6)
     train, validation = blocked_split(windows, 0.15)
     assert 0.1 < len(validation) / len(windows) < 0.16
     train_days = set(train.origin.astype("datetime64[D]").tolist())
@@ -146,7 +149,7 @@ def test_blocked_split_validates_on_weeks_spread_over_the_period() -> None:
 
 
 def test_blocked_split_falls_back_to_a_time_cut_on_short_periods() -> None:
-    windows = make_windows(synthetic_gold_features(days=40), SPEC, stride_h=6)
+    windows = make_windows(synthetic_gold_features(("b02",), days=40), SPEC, stride_h=6)
     train, validation = blocked_split(windows, 0.2)
     assert len(train) + len(validation) == len(windows)
     assert train.origin.max() < validation.origin.min()

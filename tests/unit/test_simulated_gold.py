@@ -4,6 +4,7 @@ carrying the simulator's truth, usable wherever gold features are."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from lakehouse.schemas import FEATURES
@@ -32,3 +33,19 @@ def test_faults_in_the_view_are_the_ground_truths() -> None:
     differs = ~np.isclose(joined["energy_kwh"], joined["energy_kwh_truth"]) | ~joined["energy_valid"]
     assert 0 < differs.sum() < len(joined)
     assert pd.api.types.is_datetime64_any_dtype(features["ts"])
+
+
+def test_each_building_starts_at_its_local_midnight_and_a_cached_world_is_not_shared() -> None:
+    from ml.synthetic import building_timezones, synthetic_gold_features
+
+    assert building_timezones(("b01", "b02", "b03")) == {"b01": "Europe/Berlin", "b02": "Europe/London", "b03": "America/New_York"}
+    frame = synthetic_gold_features(("b01", "b03"), start="2024-01-01", days=3)
+    first = frame.groupby("building_id")["ts"].min()
+    assert first["b01"] == pd.Timestamp("2023-12-31 23:00", tz="UTC") and first["b03"] == pd.Timestamp("2024-01-01 05:00", tz="UTC")
+    assert (frame.groupby("building_id").size() == 3 * 24).all()
+    # The second call is served from the cache; what the first caller changed is not in it.
+    frame.loc[:, "energy_kwh"] = -1.0
+    again = synthetic_gold_features(("b01", "b03"), start="2024-01-01", days=3)
+    assert (again["energy_kwh"] > 0).all()
+    with pytest.raises(ValueError, match="b1"):
+        synthetic_gold_features(("b1",), days=3)

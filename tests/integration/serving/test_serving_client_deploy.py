@@ -18,7 +18,7 @@ ORIGIN = pd.Timestamp("2024-01-09", tz="UTC")
 def gold():
     from ml.synthetic import synthetic_gold_features
 
-    return synthetic_gold_features(("b1",), start="2024-01-01", days=10)
+    return synthetic_gold_features(("b02",), start="2024-01-01", days=10)  # the simulator's London shop
 
 
 def _split(gold: pd.DataFrame):
@@ -36,7 +36,7 @@ def test_forecast_builds_the_training_window_and_reports_the_version(endpoint, g
     history, weather_forecast = _split(gold)
     with ForecastClient(endpoint.grpc_target, model_name=STATIC, version_label="canary") as client:
         assert (client.spec().lookback_h, client.spec().horizon_h) == (SPEC.lookback_h, SPEC.horizon_h)
-        forecast = client.forecast("b1", history, weather_forecast)
+        forecast = client.forecast("b02", history, weather_forecast)
         window = window_for_origin(gold, ORIGIN, client.spec())
         expected, version = client.predict(*window)
     assert list(forecast.columns) == [
@@ -60,7 +60,7 @@ def test_unknown_model_falls_back_to_seasonal_naive(endpoint, gold):
 
     history, weather_forecast = _split(gold)
     with ForecastClient(endpoint.grpc_target, model_name="no_such_model", version_label=None, spec=SPEC) as client:
-        forecast = client.forecast("b1", history, weather_forecast)
+        forecast = client.forecast("b02", history, weather_forecast)
     assert forecast["is_fallback"].all() and forecast["model_version"].isna().all()
     assert "NOT_FOUND" in forecast["fallback_reason"].iloc[0]
     np.testing.assert_allclose(forecast["yhat"], _week_ago(gold))
@@ -71,7 +71,7 @@ def test_unreachable_server_is_retried_then_falls_back(gold):
 
     history, weather_forecast = _split(gold)
     with ForecastClient(f"127.0.0.1:{free_port()}", model_name=STATIC, spec=SPEC, deadline_s=0.3, retries=2) as client:
-        forecast = client.forecast("b1", history, weather_forecast)
+        forecast = client.forecast("b02", history, weather_forecast)
     assert forecast["is_fallback"].all()
     assert "UNAVAILABLE" in forecast["fallback_reason"].iloc[0] or "DEADLINE" in forecast["fallback_reason"].iloc[0]
     np.testing.assert_allclose(forecast["p50"], _week_ago(gold))
@@ -83,7 +83,7 @@ def test_input_that_cannot_make_a_window_falls_back(endpoint, gold):
     history, weather_forecast = _split(gold)
     last_hour_missing = history[pd.to_datetime(history["ts"], utc=True) < ORIGIN - pd.Timedelta(hours=1)]
     with ForecastClient(endpoint.grpc_target, model_name=STATIC) as client:
-        forecast = client.forecast("b1", last_hour_missing, weather_forecast)
+        forecast = client.forecast("b02", last_hour_missing, weather_forecast)
     assert forecast["is_fallback"].all() and forecast["fallback_reason"].iloc[0].startswith("input:")
 
 
@@ -162,9 +162,9 @@ def test_deploy_exports_the_champion_with_warmup_and_labels_and_the_server_serve
             wait_for(lambda: any(s.state == "AVAILABLE" for s in _safe_status(client)), what="deployed model")
             client.wait_until_available(int(second), timeout_s=60)
             history, weather_forecast = _split(gold)
-            wait_for(lambda: not client.forecast("b1", history, weather_forecast)["is_fallback"].any(),
+            wait_for(lambda: not client.forecast("b02", history, weather_forecast)["is_fallback"].any(),
                      what="forecast by label stable")
-            forecast = client.forecast("b1", history, weather_forecast)
+            forecast = client.forecast("b02", history, weather_forecast)
         assert (forecast["model_version"] == int(first)).all()
     finally:
         write_config(endpoint.config_path, initial_entries(endpoint.base_path))

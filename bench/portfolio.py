@@ -264,6 +264,7 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, 
         "total_s": round(total, 1), "readings_per_s": round(result["readings"] / total) if total else None,
         "driver_peak_rss_mb": round(sampler.driver_peak), "worker_peak_rss_mb": round(sampler.worker_peak),
         "driver_peak_rss_mb_by_part": {k: round(v) for k, v in sampler.parts_peak.items()},
+        "python_peak_rss_mb_after": result.get("python_peak_rss_mb_after", {}),
         "wall_s": round(wall, 1), "load_1m_at_start": round(load, 1), "cores": os.cpu_count(),
     }
 

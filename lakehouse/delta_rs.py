@@ -202,17 +202,16 @@ def _scan(table: DeltaTable, contract: TableContract, filters: Sequence[Filter],
     pyarrow's row filter cannot compare those with the dataset's string type (it errors, or crashes).
     """
     dataset = table.to_pyarrow_dataset()
-    expr = None
+    expr = partition = None
     for column, op, value in filters:
-        expr = _and(expr, _prune_expression(contract, column, op, value))
+        prune = _prune_expression(contract, column, op, value)
+        expr = _and(expr, prune)
+        if column in contract.partition_by:
+            partition = _and(partition, prune)
     try:
         fragments = list(dataset.get_fragments(filter=expr)) if expr is not None else list(dataset.get_fragments())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
         # Statistics typed unlike the filter (another engine's files): choose by partition values only.
-        partition = None
-        for column, op, value in filters:
-            if column in contract.partition_by:
-                partition = _and(partition, _prune_expression(contract, column, op, value))
         fragments = list(dataset.get_fragments(filter=partition)) if partition is not None else list(dataset.get_fragments())
     target = pa.schema([contract.schema.field(c) for c in columns])
     if not fragments:
@@ -240,8 +239,6 @@ def _and(left, right):
 
 def _filter_mask(table: pa.Table, filters: Sequence[Filter]):
     """The rows of `table` that pass every (column, op, value) filter, as DNF's one conjunction."""
-    import pyarrow.compute as pc
-
     ops = {"=": pc.equal, "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
            ">": pc.greater, ">=": pc.greater_equal}
     mask = None

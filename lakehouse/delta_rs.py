@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
 
 from lakehouse.engine import (
     CommitRetry,
@@ -94,7 +98,7 @@ class DeltaRsEngine:
             return WriteResult(contract.qualified_name, table.version(), 0, 0, 0)
         columns = list(dict.fromkeys([*contract.keys, *contract.value_columns]))
         # `table` stays pinned at the version read here; the MERGE below commits against it.
-        existing = self._existing_for(table, contract, batch, columns)
+        existing = self._existing_for(table, contract, batch, columns, self.storage_options)
         delta = diff_against(contract, batch, existing)
         if delta.updates.num_rows or delta.inserts.num_rows:
             # Only rows that are new or changed go in, so a re-run rewrites no file. streamed_exec=False
@@ -113,7 +117,8 @@ class DeltaRsEngine:
         )
 
     @staticmethod
-    def _existing_for(table: DeltaTable, contract: TableContract, batch: pa.Table, columns: list[str]) -> pa.Table:
+    def _existing_for(table: DeltaTable, contract: TableContract, batch: pa.Table, columns: list[str],
+                      storage_options: dict[str, str] | None = None) -> pa.Table:
         """The target's rows the batch could match: its partitions, and within them the files whose
         statistics admit its values of the leading key column (the building). A portfolio lands a chunk of
         buildings at a time over a year: reading whole date partitions read every other chunk's rows too
@@ -125,7 +130,7 @@ class DeltaRsEngine:
             values = pc.unique(batch.column(lead))
             if len(values) <= _KEY_FILTER_MAX_VALUES:
                 filters.append((lead, "in", values.to_pylist()))
-        return _scan(table, contract, coerce_filters(contract, filters) or [], columns)
+        return _scan(table, contract, coerce_filters(contract, filters) or [], columns, storage_options)
 
     def _create(self, contract: TableContract, batch: pa.Table, uri: str) -> WriteResult:
         """Version 0 with the first rows. Two writers creating the same table race for version 0; without
@@ -169,7 +174,7 @@ class DeltaRsEngine:
         after = [f for f in coerced if f[0] not in contract.partition_by]
         wanted = list(columns) if columns else contract.schema.names
         read_columns = list(dict.fromkeys([*wanted, *(f[0] for f in after)]))
-        result = _scan(table, contract, coerced, read_columns)
+        result = _scan(table, contract, coerced, read_columns, self.storage_options)
         if after:
             result = result.filter(_filter_mask(result, after))
         return result.select(wanted)
@@ -191,44 +196,95 @@ class DeltaRsEngine:
         return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
 
 
-def _scan(table: DeltaTable, contract: TableContract, filters: Sequence[Filter], columns: Sequence[str]) -> pa.Table:
+def _scan(table: DeltaTable, contract: TableContract, filters: Sequence[Filter], columns: Sequence[str],
+          storage_options: dict[str, str] | None = None) -> pa.Table:
     """`columns` of the files that `filters` (in the contract's types) may hold rows for, in the contract's
-    types; rows are not filtered here.
+    types; rows are not filtered here (beyond what choosing files by partition value does exactly).
 
-    Files are chosen by their partition values and the per-file statistics delta-rs puts in each fragment's
-    guarantee, so a filter on any column (a building, a time range) skips files without opening them: a
-    chunk of buildings read from a year of a portfolio reads that chunk's files, not the year. The chosen
-    files are read without a row filter: files delta-rs's MERGE wrote hold strings as string_view, and
-    pyarrow's row filter cannot compare those with the dataset's string type (it errors, or crashes).
+    Files are chosen from the Delta log's add actions, by partition value and by the per-file min/max
+    statistics, for a filter on any column (a building, a time range): a chunk of buildings read from a
+    year of a portfolio reads that chunk's files, not the year. Only the chosen files become dataset
+    fragments. delta-rs's `to_pyarrow_dataset` builds a fragment with a statistics expression for every
+    file of the table first (measured: 2.9 s for 7,300 files, on every read), which made each chunk's read
+    cost grow with the portfolio. The files are read without pyarrow's row filter: files delta-rs's MERGE
+    wrote hold strings as string_view, which that filter cannot compare with the dataset's string type.
     """
-    dataset = table.to_pyarrow_dataset()
-    expr = partition = None
+    actions = pa.table(table.get_add_actions(flatten=True))
+    keep = np.ones(actions.num_rows, dtype=bool)
     for column, op, value in filters:
-        prune = _prune_expression(contract, column, op, value)
-        expr = _and(expr, prune)
-        if column in contract.partition_by:
-            partition = _and(partition, prune)
-    try:
-        fragments = list(dataset.get_fragments(filter=expr)) if expr is not None else list(dataset.get_fragments())
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-        # Statistics typed unlike the filter (another engine's files): choose by partition values only.
-        fragments = list(dataset.get_fragments(filter=partition)) if partition is not None else list(dataset.get_fragments())
+        keep &= _files_admitting(actions, column in contract.partition_by, column, op, value)
     target = pa.schema([contract.schema.field(c) for c in columns])
-    if not fragments:
+    chosen = actions.filter(pa.array(keep))
+    if chosen.num_rows == 0:
         return target.empty_table()
-    chosen = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    paths = chosen.column("path").to_pylist()
+    filesystem = pafs.PyFileSystem(DeltaStorageHandler(
+        table.table_uri, storage_options or None, dict(zip(paths, chosen.column("size_bytes").to_pylist()))))
+    parquet = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=True))
+    partition_values = {c: chosen.column(f"partition.{c}").to_pylist() for c in contract.partition_by
+                        if f"partition.{c}" in chosen.column_names}
+    fragments = []
+    for i, path in enumerate(paths):
+        # The partition columns are not in the files; the expression is what fills them in.
+        expression = None
+        for column, values in partition_values.items():
+            field = pc.field(column)
+            expression = _and(expression, field.is_null() if values[i] is None else field == pa.scalar(values[i], actions.schema.field(f"partition.{column}").type))
+        fragments.append(parquet.make_fragment(path, filesystem=filesystem, partition_expression=expression))
+    schema = pa.schema(table.schema().to_arrow())
     # Files written by another engine may order columns differently or use other string types.
-    return chosen.to_table(columns=list(columns)).cast(target)
+    return ds.FileSystemDataset(fragments, schema, parquet, filesystem).to_table(columns=list(columns)).cast(target)
 
 
-def _prune_expression(contract: TableContract, column: str, op: str, value: Any):
-    field_type = contract.schema.field(column).type
-    if op == "in":
-        return pc.field(column).isin(pa.array(list(value), field_type))
-    ops = {"=": "__eq__", "==": "__eq__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
-    if op in ops and value is not None:
-        return getattr(pc.field(column), ops[op])(pa.scalar(value, field_type))
-    return None  # "!=", "not in": little to prune, and nulls make them subtle
+def _files_admitting(actions: pa.Table, partition: bool, column: str, op: str, value: Any) -> np.ndarray:
+    """Which files (rows of the flattened add actions) may hold a row passing `column op value`.
+
+    A partition column's value is exact, so the test is the filter itself. Any other column is judged by
+    the file's min and max; a file without statistics, or whose statistics are typed unlike the filter
+    (another engine's files), is kept.
+    """
+    n = actions.num_rows
+    everything = np.ones(n, dtype=bool)
+    names = [f"partition.{column}"] if partition else [f"min.{column}", f"max.{column}"]
+    if any(name not in actions.column_names for name in names):
+        return everything
+    if partition:
+        values = actions.column(names[0])
+        try:
+            if op in ("in", "not in"):
+                hit = pc.is_in(values, value_set=pa.array(list(value), type=values.type))
+                hit = pc.invert(hit) if op == "not in" else hit
+            elif op in _COMPARE and value is not None:
+                hit = _COMPARE[op](values, pa.scalar(value, type=values.type))
+            else:
+                return everything
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return everything
+        return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+    low, high = actions.column(names[0]), actions.column(names[1])
+    try:
+        if op == "in":
+            wanted = sorted(v for v in pa.array(list(value), type=low.type).to_pylist() if v is not None)
+            hit = np.array([lo is None or hi is None or _any_between(wanted, lo, hi)
+                            for lo, hi in zip(low.to_pylist(), high.to_pylist())], dtype=bool)
+            return hit if n else everything
+        if op not in _COMPARE or op == "!=" or value is None:
+            return everything
+        scalar = pa.scalar(value, type=low.type)
+        if op in ("=", "=="):
+            hit = pc.and_(pc.less_equal(low, scalar), pc.greater_equal(high, scalar))
+        elif op in ("<", "<="):
+            hit = _COMPARE[op](low, scalar)
+        else:
+            hit = _COMPARE[op](high, scalar)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return everything
+    return pc.fill_null(hit, True).to_numpy(zero_copy_only=False)
+
+
+def _any_between(sorted_values: list[Any], low: Any, high: Any) -> bool:
+    i = bisect.bisect_left(sorted_values, low)
+    return i < len(sorted_values) and sorted_values[i] <= high
 
 
 def _and(left, right):
@@ -237,18 +293,20 @@ def _and(left, right):
     return right if left is None else left & right
 
 
+_COMPARE = {"=": pc.equal, "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+            ">": pc.greater, ">=": pc.greater_equal}
+
+
 def _filter_mask(table: pa.Table, filters: Sequence[Filter]):
     """The rows of `table` that pass every (column, op, value) filter, as DNF's one conjunction."""
-    ops = {"=": pc.equal, "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
-           ">": pc.greater, ">=": pc.greater_equal}
     mask = None
     for column, op, value in filters:
         values = table.column(column)
         if op in ("in", "not in"):
             hit = pc.is_in(values, value_set=pa.array(list(value), type=values.type))
             hit = pc.invert(hit) if op == "not in" else hit
-        elif op in ops:
-            hit = ops[op](values, pa.scalar(value, type=values.type))
+        elif op in _COMPARE:
+            hit = _COMPARE[op](values, pa.scalar(value, type=values.type))
         else:
             raise ValueError(f"filter operator {op!r} on {column!r} is not supported")
         hit = pc.fill_null(hit, False)

@@ -120,15 +120,23 @@ class SparkEngine:
         batch = dedupe_last(contract, conform(contract, data))
         return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, batch), self._is_conflict)
 
-    def upsert_frame(self, contract: TableContract, frame: "DataFrame", rows: int | None = None) -> WriteResult:
+    def upsert_frame(self, contract: TableContract, frame: "DataFrame", rows: int | None = None,
+                     key_bounds: dict[str, tuple[Any, Any]] | None = None) -> WriteResult:
         """The same MERGE with a Spark DataFrame as its source: rows computed on the executors (the Spark
         runner's stage output) go into the table without passing through the driver. The frame must
-        already carry the contract's columns and unique keys (the stage cores guarantee both)."""
+        already carry the contract's columns and unique keys (the stage cores guarantee both).
+
+        `key_bounds` ({key column: (lowest, highest)}, inclusive) promises that every source row's key
+        lies in that range: the diff and the MERGE then read only target files whose Delta statistics
+        overlap it. A wave of a few chunks (narrow, sorted building id ranges) over every date thus reads
+        its own buildings' files, not the whole table, however much of the portfolio already landed."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
         wanted = from_arrow_schema(contract.schema)
         source = frame.select(*[frame[f.name].cast(f.dataType).alias(f.name) for f in wanted.fields])
-        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source, rows), self._is_conflict)
+        bounds = {c: b for c, b in (key_bounds or {}).items() if c in contract.keys}
+        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source, rows, bounds),
+                              self._is_conflict)
 
     def _is_conflict(self, err: BaseException) -> bool:
         from delta.exceptions.base import (
@@ -153,7 +161,8 @@ class SparkEngine:
             ),
         )
 
-    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame", rows: int | None = None) -> WriteResult:
+    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame", rows: int | None = None,
+                     bounds: dict[str, tuple[Any, Any]] | None = None) -> WriteResult:
         path = self._path(contract)
         # A DataFrame's row count is one more Spark job; callers that know it (the runners) pass it.
         rows = batch.num_rows if isinstance(batch, pa.Table) else (rows if rows is not None else batch.count())
@@ -170,7 +179,7 @@ class SparkEngine:
             return WriteResult(contract.qualified_name, version, rows, 0, 0)
         if rows == 0:
             return WriteResult(contract.qualified_name, self.version(contract) or 0, 0, 0, 0)
-        changes = self._changes(contract, batch, path)
+        changes = self._changes(contract, batch, path, bounds)
         # One pass over the diff yields the counts and the partitions the MERGE must touch.
         groups = changes.groupBy("__new", *contract.partition_by).count().collect()
         inserted = sum(int(g["count"]) for g in groups if g["__new"])
@@ -180,14 +189,15 @@ class SparkEngine:
             view = f"wattflow_upsert_{uuid.uuid4().hex}"
             changes.drop("__new").createOrReplaceTempView(view)
             try:
-                self.spark.sql(self._merge_sql(contract, touched, path, view))
+                self.spark.sql(self._merge_sql(contract, touched, path, view, bounds))
             finally:
                 self.spark.catalog.dropTempView(view)
         version = self.version(contract)
         assert version is not None
         return WriteResult(contract.qualified_name, version, inserted, updated, rows - inserted - updated)
 
-    def _changes(self, contract: TableContract, batch: "pa.Table | DataFrame", path: str) -> "DataFrame":
+    def _changes(self, contract: TableContract, batch: "pa.Table | DataFrame", path: str,
+                 bounds: dict[str, tuple[Any, Any]] | None = None) -> "DataFrame":
         """Batch rows that are new or whose value columns differ from the table, flagged `__new`.
 
         Delta's MERGE rewrites every file holding a key that matches, even when its update condition
@@ -205,6 +215,8 @@ class SparkEngine:
                 values = [r[0] for r in batch.select(col).distinct().collect()]
             if len(values) <= self.prune_max_partition_values:
                 target = target.where(F.col(col).isin(values))
+        for col, (lo, hi) in (bounds or {}).items():  # literal bounds: Delta skips files by their min/max
+            target = target.where(F.col(col).between(lo, hi))
         keys = list(dict.fromkeys([*contract.partition_by, *contract.keys]))
         values = list(contract.value_columns)
         target = target.select(*keys, *values, F.lit(True).alias("__present")).alias("t")
@@ -235,12 +247,15 @@ class SparkEngine:
         finally:
             self.spark.catalog.dropTempView(view)
 
-    def _merge_sql(self, contract: TableContract, touched: dict[str, list[Any]], path: str, view: str) -> str:
+    def _merge_sql(self, contract: TableContract, touched: dict[str, list[Any]], path: str, view: str,
+                   bounds: dict[str, tuple[Any, Any]] | None = None) -> str:
         on = [merge_predicate(contract, source="s", target="t")]
         # A join condition alone does not prune partitions; literal partition values do.
         for col, values in touched.items():
             if len(values) <= self.prune_max_partition_values:
                 on.append(f"t.`{col}` IN ({', '.join(_sql_literal(v) for v in values)})")
+        for col, (lo, hi) in (bounds or {}).items():
+            on.append(f"t.`{col}` BETWEEN {_sql_literal(lo)} AND {_sql_literal(hi)}")
         clauses = []
         values = list(contract.value_columns)
         if values:

@@ -25,8 +25,10 @@ LANDED = (SENSOR_READINGS, QUARANTINE_READINGS, WEATHER, QUARANTINE_WEATHER, BUI
 
 
 def _settings(home: Path, runner: str) -> Settings:
+    # Waves of one chunk: the cluster lands the 2 chunks in 2 waves, the second MERGEd beside the first's
+    # files (bounded by its building ids), as a large portfolio lands.
     return Settings(home=home, compute=ComputeSettings(runner=runner, chunk_buildings=2),
-                    lakehouse=LakehouseSettings(spark_shuffle_partitions=2))
+                    lakehouse=LakehouseSettings(spark_shuffle_partitions=2, spark_landing_wave_chunks=1))
 
 
 def _content(engine, contract: TableContract) -> pd.DataFrame:

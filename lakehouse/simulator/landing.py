@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -14,6 +15,10 @@ from lakehouse.bronze import LandingResult, land_readings, land_weather
 from lakehouse.engine import TableEngine, WriteResult
 from lakehouse.schemas import BUILDINGS
 from lakehouse.simulator.portfolio import SimulatedPortfolio
+
+from wattflow.log import get_logger
+
+log = get_logger(__name__)
 
 SOURCE = "simulator"
 
@@ -216,6 +221,7 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
     order = sorted(members)
     totals: dict[str, int] = {}
     for w in range(0, len(order), max(1, wave_size)):
+        wave_started = time.perf_counter()
         wave = order[w:w + wave_size]
         assert wave == list(range(wave[0], wave[-1] + 1)), wave
         ids = [b for c in wave for b in members[c]]
@@ -242,6 +248,8 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
                     written[contract.qualified_name] = _add_write(written.get(contract.qualified_name), result)
         finally:
             out.unpersist()
+        log.info("landing.wave", chunks=f"{wave[0]}..{wave[-1]}", buildings=f"{bounds['building_id'][0]}..{bounds['building_id'][1]}",
+                 seconds=round(time.perf_counter() - wave_started, 1))
     return SimulatedLanding(readings_landed=totals.get("landed", 0), readings_quarantined=totals.get("quarantined", 0),
                             reasons={k.removeprefix("reason:"): v for k, v in totals.items() if k.startswith("reason:")},
                             written=written)

@@ -231,20 +231,25 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
         out = plan.mapInArrow(core, schema=envelope.spark_schema()).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # One pass over the persisted rows: rows per table and delivery, and the summed landing counts.
-            counts = out.groupBy("table", "delivery", "check").agg(F.count(F.lit(1)).alias("rows"),
-                                                                   F.sum("n").alias("n")).collect()
+            # Also each table's dates, which the MERGE names literally (no job of its own to find them).
+            counts = out.groupBy("table", "delivery", "check", "date").agg(F.count(F.lit(1)).alias("rows"),
+                                                                           F.sum("n").alias("n")).collect()
             rows: dict[tuple[str, int], int] = {}
+            dates: dict[tuple[str, int], set] = {}
             for r in counts:
                 if r["table"] == "reasons":
                     totals[r["check"]] = totals.get(r["check"], 0) + int(r["n"])
                 else:
-                    rows[(r["table"], int(r["delivery"]))] = rows.get((r["table"], int(r["delivery"])), 0) + int(r["rows"])
+                    key = (r["table"], int(r["delivery"]))
+                    rows[key] = rows.get(key, 0) + int(r["rows"])
+                    dates.setdefault(key, set()).add(r["date"])
             for name, contract in contracts.items():
                 for delivery in sorted(d for (t, d) in rows if t == name):
                     part = out.where((F.col("table") == name) & (F.col("delivery") == delivery)).select(*contract.schema.names)
                     if name.startswith("weather"):
                         part = part.coalesce(1)  # sites x hours: one writer, one file per date
-                    result = engine.upsert_frame(contract, part, rows=rows[(name, delivery)], key_bounds=bounds)
+                    result = engine.upsert_frame(contract, part, rows=rows[(name, delivery)], key_bounds=bounds,
+                                                 partition_values={"date": sorted(dates[(name, delivery)])})
                     written[contract.qualified_name] = _add_write(written.get(contract.qualified_name), result)
         finally:
             out.unpersist()

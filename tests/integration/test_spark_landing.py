@@ -73,6 +73,17 @@ def test_cluster_landed_bronze_equals_local_landed_bronze_and_a_rerun_writes_not
     bronze = _content(local_engine, SENSOR_READINGS)
     assert bronze["building_id"].nunique() == 3 and bronze["batch_id"].str.endswith("-d1").any()  # late ones landed
 
+    # The second wave (chunk 1: b03) met none of the first wave's rows in its slice (dates x b03..b03): its
+    # on-time rows went in by one insert-only MERGE that scanned no file and rewrote none of b01..b02's.
+    inserts = [h for h in spark_engine.history(SENSOR_READINGS) if h["operation"] == "MERGE"
+               and ">= b03)" in h["operationParameters"]["predicate"] and h["operationParameters"]["matchedPredicates"] == "[]"]
+    assert len(inserts) == 1, [h["operationParameters"] for h in spark_engine.history(SENSOR_READINGS)]
+    m = inserts[0]["operationMetrics"]
+    assert (m["scanTimeMs"], m["numTargetRowsCopied"], m["numTargetFilesRemoved"], m["numTargetRowsUpdated"]) == (0, 0, 0, 0)
+    b03 = bronze[bronze["building_id"] == "b03"]
+    # Every on-time row it inserted is there (a late re-send may since have replaced one, as a d1 row).
+    assert len(b03) >= m["numTargetRowsInserted"] == m["numSourceRows"] >= b03["batch_id"].str.endswith("-d0").sum() > 0
+
     versions = {c.qualified_name: cluster_engine.version(c) for c in LANDED}
     t1 = time.perf_counter()
     again = land_simulated(spark_engine, cluster, 3, START, END, faults=faults, now=LANDED_AT)

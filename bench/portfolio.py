@@ -52,7 +52,10 @@ START = "2024-01-01"
 # ------------------------------------------------------------------------------------------- the child
 
 
-def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dict:
+STAGES = ("ingest", "curate", "features", "scoring")
+
+
+def run_pipeline(buildings: int, days: int, progress: Path | None = None, stop_after: str = "scoring") -> dict:
     """The timed stages, in this process, on the runner the settings name; each stage's time is written to
     `progress` as it ends, so a run that fails later still reports the stages it finished."""
     import pandas as pd
@@ -79,18 +82,30 @@ def run_pipeline(buildings: int, days: int, progress: Path | None = None) -> dic
     readings = landing.readings_landed
     stage_s["ingest"] = time.perf_counter() - t
     _progress(progress, stage_s)
+    if stop_after == "ingest":
+        return _partial(readings, stage_s)
 
     t = time.perf_counter()
     curated = curation.curate(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings, data_docs=False)
     stage_s["curate"] = time.perf_counter() - t
     _progress(progress, stage_s)
+    if stop_after == "curate":
+        return _partial(readings, stage_s)
     t = time.perf_counter()
     curation.build_features(engine, registry, start.to_pydatetime(), end.to_pydatetime(), settings)
     stage_s["features"] = time.perf_counter() - t
     _progress(progress, stage_s)
+    if stop_after == "features":
+        return _partial(readings, stage_s)
     stage_s["scoring"] = score(engine, settings, ids, end)
     _progress(progress, stage_s)
     return {"readings": readings, "stage_s": stage_s, "curate_ok": bool(getattr(curated, "success", True)),
+            "python_peak_rss_mb_after": _PEAKS}
+
+
+def _partial(readings: int, stage_s: dict) -> dict:
+    """A run stopped early (--stop-after): the later stages are reported as not run (None)."""
+    return {"readings": readings, "stage_s": {**{s: None for s in STAGES}, **stage_s}, "curate_ok": True,
             "python_peak_rss_mb_after": _PEAKS}
 
 
@@ -221,7 +236,7 @@ class MemorySampler(threading.Thread):
 
 
 def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, driver_memory: str = "1g",
-            spark_conf: dict[str, str] | None = None) -> dict:
+            spark_conf: dict[str, str] | None = None, stop_after: str = "scoring") -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"wattflow-portfolio-{runner}-{buildings}-"))
     out = home / "run.json"
     env = {**os.environ, "WATTFLOW_HOME": str(home), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -239,11 +254,16 @@ def one_run(runner: str, buildings: int, days: int, cluster, chunk: int | None, 
         env.setdefault("WATTFLOW_LAKEHOUSE__SPARK_JARS_DIR", str(Path.home() / ".cache" / "wattflow" / "jars"))
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, "--role", "child", "--buildings", str(buildings), "--days", str(days),
-                              "--json", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sampler = MemorySampler(child.pid)
-    sampler.start()
-    _, err = child.communicate()
+    # The child's log goes to a file beside the home (kept after the run), so a long run can be followed.
+    log_path = Path(tempfile.gettempdir()) / f"wattflow-portfolio-{runner}-{buildings}.log"
+    with log_path.open("w") as log_file:
+        child = subprocess.Popen([sys.executable, __file__, "--role", "child", "--buildings", str(buildings), "--days",
+                                  str(days), "--json", str(out), "--stop-after", stop_after], env=env,
+                                 stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        sampler = MemorySampler(child.pid)
+        sampler.start()
+        child.wait()
+    err = log_path.read_text(errors="replace")
     sampler.stop_event.set()
     sampler.join()
     wall = time.perf_counter() - started
@@ -281,13 +301,16 @@ def main() -> None:
                         help="the driver JVM's heap: it plans jobs and holds Delta logs, never readings")
     parser.add_argument("--spark-conf", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra Spark settings for the driver, e.g. spark.eventLog.enabled=true")
+    parser.add_argument("--stop-after", choices=STAGES, default="scoring",
+                        help="end each run after this stage (quicker partial runs; totals then cover the stages run)")
     parser.add_argument("--role", choices=["child", "train"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "train":
         train_champion(args.buildings[0])
         return
     if args.role == "child":
-        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days, args.json.with_suffix(".progress"))))
+        args.json.write_text(json.dumps(run_pipeline(args.buildings[0], args.days, args.json.with_suffix(".progress"),
+                                                     args.stop_after)))
         return
 
     runs = []
@@ -300,7 +323,7 @@ def main() -> None:
         try:
             for p in args.buildings:
                 runs.append(one_run(runner, p, args.days, cluster, args.chunk_buildings, args.spark_driver_memory,
-                                    dict(kv.split("=", 1) for kv in args.spark_conf)))
+                                    dict(kv.split("=", 1) for kv in args.spark_conf), args.stop_after))
                 print(json.dumps(runs[-1]), flush=True)
         finally:
             if cluster is not None:

@@ -120,15 +120,27 @@ class SparkEngine:
         batch = dedupe_last(contract, conform(contract, data))
         return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, batch), self._is_conflict)
 
-    def upsert_frame(self, contract: TableContract, frame: "DataFrame", rows: int | None = None) -> WriteResult:
+    def upsert_frame(self, contract: TableContract, frame: "DataFrame", rows: int | None = None,
+                     key_bounds: dict[str, tuple[Any, Any]] | None = None,
+                     partition_values: dict[str, list[Any]] | None = None) -> WriteResult:
         """The same MERGE with a Spark DataFrame as its source: rows computed on the executors (the Spark
         runner's stage output) go into the table without passing through the driver. The frame must
-        already carry the contract's columns and unique keys (the stage cores guarantee both)."""
+        already carry the contract's columns and unique keys (the stage cores guarantee both).
+
+        `key_bounds` ({key column: (lowest, highest)}, inclusive) promises that every source row's key
+        lies in that range: the diff and the MERGE then read only target files whose Delta statistics
+        overlap it. A wave of a few chunks (narrow, sorted building id ranges) over every date thus reads
+        its own buildings' files, not the whole table, however much of the portfolio already landed. Where
+        the table holds no row in that slice (dates x bounds), every row is new: one insert-only MERGE, no
+        diff. `partition_values` (the frame's distinct partition values, where the caller counted them)
+        saves the job that would find them."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
         wanted = from_arrow_schema(contract.schema)
         source = frame.select(*[frame[f.name].cast(f.dataType).alias(f.name) for f in wanted.fields])
-        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source, rows), self._is_conflict)
+        bounds = {c: b for c, b in (key_bounds or {}).items() if c in contract.keys}
+        return self.retry.run(contract.qualified_name, lambda: self._upsert_once(contract, source, rows, bounds, partition_values),
+                              self._is_conflict)
 
     def _is_conflict(self, err: BaseException) -> bool:
         from delta.exceptions.base import (
@@ -153,7 +165,9 @@ class SparkEngine:
             ),
         )
 
-    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame", rows: int | None = None) -> WriteResult:
+    def _upsert_once(self, contract: TableContract, batch: "pa.Table | DataFrame", rows: int | None = None,
+                     bounds: dict[str, tuple[Any, Any]] | None = None,
+                     partition_values: dict[str, list[Any]] | None = None) -> WriteResult:
         path = self._path(contract)
         # A DataFrame's row count is one more Spark job; callers that know it (the runners) pass it.
         rows = batch.num_rows if isinstance(batch, pa.Table) else (rows if rows is not None else batch.count())
@@ -170,7 +184,22 @@ class SparkEngine:
             return WriteResult(contract.qualified_name, version, rows, 0, 0)
         if rows == 0:
             return WriteResult(contract.qualified_name, self.version(contract) or 0, 0, 0, 0)
-        changes = self._changes(contract, batch, path)
+        values = self._partition_values(contract, batch, partition_values)
+        if bounds and self._slice(contract, path, values, bounds).limit(1).count() == 0:
+            # Nothing of the table in the batch's slice (a wave of buildings landing for the first time):
+            # no key can match, so no diff (a join and a checkpoint of every row); an insert-only MERGE,
+            # whose own read of the same slice still meets a concurrent writer's commit as a conflict.
+            source = self._to_spark(contract, batch) if isinstance(batch, pa.Table) else batch
+            view = f"wattflow_insert_{uuid.uuid4().hex}"
+            source.createOrReplaceTempView(view)
+            try:
+                self.spark.sql(self._merge_sql(contract, values, path, view, bounds, insert_only=True))
+            finally:
+                self.spark.catalog.dropTempView(view)
+            version = self.version(contract)
+            assert version is not None
+            return WriteResult(contract.qualified_name, version, rows, 0, 0)
+        changes = self._changes(contract, batch, path, bounds, values)
         # One pass over the diff yields the counts and the partitions the MERGE must touch.
         groups = changes.groupBy("__new", *contract.partition_by).count().collect()
         inserted = sum(int(g["count"]) for g in groups if g["__new"])
@@ -180,14 +209,43 @@ class SparkEngine:
             view = f"wattflow_upsert_{uuid.uuid4().hex}"
             changes.drop("__new").createOrReplaceTempView(view)
             try:
-                self.spark.sql(self._merge_sql(contract, touched, path, view))
+                self.spark.sql(self._merge_sql(contract, touched, path, view, bounds))
             finally:
                 self.spark.catalog.dropTempView(view)
         version = self.version(contract)
         assert version is not None
         return WriteResult(contract.qualified_name, version, inserted, updated, rows - inserted - updated)
 
-    def _changes(self, contract: TableContract, batch: "pa.Table | DataFrame", path: str) -> "DataFrame":
+    def _partition_values(self, contract: TableContract, batch: "pa.Table | DataFrame",
+                          given: dict[str, list[Any]] | None = None) -> dict[str, list[Any]]:
+        """The batch's distinct values of each partition column: from the caller, the Arrow batch, or (a
+        summary job) the executor-side frame."""
+        out = {}
+        for col in contract.partition_by:
+            if given is not None and col in given:
+                out[col] = list(given[col])
+            elif isinstance(batch, pa.Table):
+                out[col] = pc.unique(batch.column(col)).to_pylist()
+            else:
+                out[col] = [r[0] for r in batch.select(col).distinct().collect()]
+        return out
+
+    def _slice(self, contract: TableContract, path: str, values: dict[str, list[Any]],
+               bounds: dict[str, tuple[Any, Any]] | None) -> "DataFrame":
+        """The target restricted by literal partition values and key bounds: Delta prunes partitions and
+        skips files by their statistics, so only files that can hold a batch key are read."""
+        from pyspark.sql import functions as F
+
+        target = self.spark.read.format("delta").load(path)
+        for col, vals in values.items():
+            if len(vals) <= self.prune_max_partition_values:
+                target = target.where(F.col(col).isin(vals))
+        for col, (lo, hi) in (bounds or {}).items():
+            target = target.where(F.col(col).between(lo, hi))
+        return target
+
+    def _changes(self, contract: TableContract, batch: "pa.Table | DataFrame", path: str,
+                 bounds: dict[str, tuple[Any, Any]] | None = None, values: dict[str, list[Any]] | None = None) -> "DataFrame":
         """Batch rows that are new or whose value columns differ from the table, flagged `__new`.
 
         Delta's MERGE rewrites every file holding a key that matches, even when its update condition
@@ -197,14 +255,7 @@ class SparkEngine:
         from pyspark.sql import functions as F
 
         source = (self._to_spark(contract, batch) if isinstance(batch, pa.Table) else batch).alias("s")
-        target = self.spark.read.format("delta").load(path)
-        for col in contract.partition_by:
-            if isinstance(batch, pa.Table):
-                values = pc.unique(batch.column(col)).to_pylist()
-            else:  # a summary: the distinct partition values (dates) of an executor-side frame
-                values = [r[0] for r in batch.select(col).distinct().collect()]
-            if len(values) <= self.prune_max_partition_values:
-                target = target.where(F.col(col).isin(values))
+        target = self._slice(contract, path, values if values is not None else self._partition_values(contract, batch), bounds)
         keys = list(dict.fromkeys([*contract.partition_by, *contract.keys]))
         values = list(contract.value_columns)
         target = target.select(*keys, *values, F.lit(True).alias("__present")).alias("t")
@@ -235,15 +286,18 @@ class SparkEngine:
         finally:
             self.spark.catalog.dropTempView(view)
 
-    def _merge_sql(self, contract: TableContract, touched: dict[str, list[Any]], path: str, view: str) -> str:
+    def _merge_sql(self, contract: TableContract, touched: dict[str, list[Any]], path: str, view: str,
+                   bounds: dict[str, tuple[Any, Any]] | None = None, insert_only: bool = False) -> str:
         on = [merge_predicate(contract, source="s", target="t")]
         # A join condition alone does not prune partitions; literal partition values do.
         for col, values in touched.items():
             if len(values) <= self.prune_max_partition_values:
                 on.append(f"t.`{col}` IN ({', '.join(_sql_literal(v) for v in values)})")
+        for col, (lo, hi) in (bounds or {}).items():
+            on.append(f"t.`{col}` BETWEEN {_sql_literal(lo)} AND {_sql_literal(hi)}")
         clauses = []
         values = list(contract.value_columns)
-        if values:
+        if values and not insert_only:
             same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in values)
             clauses.append(f"WHEN MATCHED AND NOT ({same}) THEN UPDATE SET *")
         clauses.append("WHEN NOT MATCHED THEN INSERT *")

@@ -30,6 +30,10 @@ class LakehouseSettings(BaseModel):
     spark_shuffle_partitions: int = 4
     # Rows per Arrow batch between Python and the JVM (createDataFrame / toArrow).
     spark_arrow_batch_rows: int = 100_000
+    # Spark ingest (lakehouse/simulator/landing.py) simulates and MERGEs the portfolio in waves of this
+    # many chunks, one chunk per task, so an executor holds one chunk whatever the portfolio's size (one
+    # job over every chunk ran a 2g executor out of memory at 200 buildings). 0: the cluster's cores.
+    spark_landing_wave_chunks: int = Field(default=0, ge=0)
     spark_ui_enabled: bool = False
     spark_log_level: str = "WARN"
     # Any further Spark properties, passed through as given (e.g. {"spark.executor.memory": "8g"}).

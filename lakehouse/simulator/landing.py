@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -14,6 +15,10 @@ from lakehouse.bronze import LandingResult, land_readings, land_weather
 from lakehouse.engine import TableEngine, WriteResult
 from lakehouse.schemas import BUILDINGS
 from lakehouse.simulator.portfolio import SimulatedPortfolio
+
+from wattflow.log import get_logger
+
+log = get_logger(__name__)
 
 SOURCE = "simulator"
 
@@ -207,30 +212,49 @@ def _land_simulated_spark(engine, settings, n_buildings: int, members: dict[int,
                         packed = envelope.pack(chunk, {name: rows})
                         yield from packed.to_batches(max_chunksize=batch_rows)
 
-    # One task per core, each simulating its share of the chunks one after another: a task writes one file
-    # per date it holds, so the file count follows the cores, not the number of chunks.
-    tasks = max(1, min(len(members), spark.sparkContext.defaultParallelism))
-    plan = spark.range(0, len(members), 1, tasks).withColumnRenamed("id", "chunk")
-    out = plan.mapInArrow(core, schema=envelope.spark_schema()).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        # One pass over the persisted rows: rows per table and delivery, and the summed landing counts.
-        counts = out.groupBy("table", "delivery", "check").agg(F.count(F.lit(1)).alias("rows"), F.sum("n").alias("n")).collect()
-        rows: dict[tuple[str, int], int] = {}
-        totals: dict[str, int] = {}
-        for r in counts:
-            if r["table"] == "reasons":
-                totals[r["check"]] = totals.get(r["check"], 0) + int(r["n"])
-            else:
-                rows[(r["table"], int(r["delivery"]))] = rows.get((r["table"], int(r["delivery"])), 0) + int(r["rows"])
-        for name, contract in contracts.items():
-            for delivery in sorted(d for (t, d) in rows if t == name):
-                part = out.where((F.col("table") == name) & (F.col("delivery") == delivery)).select(*contract.schema.names)
-                if name.startswith("weather"):
-                    part = part.coalesce(1)  # sites x hours: one writer, one file per date
-                written[contract.qualified_name] = _add_write(written.get(contract.qualified_name),
-                                                              engine.upsert_frame(contract, part, rows=rows[(name, delivery)]))
-    finally:
-        out.unpersist()
+    # Waves of a few chunks, one chunk per task: each wave is one mapInArrow job (kept for its counts and
+    # MERGEs) and one MERGE per table and delivery, so an executor holds one chunk and a wave's memory does
+    # not grow with the portfolio. Each MERGE names the wave's building id range literally: chunks hold
+    # sorted, narrow id ranges, so Delta's file statistics skip every other wave's files and wave k's MERGE
+    # does not read what waves 0..k-1 wrote.
+    wave_size = settings.lakehouse.spark_landing_wave_chunks or spark.sparkContext.defaultParallelism
+    order = sorted(members)
+    totals: dict[str, int] = {}
+    for w in range(0, len(order), max(1, wave_size)):
+        wave_started = time.perf_counter()
+        wave = order[w:w + wave_size]
+        assert wave == list(range(wave[0], wave[-1] + 1)), wave
+        ids = [b for c in wave for b in members[c]]
+        bounds = {"building_id": (min(ids), max(ids))}
+        # Chunk numbers are consecutive: spark.range puts one in each of len(wave) partitions (tasks).
+        plan = spark.range(wave[0], wave[-1] + 1, 1, len(wave)).withColumnRenamed("id", "chunk")
+        out = plan.mapInArrow(core, schema=envelope.spark_schema()).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            # One pass over the persisted rows: rows per table and delivery, and the summed landing counts.
+            # Also each table's dates, which the MERGE names literally (no job of its own to find them).
+            counts = out.groupBy("table", "delivery", "check", "date").agg(F.count(F.lit(1)).alias("rows"),
+                                                                           F.sum("n").alias("n")).collect()
+            rows: dict[tuple[str, int], int] = {}
+            dates: dict[tuple[str, int], set] = {}
+            for r in counts:
+                if r["table"] == "reasons":
+                    totals[r["check"]] = totals.get(r["check"], 0) + int(r["n"])
+                else:
+                    key = (r["table"], int(r["delivery"]))
+                    rows[key] = rows.get(key, 0) + int(r["rows"])
+                    dates.setdefault(key, set()).add(r["date"])
+            for name, contract in contracts.items():
+                for delivery in sorted(d for (t, d) in rows if t == name):
+                    part = out.where((F.col("table") == name) & (F.col("delivery") == delivery)).select(*contract.schema.names)
+                    if name.startswith("weather"):
+                        part = part.coalesce(1)  # sites x hours: one writer, one file per date
+                    result = engine.upsert_frame(contract, part, rows=rows[(name, delivery)], key_bounds=bounds,
+                                                 partition_values={"date": sorted(dates[(name, delivery)])})
+                    written[contract.qualified_name] = _add_write(written.get(contract.qualified_name), result)
+        finally:
+            out.unpersist()
+        log.info("landing.wave", chunks=f"{wave[0]}..{wave[-1]}", buildings=f"{bounds['building_id'][0]}..{bounds['building_id'][1]}",
+                 seconds=round(time.perf_counter() - wave_started, 1))
     return SimulatedLanding(readings_landed=totals.get("landed", 0), readings_quarantined=totals.get("quarantined", 0),
                             reasons={k.removeprefix("reason:"): v for k, v in totals.items() if k.startswith("reason:")},
                             written=written)

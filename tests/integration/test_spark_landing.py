@@ -25,8 +25,10 @@ LANDED = (SENSOR_READINGS, QUARANTINE_READINGS, WEATHER, QUARANTINE_WEATHER, BUI
 
 
 def _settings(home: Path, runner: str) -> Settings:
+    # Waves of one chunk: the cluster lands the 2 chunks in 2 waves, the second MERGEd beside the first's
+    # files (bounded by its building ids), as a large portfolio lands.
     return Settings(home=home, compute=ComputeSettings(runner=runner, chunk_buildings=2),
-                    lakehouse=LakehouseSettings(spark_shuffle_partitions=2))
+                    lakehouse=LakehouseSettings(spark_shuffle_partitions=2, spark_landing_wave_chunks=1))
 
 
 def _content(engine, contract: TableContract) -> pd.DataFrame:
@@ -70,6 +72,17 @@ def test_cluster_landed_bronze_equals_local_landed_bronze_and_a_rerun_writes_not
         assert _hash(a) == _hash(b), contract.qualified_name
     bronze = _content(local_engine, SENSOR_READINGS)
     assert bronze["building_id"].nunique() == 3 and bronze["batch_id"].str.endswith("-d1").any()  # late ones landed
+
+    # The second wave (chunk 1: b03) met none of the first wave's rows in its slice (dates x b03..b03): its
+    # on-time rows went in by one insert-only MERGE that scanned no file and rewrote none of b01..b02's.
+    inserts = [h for h in spark_engine.history(SENSOR_READINGS) if h["operation"] == "MERGE"
+               and ">= b03)" in h["operationParameters"]["predicate"] and h["operationParameters"]["matchedPredicates"] == "[]"]
+    assert len(inserts) == 1, [h["operationParameters"] for h in spark_engine.history(SENSOR_READINGS)]
+    m = inserts[0]["operationMetrics"]
+    assert (m["scanTimeMs"], m["numTargetRowsCopied"], m["numTargetFilesRemoved"], m["numTargetRowsUpdated"]) == (0, 0, 0, 0)
+    b03 = bronze[bronze["building_id"] == "b03"]
+    # Every on-time row it inserted is there (a late re-send may since have replaced one, as a d1 row).
+    assert len(b03) >= m["numTargetRowsInserted"] == m["numSourceRows"] >= b03["batch_id"].str.endswith("-d0").sum() > 0
 
     versions = {c.qualified_name: cluster_engine.version(c) for c in LANDED}
     t1 = time.perf_counter()

@@ -13,7 +13,10 @@ without (the time-of-week-and-temperature baseline).
 Nothing is planted in real data, but real buildings do change (term ends, holidays, works), so an alarm
 here is not always false: the figures bound the false-alarm rate from above.
 
-    python bench/monitor_real.py [--start 2018-01-08] [--group 5] [--json PATH]
+    python bench/monitor_real.py [--start 2018-01-08] [--group 5] [--forecaster towt|yardstick] [--json PATH]
+
+(`--forecaster yardstick` was written in session 7 but its first run, 10 buildings on a machine at load 10-14, was
+still preparing a year of history per building when its 20-minute limit ended: unmeasured so far.)
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Monitoring benchmark: one pass over a 20-building portfolio (drift + accuracy + anomalies).
 
-A synthetic portfolio (`monitoring.synthetic`: gold-feature rows, one building retrofitted, one with
-after-hours waste) and a weather-aware forecaster's served day-ahead forecasts are written to Delta
-first, untimed. Then, in this process: importing Evidently (a one-time cost of every worker), a warm-up
+A simulated portfolio (`monitoring.synthetic`, a view of `lakehouse.simulator`: gold-feature rows, the first
+building retrofitted, after-hours waste planted by the simulator's fault injection) and the CalTRACK-hourly
+stand-in forecaster's served day-ahead forecasts are written to Delta first, untimed. Then, in this process: importing Evidently (a one-time cost of every worker), a warm-up
 pass, and `--repeats` timed passes of `monitoring.monitor.run_monitoring` (read 35 days of features and
 forecasts chunk by chunk on the runner, seasonality-matched input drift, per-building residual drift, ASHRAE accuracy, three
 Evidently reports as HTML + JSON, an MLflow run with the reports, the decision, anomalies with cost and
@@ -47,33 +47,27 @@ def main() -> None:
 
     from lakehouse.engine import get_engine
     from lakehouse.schemas import FEATURES, FORECASTS
-    from monitoring.synthetic import (
-        AfterHoursWaste, LinearForecaster, Retrofit, portfolio_features, served_forecasts, to_contract_table,
-    )
+    from lakehouse.simulator import FaultConfig, retrofit
+    from monitoring.synthetic import TowtForecaster, portfolio_world, served_forecasts, to_contract_table
 
     start = pd.Timestamp("2025-01-06", tz="UTC")
     days = 56
-    ids = tuple(f"b{i:02d}" for i in range(args.buildings))
-    features = portfolio_features(
-        ids, str(start.date()), days, seed=42, temperature_start_c=0.0, temperature_end_c=10.0,
-        retrofits=(Retrofit(ids[1], start + pd.Timedelta(days=42)),),
-        waste=(AfterHoursWaste(ids[2], start + pd.Timedelta(days=50, hours=23), 5, 40.0),),
+    ids = tuple(f"b{i:02d}" for i in range(1, args.buildings + 1))
+    features, world = portfolio_world(
+        ids, str(start.date()), days, seed=42, drift=(retrofit(ids[0], start + pd.Timedelta(days=42)),),
+        faults=FaultConfig.only("after_hours_waste"),
     )
-    model = LinearForecaster.fit(features, None, start + pd.Timedelta(days=14))
-    forecasts = served_forecasts(features, model, start=start + pd.Timedelta(days=14), end=start + pd.Timedelta(days=days),
-                                 model_name=settings.model.model_name, model_version="1")
+    model = TowtForecaster.fit(features, None, start + pd.Timedelta(days=21))
+    forecasts = served_forecasts(features, model, start=start + pd.Timedelta(days=21), end=start + pd.Timedelta(days=days),
+                                 model_name=settings.model.model_name, model_version="1", timezones=world.timezones)
     engine = get_engine(settings)
     engine.upsert(FEATURES, to_contract_table(features, FEATURES))
     engine.upsert(FORECASTS, to_contract_table(forecasts, FORECASTS))
 
-    class Meta:
-        def __init__(self, building_id: str) -> None:
-            self.building_id, self.tariff_per_kwh, self.currency = building_id, 0.25, "EUR"
-            self.grid_emission_factor_kg_per_kwh, self.timezone = 0.35, "UTC"
-
     import monitoring.anomaly_store as store
 
-    store.building_metadata = lambda engine, settings: {b: Meta(b) for b in ids}  # no registry file in a temp home
+    # no registry file in a temp home: the simulator's own registry (tariffs, grid factors, timezones)
+    store.building_metadata = lambda engine, settings: {b: world.registry.get(b) for b in ids}
 
     t = time.perf_counter()
     import evidently  # noqa: F401

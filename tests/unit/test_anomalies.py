@@ -9,7 +9,7 @@ import pytest
 
 from monitoring.anomalies import AnomalyInputError, detect_anomalies, stuck_runs
 from monitoring.savings_advice import building_savings, price_anomalies
-from monitoring.synthetic import portfolio_features
+from ml.synthetic import synthetic_gold_features
 from wattflow.settings import AnomalySettings
 
 
@@ -55,14 +55,32 @@ def test_injected_after_hours_waste_is_found_with_building_span_and_excess():
     assert set(after_hours["severity"]) <= {"medium", "high"}
 
 
+OFFICE_START = "2025-01-06"  # winter: the four baseline weeks have seen the weather of the two weeks judged
+
+
 def _office(weeks: int = 6, seed: int = 1) -> pd.DataFrame:
-    return portfolio_features(("b1",), "2025-03-03", weeks * 7, seed=seed, temperature_start_c=8, temperature_end_c=9)
+    """The simulator's Berlin office (b01) curated to gold: hour and day columns on its local clock."""
+    return synthetic_gold_features(("b01",), OFFICE_START, weeks * 7, seed=seed)
+
+
+OVER = ("after_hours_load", "weekend_spike", "high_consumption", "stuck_meter")
+
+
+def test_a_clean_office_raises_no_waste_alarm():
+    frame = _office()
+    since = (pd.Timestamp(OFFICE_START) + pd.Timedelta(weeks=4)).tz_localize("Europe/Berlin").tz_convert("UTC")  # its midnight
+    anomalies, hours = detect_anomalies(frame[frame["ts"] >= since], frame[frame["ts"] < since], AnomalySettings())
+    assert len(hours) == 14 * 24 and (hours["expected_source"] == "time_of_week_temperature").all()
+    # nothing that would send anyone to look for waste or a broken meter
+    assert not anomalies["kind"].isin(OVER).any(), anomalies
+    # what is left is the baseline's residual tail: single hours a little under the expectation
+    assert len(anomalies) <= 2 and (anomalies["hours"] == 1).all() and (anomalies["excess_ratio"] > -0.25).all()
 
 
 def test_weekend_spike_stuck_meter_and_forecast_band():
     frame = _office()
-    since = pd.Timestamp("2025-03-03", tz="UTC") + pd.Timedelta(weeks=4)
-    # a Saturday afternoon with the building running as on a weekday
+    since = pd.Timestamp(OFFICE_START, tz="UTC") + pd.Timedelta(weeks=4)
+    # a Saturday afternoon (local 11:00-15:00) with the building running as on a weekday
     saturday = since + pd.Timedelta(days=5, hours=10)
     spike = (frame["ts"] >= saturday) & (frame["ts"] < saturday + pd.Timedelta(hours=4))
     frame.loc[spike, "energy_kwh"] += 60.0

@@ -18,9 +18,10 @@ from monitoring.drift import (
     matched_reference,
     served_pairs,
 )
-from monitoring.synthetic import LinearForecaster, portfolio_features, served_forecasts
+from monitoring.synthetic import TowtForecaster, portfolio_features, served_forecasts
 
 START = pd.Timestamp("2025-01-06", tz="UTC")
+AUTUMN = pd.Timestamp("2025-10-06", tz="UTC")  # the simulated climate cools: the last week is about 5 °C colder than the four before
 
 
 def _frame(building, how, temperature, energy):
@@ -38,10 +39,11 @@ def test_matched_reference_draws_from_the_same_building_hour_of_week_and_tempera
 
 
 def test_a_season_change_is_not_input_drift_but_a_change_of_behaviour_is():
-    features = portfolio_features(("b1", "b2", "b3"), str(START.date()), 35, seed=4, temperature_start_c=2.0, temperature_end_c=12.0)
-    reference, current = features[features["ts"] < START + pd.Timedelta(days=28)], features[features["ts"] >= START + pd.Timedelta(days=28)]
+    features = portfolio_features(("b01", "b02", "b03"), str(AUTUMN.date()), 35, seed=4)
+    reference, current = features[features["ts"] < AUTUMN + pd.Timedelta(days=28)], features[features["ts"] >= AUTUMN + pd.Timedelta(days=28)]
     kwargs = dict(temperature_bin_c=4.0, draws=3, min_coverage=0.3, method="wasserstein", threshold=0.1, drift_share_threshold=0.5,
                   columns=("energy_rel", "occupancy_rel"))
+    assert reference["temperature"].mean() - current["temperature"].mean() > 3
     calm, _ = judge_input_drift(reference, current, **kwargs)
     assert calm.drift_share is not None and not calm.drift_detected and calm.columns["energy_rel"].score < 0.1
     # the raw comparison, unmatched, sees the season in the energy
@@ -54,19 +56,21 @@ def test_a_season_change_is_not_input_drift_but_a_change_of_behaviour_is():
 
 
 def test_residual_drift_is_per_building_and_needs_a_reference():
-    features = portfolio_features(("b1", "b2"), str(START.date()), 42, seed=5)
-    model = LinearForecaster.fit(features, None, START + pd.Timedelta(days=14))
-    forecasts = served_forecasts(features, model, start=START + pd.Timedelta(days=14), end=START + pd.Timedelta(days=42))
+    # three weeks of January to learn from (two leave the Berlin office's weather response too uncertain), then
+    # three weeks of served forecasts as the reference and the last week, where b02 uses 15% less, as current
+    features = portfolio_features(("b01", "b02"), str(START.date()), 49, seed=5)
+    model = TowtForecaster.fit(features, None, START + pd.Timedelta(days=21))
+    forecasts = served_forecasts(features, model, start=START + pd.Timedelta(days=21), end=START + pd.Timedelta(days=49))
     actual = features.copy()
-    late = actual["ts"] >= START + pd.Timedelta(days=35)
-    actual.loc[late & (actual["building_id"] == "b2"), "energy_kwh"] *= 0.85
+    late = actual["ts"] >= START + pd.Timedelta(days=42)
+    actual.loc[late & (actual["building_id"] == "b02"), "energy_kwh"] *= 0.85
     pairs = served_pairs(forecasts, actual)
-    reference, current = pairs[(pairs["ts"] < START + pd.Timedelta(days=35))], pairs[pairs["ts"] >= START + pd.Timedelta(days=35)]
+    reference, current = pairs[(pairs["ts"] < START + pd.Timedelta(days=42))], pairs[pairs["ts"] >= START + pd.Timedelta(days=42)]
     judgement, ref_wide, cur_wide = judge_residual_drift(reference, current, method="wasserstein", threshold=0.5,
                                                          min_reference_hours=72, min_buildings=1)
-    assert judgement.drifted_columns == ["b2"] and judgement.drift_share == 0.5 and judgement.drift_detected
-    assert judgement.extra["current_mean_residual_rel"]["b2"] < -0.1
-    assert list(ref_wide.columns) == ["b1", "b2"] and len(cur_wide) == 7 * 24
+    assert judgement.drifted_columns == ["b02"] and judgement.drift_share == 0.5 and judgement.drift_detected
+    assert judgement.extra["current_mean_residual_rel"]["b02"] < -0.1
+    assert list(ref_wide.columns) == ["b01", "b02"] and len(cur_wide) == 7 * 24
     none, _, _ = judge_residual_drift(reference.iloc[0:0], current, method="wasserstein", threshold=0.5,
                                       min_reference_hours=72, min_buildings=1)
     assert none.drift_share is None and not none.drift_detected and "no building" in none.note
@@ -97,7 +101,7 @@ def test_our_scores_are_evidentlys_and_reports_are_saved(tmp_path):
     theirs = get_stattest(reference, current, ColumnType.Numerical, "wasserstein")(reference, current, ColumnType.Numerical, 0.1)
     assert ours.score == pytest.approx(theirs.drift_score) and ours.drifted == theirs.drifted
 
-    features = portfolio_features(("b1", "b2"), str(START.date()), 35, seed=6)
+    features = portfolio_features(("b01", "b02"), str(START.date()), 35, seed=6)
     judgement, sample = judge_input_drift(
         features[features["ts"] < START + pd.Timedelta(days=28)], features[features["ts"] >= START + pd.Timedelta(days=28)],
         temperature_bin_c=4.0, draws=3, min_coverage=0.3, method="wasserstein", threshold=0.1, drift_share_threshold=0.5,

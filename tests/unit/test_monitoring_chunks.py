@@ -12,27 +12,29 @@ import pytest
 
 from monitoring.assessment import MonitorJob, merge_assessment, monitor_chunk
 from monitoring.check import assess
-from monitoring.synthetic import LinearForecaster, Retrofit, portfolio_features, served_forecasts
+from lakehouse.simulator import retrofit
+from monitoring.synthetic import TowtForecaster, portfolio_features, served_forecasts
 from wattflow.settings import MonitorSettings
 
-BUILDINGS = ("b0", "b1", "b2", "b3", "b4")
+BUILDINGS = ("b01", "b02", "b03", "b04", "b05")  # the simulator's: Berlin office, London shop, New York school, ...
 START = pd.Timestamp("2025-01-06", tz="UTC")
 AS_OF = START + pd.Timedelta(days=49)
+SERVED = START + pd.Timedelta(days=21)  # first served hour: the champion was trained before it
 MODEL = "building_energy_lstm"
 
 
 @pytest.fixture(scope="module")
 def world():
-    features = portfolio_features(BUILDINGS, str(START.date()), 50, seed=11, temperature_start_c=1.0, temperature_end_c=9.0,
-                                  retrofits=(Retrofit("b3", START + pd.Timedelta(days=44), 0.3),))
-    model = LinearForecaster.fit(features, None, START + pd.Timedelta(days=14))
-    forecasts = served_forecasts(features, model, start=START + pd.Timedelta(days=14), end=START + pd.Timedelta(days=50),
+    # the New York school's HVAC cut by 30% on day 44; the forecaster learned three weeks of January
+    features = portfolio_features(BUILDINGS, str(START.date()), 50, seed=11, drift=(retrofit("b03", START + pd.Timedelta(days=44), 0.3),))
+    model = TowtForecaster.fit(features, None, SERVED)
+    forecasts = served_forecasts(features, model, start=SERVED, end=START + pd.Timedelta(days=50),
                                  model_name=MODEL, model_version="2")
     return features, forecasts
 
 
 def chunked(features, forecasts, chunks, policy, quota=None):
-    job = MonitorJob.at(AS_OF, policy, model_name=MODEL, model_version="2", data_since=START + pd.Timedelta(days=14),
+    job = MonitorJob.at(AS_OF, policy, model_name=MODEL, model_version="2", data_since=SERVED,
                         quota=quota)
     parts = [monitor_chunk(features[features["building_id"].isin(c)], forecasts[forecasts["building_id"].isin(c)], policy, job)
              for c in chunks]
@@ -57,17 +59,17 @@ def test_chunks_and_shuffled_rows_give_the_whole_window_check(world):
     features, forecasts = world
     policy = MonitorSettings()
     whole = assess(features, forecasts, as_of=AS_OF, model_name=MODEL, model_version="2", policy=policy,
-                   data_since=START + pd.Timedelta(days=14))
+                   data_since=SERVED)
     check = whole.check
-    # the world is judged: b3's retrofit moved its residuals, the others held; accuracy over 7 days x 5 buildings
-    assert check.drifted_buildings == ("b3",) and check.residual_drift_share == pytest.approx(0.2)
+    # the world is judged: b03's retrofit moved its residuals, the others held; accuracy over 7 days x 5 buildings
+    assert check.drifted_buildings == ("b03",) and check.residual_drift_share == pytest.approx(0.2)
     assert check.accuracy.n_hours == 5 * 7 * 24 and set(check.building_accuracy) == set(BUILDINGS)
-    assert check.input_coverage is not None and check.input_coverage > 0.5 and check.new_data_hours == 35 * 24
+    assert check.input_coverage is not None and check.input_coverage > 0.5 and check.new_data_hours == 28 * 24
     assert len(whole.matched.current) == round(check.input_coverage * 5 * 7 * 24)
     assert len(whole.matched.reference) == policy.matched_draws * len(whole.matched.current)
 
     shuffled = features.sample(frac=1.0, random_state=1)
-    for chunks in ((BUILDINGS,), (("b0", "b1"), ("b2", "b3"), ("b4",)), tuple((b,) for b in BUILDINGS)):
+    for chunks in ((BUILDINGS,), (("b01", "b02"), ("b03", "b04"), ("b05",)), tuple((b,) for b in BUILDINGS)):
         assert_same(chunked(shuffled, forecasts.sample(frac=1.0, random_state=2), chunks, policy), whole)
 
 
@@ -75,9 +77,9 @@ def test_the_per_building_quota_bounds_the_samples_the_same_way_on_every_chunkin
     features, forecasts = world
     policy = MonitorSettings()
     whole = assess(features, forecasts, as_of=AS_OF, model_name=MODEL, model_version="2", policy=policy,
-                   data_since=START + pd.Timedelta(days=14), quota=30)
+                   data_since=SERVED, quota=30)
     full = assess(features, forecasts, as_of=AS_OF, model_name=MODEL, model_version="2", policy=policy,
-                  data_since=START + pd.Timedelta(days=14))
+                  data_since=SERVED)
     per_building = whole.matched.current.groupby("building_id").size()
     assert (per_building <= 30).all() and len(per_building) == 5
     assert len(whole.matched.reference) == policy.matched_draws * len(whole.matched.current)
@@ -87,7 +89,7 @@ def test_the_per_building_quota_bounds_the_samples_the_same_way_on_every_chunkin
     assert whole.check.residual_drift_share == full.check.residual_drift_share
     assert whole.check.accuracy == full.check.accuracy and whole.check.building_accuracy == full.check.building_accuracy
     assert whole.check.input_coverage == full.check.input_coverage
-    assert_same(chunked(features, forecasts, (("b0", "b1", "b2"), ("b3", "b4")), policy, quota=30), whole)
+    assert_same(chunked(features, forecasts, (("b01", "b02", "b03"), ("b04", "b05")), policy, quota=30), whole)
     assert np.isfinite(whole.input_drift.columns["energy_rel"].score)
 
 

@@ -129,16 +129,6 @@ def test_eight_weeks_of_spring_are_judged_every_day(spring_checks):
     assert last["temperature"].mean() - first["temperature"].mean() > 5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "finding (issue 18, one world): on the simulator, the seasonality-matched input-drift test flags spring on most "
-    "days (31 of 40, drift share 0.5-0.75) and residual drift persists on the stand-in forecaster; the defaults are "
-    "not tuned to the simulator, and on real meters they alarm too (bench/monitor_real.py), so the fix is a decision "
-    "on evidence, not here. Strict: when this passes, the xfail must go."))
-def test_eight_weeks_of_spring_are_no_input_drift_for_the_seasonality_matched_test(spring_checks):
-    _, _, checks = spring_checks
-    assert not any(c.input_drift for c in checks), [(c.as_of.date(), c.input_drift_share) for c in checks if c.input_drift]
-
-
 def _check(as_of: str, *, cv=0.1, nmbe=0.0, residual=False, version="1", hours=168, new_hours=500, buildings=None) -> Check:
     return Check(
         as_of=datetime.fromisoformat(as_of).replace(tzinfo=timezone.utc), model_name=MODEL, model_version=version,

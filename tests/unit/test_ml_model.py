@@ -240,10 +240,14 @@ def test_serving_export_writes_no_variable_and_serves_the_same_outputs(tmp_path:
     keras_out = forecaster.serving_model({INPUT_HISTORY: history, INPUT_FUTURE: future}, training=False)
     served = {name: tf.saved_model.load(str(path)).signatures for name, path in exports.items()}
     for signature in ("serving_default", "serve"):
-        outs = {name: signatures[signature](history=history, future=future) for name, signatures in served.items()}
+        # Both signatures wrap the one traced `serve` function: the old XLA export (a compile per signature, the
+        # slow part of this test) is compared on serving_default only.
+        outs = {name: signatures[signature](history=history, future=future) for name, signatures in served.items()
+                if name != "old_xla" or signature == "serving_default"}
         for quantile in ("p10", "p50", "p90"):
             np.testing.assert_array_equal(outs["new"][quantile].numpy(), outs["old"][quantile].numpy())
-            np.testing.assert_array_equal(outs["new_xla"][quantile].numpy(), outs["old_xla"][quantile].numpy())
+            if "old_xla" in outs:
+                np.testing.assert_array_equal(outs["new_xla"][quantile].numpy(), outs["old_xla"][quantile].numpy())
             # Graph and eager Keras round differently (~2e-6 relative here); XLA fuses and reorders more.
             np.testing.assert_allclose(outs["new"][quantile].numpy(), keras_out[quantile].numpy(), rtol=1e-5, atol=1e-4)
             np.testing.assert_allclose(outs["new_xla"][quantile].numpy(), outs["new"][quantile].numpy(), rtol=1e-4, atol=2e-3)

@@ -26,8 +26,7 @@ What is compared with what:
   in-process XLA call at batch 1 was ~0.4 ms slower (1.21 ms in the bench, 0.74-0.80 alone); the bench still
   measures it so ("inprocess_xla right after a gRPC call"), to show the difference in the same run.
 - "grpc_xla_no_inline" (skip with --no-ab) is the A/B for the unbatched server's inline call: a second XLA
-  server, same code, whose model calls always go to its executor thread (serving.server.core.ServingCore
-  .INLINE_CALL_MAX_S). Batch-1 latencies only; "grpc_xla" is the server as shipped.
+  server, same code, whose model calls always go to its executor thread (serving.inline_call_max_ms = -1). Batch-1 latencies only; "grpc_xla" is the server as shipped.
 - The 32 clients are coroutines on one grpc.aio channel in this process, each sending its next batch-1 Predict
   when its last one returns; one asyncio process is the cheapest Python client per request (thread or future
   clients cost more CPU on the same 2 cores). Throughput phases alternate with in-process batch-32 phases, and
@@ -129,8 +128,8 @@ def inprocess_throughput(call, batch: int, seconds: float) -> tuple[int, float]:
 
 
 # The A/B variant of the server: unbatched model calls always go to the executor thread (no inline call in the
-# event loop when idle, serving.server.core.ServingCore.INLINE_CALL_MAX_S), everything else the same code.
-NO_INLINE_SERVER = ("import sys; from serving.server import core; core.ServingCore.INLINE_CALL_MAX_S = -1.0; "
+# event loop when idle: serving.inline_call_max_ms = -1), everything else the same code.
+NO_INLINE_SERVER = ("import os, sys; os.environ['WATTFLOW_SERVING__INLINE_CALL_MAX_MS'] = '-1'; "
                     "from serving.server.main import main; main(sys.argv[1:])")
 
 

@@ -25,6 +25,8 @@ Two models share the layers:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,7 +437,8 @@ def export_saved_model(model: Forecaster | keras.Model, path: str | Path, spec: 
     names = spec.output_names
 
     def serve(history, future):
-        outputs = keras_model({INPUT_HISTORY: history, INPUT_FUTURE: future}, training=False)
+        with _inference_only(keras_model):
+            outputs = keras_model({INPUT_HISTORY: history, INPUT_FUTURE: future}, training=False)
         return {name: tf.identity(outputs[name], name=name) for name in names}
 
     archive = keras.export.ExportArchive()
@@ -445,6 +448,33 @@ def export_saved_model(model: Forecaster | keras.Model, path: str | Path, spec: 
     archive.write_out(str(path), verbose=False)
     check_signature(path, spec)
     return path
+
+
+@contextmanager
+def _inference_only(model: keras.Model) -> Iterator[None]:
+    """While the serving function is traced, the recurrent layers' dropout rates read 0.
+
+    Keras 3's RNN.call builds the dropout masks before its loop whatever `training` is (to keep the loop
+    stateless for JAX), and a mask draws from the layer's seed generator, whose state variable is read and
+    written back. In a trace with training=False the mask is never used, but the write stays in the graph
+    (automatic control dependencies run every stateful op): each serving call then ran a random draw and an
+    AssignVariableOp, the exported model could not be frozen, and an XLA-compiled call had to write a
+    resource variable back. With the rates at 0 while tracing no mask is built: the same outputs (dropout is
+    the identity at inference) and a call graph that only reads variables. The rates are put back after.
+    """
+    cells = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.RNN):
+            cell = layer.cell
+            cells.extend(getattr(cell, "cells", None) or [cell])
+    saved = [(cell, cell.dropout, cell.recurrent_dropout) for cell in cells if hasattr(cell, "recurrent_dropout")]
+    try:
+        for cell, _, _ in saved:
+            cell.dropout = cell.recurrent_dropout = 0.0
+        yield
+    finally:
+        for cell, dropout, recurrent_dropout in saved:
+            cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
 
 
 def add_window_spec_signature(archive: Any, spec: WindowSpec) -> None:

@@ -35,7 +35,9 @@ from serving.server.tensors import declared, encode_predict_response, ndarray_to
 
 class ServingCore:
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, batcher: BatchScheduler | None,
-                 *, warmup_iterations: int = 1, max_tensor_bytes: int | None = None) -> None:
+                 *, warmup_iterations: int = 1, max_tensor_bytes: int | None = None,
+                 inline_call_max_s: float | None = None, inline_idle_gap_s: float | None = None,
+                 inline_busy_hold_s: float | None = None) -> None:
         self.manager = manager
         self.metrics = metrics
         self.batcher = batcher
@@ -46,6 +48,16 @@ class ServingCore:
         self.executor = None
         # Unbatched gRPC model calls under way (counted in the event loop): 1 means the loop has no other call.
         self._in_flight = 0
+        # When the last unbatched call ended (perf_counter seconds): a call arriving right after it had queued.
+        self._last_ended = 0.0
+        # Until when (perf_counter seconds) calls keep the executor because one found another in flight.
+        self._busy_until = 0.0
+        if inline_call_max_s is not None:
+            self.INLINE_CALL_MAX_S = inline_call_max_s
+        if inline_idle_gap_s is not None:
+            self.INLINE_IDLE_GAP_S = inline_idle_gap_s
+        if inline_busy_hold_s is not None:
+            self.INLINE_BUSY_HOLD_S = inline_busy_hold_s
 
     # ---- model spec --------------------------------------------------------------------------------
     def resolve(self, model_spec) -> Servable:
@@ -99,12 +111,20 @@ class ServingCore:
         )
         return encode_predict_response(request.model_spec.name, servable.version, signature.name, outputs, wanted)
 
-    # A model call that took at most this long last time at its batch size runs in the event loop itself when no
-    # other Predict is in flight: handing it to an executor thread and the answer back costs two thread wake-ups,
-    # each a wait for a core on a loaded machine and a cold, idle core on a quiet one, which at batch 1 with XLA
-    # (~0.5 ms) is a large share of the call. Longer calls, and any call while others are in flight, keep the
-    # executor so the loop goes on reading and answering other requests.
-    INLINE_CALL_MAX_S = 0.002
+    # An unbatched model call runs in the event loop itself, not on an executor thread, when the server was idle
+    # when it arrived: no other Predict in flight, and the last one ended at least INLINE_IDLE_GAP_S before (a
+    # client's next request cannot come back sooner than a gRPC round trip, ~0.5 ms here; requests that queued
+    # behind a busy server start within tens of microseconds of the previous call's end). Handing the call to a
+    # thread and the answer back costs two thread wake-ups, 0.12-0.2 ms per call at batch 1 measured with and
+    # without XLA. While the call runs the loop reads nothing, so a request that arrives meanwhile waits for it:
+    # INLINE_CALL_MAX_S caps that wait (a call that took longer last time at its batch size goes to the executor),
+    # and a busy server keeps the executor, so the loop goes on reading and answering: calls back to back, or any
+    # call that found another in flight within the last INLINE_BUSY_HOLD_S (a burst of clients is seen as soon as
+    # one call overlaps another, and a steady stream of them keeps overlapping on the executor). From the settings
+    # serving.inline_call_max_ms, serving.inline_idle_gap_ms, serving.inline_busy_hold_ms.
+    INLINE_CALL_MAX_S = 0.01
+    INLINE_IDLE_GAP_S = 0.0002
+    INLINE_BUSY_HOLD_S = 0.1
 
     async def _call_unbatched(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = _batch_size(inputs)
@@ -112,17 +132,22 @@ class ServingCore:
         self._in_flight += 1
         try:
             started = time.perf_counter()
-            if self._in_flight == 1 and last is not None and last <= self.INLINE_CALL_MAX_S:
+            if self._in_flight > 1:
+                self._busy_until = started + self.INLINE_BUSY_HOLD_S
+            if (self._in_flight == 1 and last is not None and last <= self.INLINE_CALL_MAX_S
+                    and started - self._last_ended >= self.INLINE_IDLE_GAP_S and started >= self._busy_until):
                 outputs = signature(inputs)
             else:
                 import asyncio
 
                 outputs = await asyncio.get_running_loop().run_in_executor(self.executor, signature, inputs)
+            ended = time.perf_counter()
             if len(signature.call_seconds) >= self._MAX_LAYOUTS:  # bounded, like the layouts
                 signature.call_seconds.clear()
-            signature.call_seconds[batch] = time.perf_counter() - started
+            signature.call_seconds[batch] = ended - started
         finally:
             self._in_flight -= 1
+            self._last_ended = time.perf_counter()
         return outputs
 
     # Requests of one client look alike: the same input names, dtypes and shapes. Once a request with that layout

@@ -49,9 +49,15 @@ class ModelServer:
             )
         self.manager = ModelManager(allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
                                     xla_enabled=options.xla_cpu_compilation_enabled)
+        from wattflow.settings import get_settings
+
+        serving_settings = get_settings().serving
         self.core = ServingCore(self.manager, self.metrics, batcher,
                                 warmup_iterations=options.num_request_iterations_for_warmup,
-                                max_tensor_bytes=options.max_request_bytes)
+                                max_tensor_bytes=options.max_request_bytes,
+                                inline_call_max_s=serving_settings.inline_call_max_ms / 1000,
+                                inline_idle_gap_s=serving_settings.inline_idle_gap_ms / 1000,
+                                inline_busy_hold_s=serving_settings.inline_busy_hold_ms / 1000)
         if options.enable_model_warmup:
             self.manager.warmup = self.core.warmup
         self.manager.load_listeners.append(self._record_load)

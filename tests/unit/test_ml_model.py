@@ -194,3 +194,60 @@ def test_served_band_is_calibrated_on_validation_windows(frame: pd.DataFrame, tr
     below = (validation.target < out["p10"])[valid].mean()
     above = (validation.target > out["p90"])[valid].mean()
     assert below == pytest.approx(0.1, abs=0.02) and above == pytest.approx(0.1, abs=0.02)
+
+
+def test_serving_export_writes_no_variable_and_serves_the_same_outputs(tmp_path: Path, frame: pd.DataFrame, monkeypatch) -> None:
+    """Keras builds the LSTM's dropout mask even at inference: traced as is, every serving call drew random
+    numbers and wrote the seed generator's variable. The export traces without it; every signature of the
+    export, plain and XLA-compiled, gives exactly what the export with the write gives."""
+    import contextlib
+
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    import ml.model
+    from ml.model import build_forecaster
+    from ml.windows import make_windows
+    from serving.xla import write_xla_saved_model
+
+    spec = WindowSpec(lookback_h=48, horizon_h=24)
+    windows = make_windows(frame.iloc[: 24 * 21], spec)
+    forecaster = build_forecaster(spec, ModelParams(units=8, layers=2, dropout=0.2), windows)
+    lstms = [layer for layer in forecaster.serving_model.layers if isinstance(layer, ml.model.keras.layers.LSTM)]
+    dropouts = [layer.cell.dropout for layer in lstms]
+    assert dropouts == [0.2, 0.2, 0.0]  # two encoder layers with dropout, the decoder without
+
+    def variable_writes(path: Path) -> int:
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        return sum(node.op.startswith("Assign") and "Variable" in node.op
+                   for function in proto.meta_graphs[0].graph_def.library.function
+                   if not function.signature.name.startswith("__inference__traced_")  # the checkpoint save/restore
+                   for node in function.node_def)
+
+    new = export_saved_model(forecaster, tmp_path / "new" / "1")
+    with monkeypatch.context() as patch:
+        patch.setattr(ml.model, "_inference_only", lambda model: contextlib.nullcontext())
+        old = export_saved_model(forecaster, tmp_path / "old" / "1")
+    assert variable_writes(old) == 2 and variable_writes(new) == 0  # one per encoder layer with dropout before
+    # Dropout rates are back after the export.
+    assert [layer.cell.dropout for layer in lstms] == dropouts
+    exports = {"new": new, "old": old, "new_xla": write_xla_saved_model(new, tmp_path / "new_xla" / "1"),
+               "old_xla": write_xla_saved_model(old, tmp_path / "old_xla" / "1")}
+    assert variable_writes(exports["new_xla"]) == 0
+    sample = windows.take(slice(0, 3))
+    history, future = tf.constant(sample.history), tf.constant(sample.future)
+    keras_out = forecaster.serving_model({INPUT_HISTORY: history, INPUT_FUTURE: future}, training=False)
+    served = {name: tf.saved_model.load(str(path)).signatures for name, path in exports.items()}
+    for signature in ("serving_default", "serve"):
+        # Both signatures wrap the one traced `serve` function: the old XLA export (a compile per signature, the
+        # slow part of this test) is compared on serving_default only.
+        outs = {name: signatures[signature](history=history, future=future) for name, signatures in served.items()
+                if name != "old_xla" or signature == "serving_default"}
+        for quantile in ("p10", "p50", "p90"):
+            np.testing.assert_array_equal(outs["new"][quantile].numpy(), outs["old"][quantile].numpy())
+            if "old_xla" in outs:
+                np.testing.assert_array_equal(outs["new_xla"][quantile].numpy(), outs["old_xla"][quantile].numpy())
+            # Graph and eager Keras round differently (~2e-6 relative here); XLA fuses and reorders more.
+            np.testing.assert_allclose(outs["new"][quantile].numpy(), keras_out[quantile].numpy(), rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(outs["new_xla"][quantile].numpy(), outs["new"][quantile].numpy(), rtol=1e-4, atol=2e-3)

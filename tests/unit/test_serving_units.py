@@ -357,8 +357,9 @@ def test_signature_calls_the_graph_with_each_input_in_its_place(tmp_path, build)
                                rtol=1e-5)
 
 
-def test_an_unbatched_call_runs_in_the_event_loop_only_when_it_was_short_and_nothing_else_is_in_flight(tmp_path):
+def test_an_unbatched_call_runs_in_the_event_loop_only_when_the_server_was_idle(tmp_path):
     import asyncio
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from serving.server.core import ServingCore
@@ -375,9 +376,9 @@ def test_an_unbatched_call_runs_in_the_event_loop_only_when_it_was_short_and_not
 
     _tf2_saved_model(tmp_path / "1")
     signature = Servable.load("m", 1, tmp_path / "1").signature("")
-    core = ServingCore(None, None, None)
+    # This machine's timing out of the test: every call here is "short"; idle means 50 ms since the last call.
+    core = ServingCore(None, None, None, inline_call_max_s=1.0, inline_idle_gap_s=0.05, inline_busy_hold_s=0.3)
     core.executor = CountingExecutor()
-    core.INLINE_CALL_MAX_S = 1.0  # this machine's timing out of the test: every call here is "short"
     rng = np.random.default_rng(1)
 
     def inputs(batch: int) -> dict:
@@ -387,25 +388,41 @@ def test_an_unbatched_call_runs_in_the_event_loop_only_when_it_was_short_and_not
     def expected(batch_inputs: dict) -> np.ndarray:
         return batch_inputs["zeta"] @ np.asarray([1.0, 2.0, 3.0], np.float32) - 10 * batch_inputs["alpha"][:, 0]
 
+    async def call(batch_inputs: dict) -> None:
+        out = await core._call_unbatched(signature, batch_inputs)
+        np.testing.assert_allclose(out["out"], expected(batch_inputs), rtol=1e-5)
+
     async def scenario() -> list[int]:
         submitted = []
-        for batch_inputs in (inputs(4), inputs(4)):  # unknown batch size: executor; then known and short: inline
-            out = await core._call_unbatched(signature, batch_inputs)
-            np.testing.assert_allclose(out["out"], expected(batch_inputs), rtol=1e-5)
-            submitted.append(core.executor.submitted)
-        # A call at batch 4 while one at an unknown size waits on the executor: both on the executor.
-        new, known = inputs(7), inputs(4)
-        outs = await asyncio.gather(core._call_unbatched(signature, new), core._call_unbatched(signature, known))
-        np.testing.assert_allclose(outs[1]["out"], expected(known), rtol=1e-5)
+        await call(inputs(4))  # unknown batch size: executor
         submitted.append(core.executor.submitted)
-        signature.call_seconds[4] = 5.0  # last took longer than INLINE_CALL_MAX_S: executor again
-        await core._call_unbatched(signature, inputs(4))
+        await call(inputs(4))  # known and short, but right after the last call (it had queued): executor
+        submitted.append(core.executor.submitted)
+        await asyncio.sleep(0.06)
+        await call(inputs(4))  # idle for longer than the gap: in the loop
+        submitted.append(core.executor.submitted)
+        # A call at batch 4 while one at an unknown size waits on the executor: both on the executor ...
+        new, known = inputs(7), inputs(4)
+        await asyncio.gather(call(new), call(known))
+        submitted.append(core.executor.submitted)
+        # ... and the overlap keeps calls on the executor for the hold, even after an idle gap.
+        await asyncio.sleep(0.06)
+        await call(inputs(4))
+        submitted.append(core.executor.submitted)
+        await asyncio.sleep(0.3)  # the hold is over: idle again, in the loop
+        await call(inputs(4))
+        submitted.append(core.executor.submitted)
+        signature.call_seconds[4] = 5.0  # last took longer than the cap: executor again
+        await asyncio.sleep(0.06)
+        await call(inputs(4))
         submitted.append(core.executor.submitted)
         return submitted
 
     try:
-        assert asyncio.run(scenario()) == [1, 1, 3, 4]
+        started = time.perf_counter()
+        assert asyncio.run(scenario()) == [1, 2, 2, 4, 5, 5, 6]
         assert core._in_flight == 0 and set(signature.call_seconds) == {4, 7}
+        assert time.perf_counter() - started < 5
     finally:
         core.executor.shutdown()
 

@@ -168,13 +168,20 @@ def test_consumer_killed_mid_batch_and_restarted_lands_each_reading_once(kafka_b
     first = start(60)
     assert first.stdout is not None and first.stdout.readline().strip() == "assigned"  # only our lines go to stdout
     published: dict = {}
-    # Paced (about two seconds in all) so the stream is still flowing when the kill comes.
-    publisher = threading.Thread(target=lambda: published.update(_publish(kafka_broker.address, topic, messages, pace_s=0.006, poison_every=60)))
+    killed = threading.Event()
+    # Paced (about two seconds in all) so the stream is still flowing when the kill comes. The last third
+    # waits for the kill: on a busy machine the first batch can otherwise take in the whole stream, and
+    # the restart would have nothing left to read.
+    tail = len(messages) * 2 // 3
+    publisher = threading.Thread(target=lambda: published.update(_publish(
+        kafka_broker.address, topic, messages, pace_s=0.006, poison_every=60,
+        during=lambda i: killed.wait(60) if i == tail else None)))
     publisher.start()
     assert first.stdout.readline().startswith("commit")  # at least one batch is in bronze and its offsets committed
     time.sleep(random.Random(19).uniform(0.0, 0.3))
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    killed.set()
     assert first.returncode == -signal.SIGKILL
     publisher.join(60)
     assert published["acknowledged_readings"] == readings.num_rows

@@ -209,6 +209,12 @@ def _scan(table: DeltaTable, contract: TableContract, filters: Sequence[Filter],
     cost grow with the portfolio. The files are read without pyarrow's row filter: files delta-rs's MERGE
     wrote hold strings as string_view, which that filter cannot compare with the dataset's string type.
     """
+    # The files are read here, not through delta-rs's dataset, so its refusal of what a plain Parquet read
+    # would get wrong (rows a deletion vector removed, physical column names) is kept here too.
+    unsupported = {"deletionVectors", "columnMapping"} & set(table.protocol().reader_features or ())
+    if unsupported:
+        raise ValueError(f"{contract.qualified_name}: the table uses {sorted(unsupported)}, which the delta_rs engine's "
+                         "reader does not support; read it with lakehouse.engine=spark, or rewrite it without them")
     actions = pa.table(table.get_add_actions(flatten=True))
     keep = np.ones(actions.num_rows, dtype=bool)
     for column, op, value in filters:

@@ -177,3 +177,15 @@ def test_delta_rs_filtered_read_equals_filtering_the_whole_table(three_buildings
     expected = sorted((r["building_id"], r["ts"]) for r in everything if all(passes(r, *f) for f in filters))
     got = three_buildings.read(SENSOR_READINGS, filters=filters, columns=["building_id", "ts"]).to_pylist()
     assert sorted((r["building_id"], r["ts"]) for r in got) == expected
+
+
+def test_delta_rs_refuses_a_table_with_deletion_vectors_rather_than_return_deleted_rows(tmp_path) -> None:
+    """The reader opens the chosen Parquet files itself; a deletion vector would be ignored, so it refuses."""
+    from deltalake import write_deltalake
+
+    engine = DeltaRsEngine(str(tmp_path))
+    batch = conform(SENSOR_READINGS, readings([1.0] * 4))
+    write_deltalake(engine.table_uri(SENSOR_READINGS), batch, partition_by=list(SENSOR_READINGS.partition_by),
+                    configuration={"delta.enableDeletionVectors": "true"})
+    with pytest.raises(ValueError, match=r"deletionVectors.*lakehouse.engine=spark"):
+        engine.read(SENSOR_READINGS, filters=[("building_id", "=", "b1")])

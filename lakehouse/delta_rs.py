@@ -269,6 +269,10 @@ def _files_admitting(actions: pa.Table, partition: bool, column: str, op: str, v
         return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
     low, high = actions.column(names[0]), actions.column(names[1])
     try:
+        if pa.types.is_timestamp(high.type) and high.type.unit != "s":
+            # Delta writers may keep timestamp statistics at millisecond precision, truncated: the true
+            # maximum can lie up to 1 ms above the recorded one.
+            high = pc.add(high, pa.scalar(1000, pa.duration("us")).cast(pa.duration(high.type.unit)))
         if op == "in":
             wanted = sorted(v for v in pa.array(list(value), type=low.type).to_pylist() if v is not None)
             hit = np.array([lo is None or hi is None or _any_between(wanted, lo, hi)

@@ -29,6 +29,15 @@ if str(REPO) not in sys.path:
 TARGET_S = 60.0
 
 
+def print_measures(rows: list[tuple[str, str]]) -> None:
+    """A two-column Markdown table: measure | value."""
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(width)} | {v} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buildings", type=int, default=20)
@@ -145,11 +154,7 @@ def main() -> None:
         ("decision / anomalies found", f"{result['decision']} / {result['anomalies']}"),
         ("load average before / after", f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for k, v in rows:
-        print(f"| {k.ljust(width)} | {v} |")
+    print_measures(rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -211,11 +211,9 @@ def main() -> None:
         ("anomalies per building-week, forecast band", f"{result['anomalies_per_building_week']['band']} {dict(anomalies['band'])}"),
         ("anomalies per building-week, TOWT baseline", f"{result['anomalies_per_building_week']['baseline']} {dict(anomalies['baseline'])}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for k, v in rows:
-        print(f"| {k.ljust(width)} | {v} |")
+    from bench.monitor import print_measures
+
+    print_measures(rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str))

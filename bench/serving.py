@@ -12,13 +12,14 @@ b1 p50 + the floor's b1 p50 + 0.5 ms; 32 concurrent batch-1 clients >= 60% of th
 
 What is compared with what:
 - "inprocess" is the model call in this process, numpy arrays in and out, made the way the servers make it
-  (serving.server.servable.Signature: the signature's graph function run as one eager op, below the keyword
-  call's argument binding and `_call_flat`'s per-call Python); the servers run the same SavedModel, so gRPC
-  minus it is the serving overhead alone (transport, request and response handling). "inprocess_keyword" is
-  the ordinary `signature(history=..., future=...)` call of the same loaded model, for reference (~0.3-0.5 ms
-  more at batch 1). All use the same TensorFlow thread pools (`--tf-intra-op-threads`, `--tf-inter-op-threads`,
-  passed to the servers as TF Serving's `--tensorflow_*_op_parallelism`): one thread each is the fastest
-  setting in-process too for this sequential LSTM on 2 cores, so the reference is not handicapped.
+  (serving.server.servable.Signature: the SavedModel imported into a TF1 Session, as TF Serving runs it, one
+  Session callable per signature); the servers run the same SavedModel the same way, so gRPC minus it is the
+  serving overhead alone (transport, request and response handling). "inprocess_keyword" is TF2's eager
+  loading and `signature(history=..., future=...)` call of the same export, for reference. All use the same
+  TensorFlow threads (`--tf-intra-op-threads`, `--tf-inter-op-threads`, passed to the servers as TF Serving's
+  `--tensorflow_*_op_parallelism`): one intra-op thread, and inter-op -1 (every op in the calling thread,
+  ConfigProto's meaning), the fastest setting in-process too for this sequential LSTM on 2 cores, so the
+  reference is not handicapped. The eager keyword rows get one inter-op thread (eager has no caller-thread mode).
 - b1/b32 latencies are timed in blocks of `--block` consecutive calls of one path, the paths taking turns
   block by block, so load from other jobs falls on every path alike. Blocks, not single calls: a call timed
   right after a call that waited on another process (gRPC, REST) or handed its work to TensorFlow's pool
@@ -289,8 +290,9 @@ def main() -> None:
     parser.add_argument("--num-batch-threads", type=int, default=1)
     parser.add_argument("--tf-intra-op-threads", type=int, default=1,
                         help="TensorFlow intra-op threads, in-process and in the servers (0: TensorFlow's choice)")
-    parser.add_argument("--tf-inter-op-threads", type=int, default=1,
-                        help="TensorFlow inter-op threads, in-process and in the servers (0: TensorFlow's choice)")
+    parser.add_argument("--tf-inter-op-threads", type=int, default=-1,
+                        help="TensorFlow inter-op threads, in-process and in the servers (0: TensorFlow's choice; "
+                             "negative: every op in the calling thread)")
     parser.add_argument("--no-ab", action="store_true",
                         help="skip the A/B server (unbatched XLA with every model call on the executor thread)")
     parser.add_argument("--canned-server-port", type=int, help=argparse.SUPPRESS)
@@ -309,10 +311,11 @@ def main() -> None:
     from serving.xla import write_xla_saved_model
 
     # Before anything runs a TensorFlow op: the in-process reference gets the servers' thread pools.
-    if args.tf_intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tf_intra_op_threads)
-    if args.tf_inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tf_inter_op_threads)
+    from serving.server.main import configure_tensorflow_threads
+
+    configure_tensorflow_threads(args.tf_intra_op_threads, args.tf_inter_op_threads)
+    if args.tf_inter_op_threads < 0:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     server_flags = [f"--tensorflow_intra_op_parallelism={args.tf_intra_op_threads}",
                     f"--tensorflow_inter_op_parallelism={args.tf_inter_op_threads}"]
 

@@ -42,7 +42,9 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
     grpc_channel_arguments: str = ""
-    # TensorFlow's thread pools: 0 lets TensorFlow choose (one thread per core), as in TF Serving.
+    # TensorFlow's thread pools: 0 lets TensorFlow choose (one thread per core), as in TF Serving. A negative
+    # inter-op value runs every op in the thread that called the model (TF's ConfigProto meaning, which TF Serving
+    # passes through to its Session): no hand-off to a pool thread that may have gone to sleep since the last call.
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     # TF Serving's SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): TLS on gRPC and REST.
@@ -101,9 +103,9 @@ def build_parser(prog: str = "tensorflow_model_server") -> argparse.ArgumentPars
 def parse_flags(argv: list[str] | None = None, prog: str = "tensorflow_model_server") -> ServerOptions:
     namespace = build_parser(prog).parse_args(argv)
     options = ServerOptions(**{spec.name: getattr(namespace, spec.name) for spec in fields(ServerOptions)})
-    for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
-        if getattr(options, name) < 0:
-            raise SystemExit(f"--{name} must be >= 0 (0 lets TensorFlow choose), got {getattr(options, name)}")
+    if options.tensorflow_intra_op_parallelism < 0:
+        raise SystemExit("--tensorflow_intra_op_parallelism must be >= 0 (0 lets TensorFlow choose), "
+                         f"got {options.tensorflow_intra_op_parallelism}")
     for name in ("rest_api_num_threads", "grpc_max_concurrent_rpcs", "rest_max_json_depth", "max_request_bytes"):
         if getattr(options, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(options, name)}")

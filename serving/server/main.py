@@ -129,12 +129,17 @@ class ModelServer:
 
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    """TF Serving's `--tensorflow_{intra,inter}_op_parallelism` (0: TensorFlow's choice); before any model loads."""
+    """TF Serving's `--tensorflow_{intra,inter}_op_parallelism` (0: TensorFlow's choice; a negative inter-op value:
+    every op in the calling thread), for the Sessions the versions run in; before any model loads."""
     import tensorflow as tf
 
-    if intra_op:
+    from serving.server.servable import set_session_threads
+
+    set_session_threads(intra_op, inter_op)
+    # Eager TensorFlow (warmup-record reading, tensor conversions) gets the same pools where a count was given.
+    if intra_op > 0:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    if inter_op:
+    if inter_op > 0:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 

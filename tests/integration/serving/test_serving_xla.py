@@ -87,23 +87,56 @@ def test_outputs_with_and_without_xla_agree_on_every_signature(exports):
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
 
 
-def test_the_servers_direct_call_equals_the_keyword_call_with_and_without_xla(exports):
-    """Signature runs the graph function as one eager op (below `_call_flat`); it must be that path, not its
-    fallback, and give exactly what the ordinary keyword call of the same loaded signature gives."""
+def test_the_servers_session_equals_tf2_eager_loading_with_and_without_xla(exports):
+    """Versions run in a TF1 Session, as in TF Serving: every signature must give what TF2's own loading of the
+    same export gives (the XLA export compiled by both)."""
+    import tensorflow as tf
+
     from serving.server.servable import Servable
 
     for kind in ("plain", "xla"):
         servable = Servable.load(MODEL, 1, exports[kind], xla_enabled=True)
-        loaded = servable._module.signatures  # the same loaded functions, called the ordinary way
+        eager = tf.saved_model.load(str(exports[kind])).signatures
         for signature_name, batch in (("serving_default", 1), ("serving_default", 3), ("serve", 2)):
-            signature = servable.signature(signature_name)
-            assert signature._direct is not None, (kind, signature_name)
             history, future = make_inputs(batch, seed=10 + batch)
-            got = signature({"history": history, "future": future})
-            want = loaded[signature_name](history=history, future=future)
+            got = servable.signature(signature_name)({"history": history, "future": future})
+            want = eager[signature_name](history=history, future=future)
             assert sorted(got) == sorted(want) == ["p10", "p50", "p90"]
             for name in ("p10", "p50", "p90"):
-                np.testing.assert_array_equal(got[name], want[name].numpy(), err_msg=f"{kind} {signature_name} {name}")
+                np.testing.assert_allclose(got[name], want[name].numpy(), rtol=1e-5, atol=1e-5,
+                                           err_msg=f"{kind} {signature_name} {name}")
+
+
+def test_an_xla_export_keeps_its_loops_functional_so_a_session_can_compile_it(exports, tmp_path):
+    """A Session (TF Serving's runtime) lowers a function's While loops to Enter/Exit unless told not to, and XLA
+    cannot compile those: the export marks every loop, and without the marks the same export fails."""
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from serving.server.errors import ServingError
+    from serving.server.servable import Servable
+    from serving.xla import LOWER_USING_SWITCH_MERGE
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((exports["xla"] / "saved_model.pb").read_bytes())
+    marks = [node.attr[LOWER_USING_SWITCH_MERGE].b for function in proto.meta_graphs[0].graph_def.library.function
+             for node in function.node_def if LOWER_USING_SWITCH_MERGE in node.attr]
+    assert marks and not any(marks)  # the LSTM's loops, none left to lower
+
+    unmarked = tmp_path / "unmarked" / "1"
+    shutil.copytree(exports["xla"], unmarked)
+    for function in proto.meta_graphs[0].graph_def.library.function:
+        for node in function.node_def:
+            if LOWER_USING_SWITCH_MERGE in node.attr:
+                node.attr[LOWER_USING_SWITCH_MERGE].b = True
+    (unmarked / "saved_model.pb").write_bytes(proto.SerializeToString())
+    history, future = make_inputs(1, seed=4)
+    with pytest.raises(ServingError, match="Enter"):
+        Servable.load(MODEL, 1, unmarked, xla_enabled=True).signature("")({"history": history, "future": future})
+    got = Servable.load(MODEL, 1, exports["xla"], xla_enabled=True).signature("")({"history": history,
+                                                                                    "future": future})
+    assert got["p50"].shape == (1, SPEC.horizon_h) and np.isfinite(got["p50"]).all()
 
 
 def test_xla_disabled_fails_the_first_request_like_tf_serving(servers):

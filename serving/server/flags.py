@@ -41,6 +41,8 @@ class ServerOptions:
     grpc_max_threads: int = 0
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
+    # TF Serving's "comma separated list of arguments to be passed to the grpc server", e.g.
+    # grpc.max_connection_age_ms=2000 (integers as integers, anything else as a string).
     grpc_channel_arguments: str = ""
     # TensorFlow's thread pools: 0 lets TensorFlow choose (one thread per core), as in TF Serving. A negative
     # inter-op value runs every op in the thread that called the model (TF's ConfigProto meaning, which TF Serving
@@ -100,6 +102,18 @@ def build_parser(prog: str = "tensorflow_model_server") -> argparse.ArgumentPars
     return parser
 
 
+def grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """`--grpc_channel_arguments` as gRPC server options; a malformed entry is a flag error naming it."""
+    arguments = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--grpc_channel_arguments: {entry!r} is not key=value (e.g. grpc.max_connection_age_ms=2000)")
+        value = value.strip()
+        arguments.append((key.strip(), int(value) if value.lstrip("-").isdigit() else value))
+    return arguments
+
+
 def parse_flags(argv: list[str] | None = None, prog: str = "tensorflow_model_server") -> ServerOptions:
     namespace = build_parser(prog).parse_args(argv)
     options = ServerOptions(**{spec.name: getattr(namespace, spec.name) for spec in fields(ServerOptions)})
@@ -109,6 +123,7 @@ def parse_flags(argv: list[str] | None = None, prog: str = "tensorflow_model_ser
     for name in ("rest_api_num_threads", "grpc_max_concurrent_rpcs", "rest_max_json_depth", "max_request_bytes"):
         if getattr(options, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(options, name)}")
+    grpc_channel_arguments(options.grpc_channel_arguments)  # a malformed list fails at start, not at bind
     if options.reload_config_access not in RELOAD_ACCESS:
         raise SystemExit(
             f"--reload_config_access must be one of {', '.join(RELOAD_ACCESS)}, got {options.reload_config_access!r}"

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from serving.server.flags import ServerOptions, parse_flags
+from serving.server.flags import ServerOptions, grpc_channel_arguments, parse_flags
 from wattflow.log import get_logger
 
 log = get_logger(__name__)
@@ -103,6 +103,7 @@ class ModelServer:
             self.core, host=options.host, port=options.port, max_threads=threads,
             max_message_bytes=options.max_request_bytes, max_concurrent_rpcs=options.grpc_max_concurrent_rpcs,
             ssl_config=self.ssl_config, reload_access=options.reload_config_access,
+            extra_options=grpc_channel_arguments(options.grpc_channel_arguments),
         )
         self._grpc.start()
         log.info("Running gRPC ModelServer", address=f"{options.host}:{self.grpc_port}")

@@ -44,6 +44,16 @@ def test_flags_need_a_model_and_refuse_prefixes():
     assert parse_flags(["--model_base_path=/m", "--tensorflow_inter_op_parallelism=-1"]).tensorflow_inter_op_parallelism == -1
 
 
+def test_grpc_channel_arguments_become_server_options_and_a_bad_entry_is_named():
+    from serving.server.flags import grpc_channel_arguments, parse_flags
+
+    assert grpc_channel_arguments("grpc.max_connection_age_ms=2000, grpc.optimization_target=latency,") == [
+        ("grpc.max_connection_age_ms", 2000), ("grpc.optimization_target", "latency")]
+    assert grpc_channel_arguments("") == []
+    with pytest.raises(SystemExit, match="'grpc.keepalive_time_ms' is not key=value"):
+        parse_flags(["--model_base_path=/m", "--grpc_channel_arguments=grpc.keepalive_time_ms"])
+
+
 # ---- config files -----------------------------------------------------------------------------------
 def test_batching_parameters_in_tf_servings_text_format():
     from serving.server.config import BatchingParameters, parse_batching_parameters

@@ -17,9 +17,9 @@ What is compared with what:
   serving overhead alone (transport, request and response handling). "inprocess_keyword" is TF2's eager
   loading and `signature(history=..., future=...)` call of the same export, for reference. All use the same
   TensorFlow threads (`--tf-intra-op-threads`, `--tf-inter-op-threads`, passed to the servers as TF Serving's
-  `--tensorflow_*_op_parallelism`): one intra-op thread, and inter-op -1 (every op in the calling thread,
-  ConfigProto's meaning), the fastest setting in-process too for this sequential LSTM on 2 cores, so the
-  reference is not handicapped. The eager keyword rows get one inter-op thread (eager has no caller-thread mode).
+  `--tensorflow_*_op_parallelism`): one thread each, the fastest setting in-process too for this sequential
+  LSTM on 2 cores, so the reference is not handicapped. Calls of up to Signature.INLINE_MAX_ROWS rows, and
+  every call of an XLA-compiled signature, run in the calling thread (RunOptions.inter_op_thread_pool -1).
 - b1/b32 latencies are timed in blocks of `--block` consecutive calls of one path, the paths taking turns
   block by block, so load from other jobs falls on every path alike. Blocks, not single calls: a call timed
   right after a call that waited on another process (gRPC, REST) or handed its work to TensorFlow's pool
@@ -290,7 +290,7 @@ def main() -> None:
     parser.add_argument("--num-batch-threads", type=int, default=1)
     parser.add_argument("--tf-intra-op-threads", type=int, default=1,
                         help="TensorFlow intra-op threads, in-process and in the servers (0: TensorFlow's choice)")
-    parser.add_argument("--tf-inter-op-threads", type=int, default=-1,
+    parser.add_argument("--tf-inter-op-threads", type=int, default=1,
                         help="TensorFlow inter-op threads, in-process and in the servers (0: TensorFlow's choice; "
                              "negative: every op in the calling thread)")
     parser.add_argument("--no-ab", action="store_true",
@@ -314,8 +314,6 @@ def main() -> None:
     from serving.server.main import configure_tensorflow_threads
 
     configure_tensorflow_threads(args.tf_intra_op_threads, args.tf_inter_op_threads)
-    if args.tf_inter_op_threads < 0:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
     server_flags = [f"--tensorflow_intra_op_parallelism={args.tf_intra_op_threads}",
                     f"--tensorflow_inter_op_parallelism={args.tf_inter_op_threads}"]
 

@@ -107,6 +107,24 @@ def test_the_servers_session_equals_tf2_eager_loading_with_and_without_xla(expor
                                            err_msg=f"{kind} {signature_name} {name}")
 
 
+def test_the_callers_thread_and_the_inter_op_pool_give_the_same_answers(exports):
+    """Small batches (every batch of an XLA signature) run in the calling thread, the rest on the Session's
+    inter-op pool: the same graph either way, so bit-identical outputs."""
+    from serving.server.servable import Servable, Signature
+
+    for kind in ("plain", "xla"):
+        signature = Servable.load(MODEL, 1, exports[kind], xla_enabled=True).signature("")
+        assert signature._inline_rows == (float("inf") if kind == "xla" else Signature.INLINE_MAX_ROWS)
+        for batch in (1, 6):
+            history, future = make_inputs(batch, seed=20 + batch)
+            inline = signature._run_inline(future, history)  # inputs in sorted name order
+            pooled = signature._run_pooled(future, history)
+            assert len(inline) == len(pooled) == 3
+            for got, want in zip(inline, pooled):
+                np.testing.assert_array_equal(got, want, err_msg=f"{kind} batch {batch}")
+            np.testing.assert_array_equal(signature({"history": history, "future": future})["p50"], inline[1])
+
+
 def test_an_xla_export_keeps_its_loops_functional_so_a_session_can_compile_it(exports, tmp_path):
     """A Session (TF Serving's runtime) lowers a function's While loops to Enter/Exit unless told not to, and XLA
     cannot compile those: the export marks every loop, and without the marks the same export fails."""

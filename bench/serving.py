@@ -413,6 +413,10 @@ def main() -> None:
         floor_b1 = summarize(b1["grpc_floor"], 1)
         after_grpc = summarize(b1["inprocess_xla_after_grpc"], 1)
         results["inprocess_xla_after_grpc"] = {"b1_p50_ms": after_grpc["p50_ms"], "b1_p99_ms": after_grpc["p99_ms"]}
+        # What the server adds on its own: gRPC XLA b1 less the floor and less the model call as a server sees it
+        # (right after a wait on the network, not back to back), for the closing notes' decomposition.
+        results["grpc_xla_server_overhead_ms"] = (summarize(b1["grpc_xla"], 1)["p50_ms"] - floor_b1["p50_ms"]
+                                                  - after_grpc["p50_ms"])
         results["block"] = args.block
 
         # Throughput phases alternate (in-process batch 32, then 32 clients against each server), twice each,
@@ -511,6 +515,7 @@ def print_table(results: dict) -> None:
     if after:
         print(f"latencies timed in blocks of {results.get('block', 1)} calls; inprocess_xla timed instead right after "
               f"a gRPC call: b1 p50 {after['b1_p50_ms']:.2f} ms, p99 {after['b1_p99_ms']:.2f} ms")
+        print(f"grpc_xla b1 = floor + that call + {results['grpc_xla_server_overhead_ms']:.2f} ms of the server's own")
     print(f"in-process batch 32 during the concurrency phases: {results['inprocess']['b32_windows_per_s_during_concurrency']:.0f}"
           f" windows/s, XLA {results['inprocess_xla']['b32_windows_per_s_during_concurrency']:.0f} windows/s")
     print(f"\n32 concurrent gRPC clients, batch 1 {'requests/s':>12} {'errors':>7} {'mean batch':>11} "

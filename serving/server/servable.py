@@ -12,7 +12,6 @@ calling thread against 0.89 ms eager, where the call is always handed to TensorF
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +232,6 @@ class Servable:
         self.signature_def_map = None
         self.uses_xla = False
         self._session = None
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model_name: str, version: int, path: Path, *, xla_enabled: bool = True) -> "Servable":

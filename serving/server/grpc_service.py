@@ -7,6 +7,11 @@ thread is parked per request. Profiled at 32 concurrent
 clients, the thread-pool server spent most of its CPU handing each call to a worker thread and waking it
 again after the batch (see bench/serving.py). Handlers that may block (model status while a version loads,
 config reloads, model calls without batching) run on a thread pool (`--grpc_max_threads`).
+
+The loop is uvloop's (grpc.aio runs on any asyncio loop): its per-callback cost is lower than the standard
+loop's, and this loop runs a few callbacks per request. A/B on 2 cores, same code otherwise, servers side by
+side: 32 clients against the batching XLA server 3,118 vs 2,944 and 3,241 vs 2,966 requests/s (medians of 4 and 6
+rounds, +6% and +9%); batch-1 latency with XLA 1.42 vs 1.48 and 1.26 vs 1.32 ms.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from concurrent import futures
 
 import grpc
+import uvloop
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.server.core import ServingCore, _WithResponse
@@ -159,7 +165,7 @@ class GrpcServer:
                  extra_options: list[tuple[str, object]] | None) -> None:
         self._executor = futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc")
         core.executor = self._executor
-        self._loop = asyncio.new_event_loop()
+        self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
         self._thread.start()
         # With one batch thread, batches run in this loop beside the Predict calls (serving.server.batching).

@@ -211,17 +211,26 @@ def _model_spec_field(model_name: str, version: int, signature_name: str) -> byt
     return _field(_MODEL_SPEC_TAG, spec.SerializeToString())
 
 
+@functools.lru_cache(maxsize=256)
+def _output_prefix(name: str, dtype_enum: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """One `outputs` map entry of a PredictResponse up to its tensor's bytes. A name, dtype and shape fix every
+    length in it, so per request an output is this prefix and `array.tobytes()`: one join, no varints."""
+    tensor_prefix = _tensor_header(dtype_enum, shape) + _TENSOR_CONTENT_TAG + _varint(nbytes)
+    entry_prefix = (_field(_MAP_KEY_TAG, name.encode()) + _MAP_VALUE_TAG + _varint(len(tensor_prefix) + nbytes)
+                    + tensor_prefix)
+    return _OUTPUTS_TAG + _varint(len(entry_prefix) + nbytes) + entry_prefix
+
+
 def encode_predict_response(model_name: str, version: int, signature_name: str,
                             outputs: dict[str, np.ndarray], wanted: list[str]) -> bytes:
     """A serialized PredictResponse: the `wanted` outputs as tensor_content, then the resolved model spec."""
     parts = []
     for name in wanted:
         array = outputs[name]
-        try:
-            dtype = _DTYPE_BY_NUMPY[array.dtype]
-        except KeyError:
-            raise invalid_argument(f"Unsupported output dtype {array.dtype}") from None
-        tensor = _tensor_header(dtype, array.shape) + _field(_TENSOR_CONTENT_TAG, array.tobytes())
-        parts.append(_field(_OUTPUTS_TAG, _field(_MAP_KEY_TAG, name.encode()) + _field(_MAP_VALUE_TAG, tensor)))
+        dtype = _DTYPE_BY_NUMPY.get(array.dtype)
+        if dtype is None:
+            raise invalid_argument(f"Unsupported output dtype {array.dtype}")
+        parts.append(_output_prefix(name, dtype, array.shape, array.nbytes))
+        parts.append(array.tobytes())
     parts.append(_model_spec_field(model_name, version, signature_name))
     return b"".join(parts)

@@ -212,9 +212,10 @@ def _model_spec_field(model_name: str, version: int, signature_name: str) -> byt
 
 
 @functools.lru_cache(maxsize=256)
-def _output_prefix(name: str, dtype_enum: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+def _output_prefix(name: str, dtype_enum: int, shape: tuple[int, ...]) -> bytes:
     """One `outputs` map entry of a PredictResponse up to its tensor's bytes. A name, dtype and shape fix every
     length in it, so per request an output is this prefix and `array.tobytes()`: one join, no varints."""
+    nbytes = math.prod(shape) * numpy_dtype(dtype_enum).itemsize
     tensor_prefix = _tensor_header(dtype_enum, shape) + _TENSOR_CONTENT_TAG + _varint(nbytes)
     entry_prefix = (_field(_MAP_KEY_TAG, name.encode()) + _MAP_VALUE_TAG + _varint(len(tensor_prefix) + nbytes)
                     + tensor_prefix)
@@ -230,7 +231,7 @@ def encode_predict_response(model_name: str, version: int, signature_name: str,
         dtype = _DTYPE_BY_NUMPY.get(array.dtype)
         if dtype is None:
             raise invalid_argument(f"Unsupported output dtype {array.dtype}")
-        parts.append(_output_prefix(name, dtype, array.shape, array.nbytes))
+        parts.append(_output_prefix(name, dtype, array.shape))
         parts.append(array.tobytes())
     parts.append(_model_spec_field(model_name, version, signature_name))
     return b"".join(parts)
